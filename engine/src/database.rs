@@ -1,0 +1,537 @@
+//! The public handles: [`Database`] (blocking) and [`AsyncDatabase`] (for tokio code).
+//!
+//! Reads go straight to redb: each takes its own MVCC snapshot and never waits for the
+//! writer. Writes are checked (limits, etag syntax, TTL) on the caller's thread, then queued
+//! to the group-commit writer ([`crate::writer`]); the call returns when the batch holding the
+//! write is committed with the configured durability.
+//!
+//! `Database` blocks the calling thread. In async code use [`AsyncDatabase`] (from
+//! [`Database::into_async`]): its writes wait on the queue without blocking a runtime worker,
+//! and its reads run on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use flume::{Receiver, Sender};
+
+use crate::clock::Clock;
+use crate::durability::Committer;
+use crate::error::Error;
+use crate::etag::Etag;
+use crate::options::{Limits, Options};
+use crate::request::{CheckedOp, DeleteRequest, Operation, SetRequest};
+use crate::storage::{self, Record};
+use crate::writer::{Command, Writer, WriterCounters};
+
+/// Counters describing the writer's work since open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Write transactions committed (each one fsync in `Immediate` mode).
+    pub batches: u64,
+    /// Requests received by the writer (a bulk or transaction counts once).
+    pub requests: u64,
+    /// Most requests group-committed in one transaction.
+    pub largest_batch: u64,
+    /// Expired records deleted by sweeps.
+    pub swept: u64,
+}
+
+/// An open Roost database. Cheap to clone; all clones share one file and one writer.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// `None` once closed.
+    db: RwLock<Option<Arc<redb::Database>>>,
+    commands: Sender<Command>,
+    limits: Limits,
+    sweep_batch: usize,
+    clock: Arc<dyn Clock>,
+    counters: Arc<WriterCounters>,
+    gate: Arc<Mutex<()>>,
+    closed: AtomicBool,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    sweeper: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A queued write and where its answer will arrive.
+struct Submission<T> {
+    command: Command,
+    reply: Receiver<Result<T, Error>>,
+}
+
+impl<T> Submission<T> {
+    fn new(make: impl FnOnce(Sender<Result<T, Error>>) -> Command) -> Submission<T> {
+        let (tx, reply) = flume::bounded(1);
+        Submission {
+            command: make(tx),
+            reply,
+        }
+    }
+
+    fn wait(self, commands: &Sender<Command>) -> Result<T, Error> {
+        commands.send(self.command).map_err(|_| Error::Closed)?;
+        self.reply.recv().map_err(|_| Error::Closed)?
+    }
+
+    async fn wait_async(self, commands: &Sender<Command>) -> Result<T, Error> {
+        commands
+            .send_async(self.command)
+            .await
+            .map_err(|_| Error::Closed)?;
+        self.reply.recv_async().await.map_err(|_| Error::Closed)?
+    }
+}
+
+/// A bulk request split into the items refused up front and those sent to the writer.
+struct BulkPlan {
+    refused: Vec<Option<Error>>,
+    submission: Option<Submission<Vec<Result<Option<Etag>, Error>>>>,
+}
+
+impl BulkPlan {
+    fn new(checked: Vec<Result<CheckedOp, Error>>) -> BulkPlan {
+        let mut refused = Vec::with_capacity(checked.len());
+        let mut ops = Vec::with_capacity(checked.len());
+        for item in checked {
+            match item {
+                Ok(op) => {
+                    refused.push(None);
+                    ops.push(op);
+                }
+                Err(err) => refused.push(Some(err)),
+            }
+        }
+        let submission = (!ops.is_empty()).then(|| Submission::new(|tx| Command::Bulk(ops, tx)));
+        BulkPlan {
+            refused,
+            submission,
+        }
+    }
+
+    /// Puts the writer's per-item results back between the refused items, in request order.
+    fn merge(
+        refused: Vec<Option<Error>>,
+        applied: Vec<Result<Option<Etag>, Error>>,
+    ) -> Result<Vec<Result<Option<Etag>, Error>>, Error> {
+        let mut applied = applied.into_iter();
+        refused
+            .into_iter()
+            .map(|slot| match slot {
+                Some(err) => Ok(Err(err)),
+                None => applied
+                    .next()
+                    .ok_or_else(|| Error::Storage("bulk result missing an item".into())),
+            })
+            .collect()
+    }
+}
+
+fn expect_etag(result: Result<Option<Etag>, Error>) -> Result<Etag, Error> {
+    result?.ok_or_else(|| Error::Storage("set returned no etag".into()))
+}
+
+impl Database {
+    /// Opens (or creates) the database described by `options` and starts its writer and
+    /// expiry sweeper threads.
+    pub fn open(options: Options) -> Result<Database, Error> {
+        let opened = storage::open(&options)?;
+        let db = Arc::new(opened.db);
+        let (commands, queue) = flume::bounded(options.write_queue_capacity);
+        let counters = Arc::new(WriterCounters::default());
+        let gate = Arc::new(Mutex::new(()));
+        let writer = Writer {
+            db: Arc::clone(&db),
+            commands: queue,
+            committer: Committer::new(options.durability),
+            clock: Arc::clone(&options.clock),
+            last_etag: opened.last_etag,
+            max_batch_requests: options.max_batch_requests,
+            counters: Arc::clone(&counters),
+            gate: Arc::clone(&gate),
+            poisoned: None,
+        };
+        let writer = std::thread::Builder::new()
+            .name("roost-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|err| Error::Storage(format!("cannot start the writer thread: {err}")))?;
+        let inner = Inner {
+            path: options.path.clone(),
+            db: RwLock::new(Some(db)),
+            commands,
+            limits: options.limits,
+            sweep_batch: options.sweep_batch,
+            clock: options.clock,
+            counters,
+            gate,
+            closed: AtomicBool::new(false),
+            writer: Mutex::new(Some(writer)),
+            sweeper: Mutex::new(None),
+        };
+        let database = Database {
+            inner: Arc::new(inner),
+        };
+        if let Some(interval) = options.sweep_interval {
+            database.start_sweeper(interval)?;
+        }
+        tracing::debug!(path = %options.path.display(), durability = ?options.durability, "database open");
+        Ok(database)
+    }
+
+    fn start_sweeper(&self, interval: Duration) -> Result<(), Error> {
+        let (stop, stopped) = flume::bounded::<()>(0);
+        let commands = self.inner.commands.clone();
+        let batch = self.inner.sweep_batch;
+        let handle = std::thread::Builder::new()
+            .name("roost-sweeper".into())
+            .spawn(move || sweep_loop(commands, stopped, interval, batch))
+            .map_err(|err| Error::Storage(format!("cannot start the sweeper thread: {err}")))?;
+        *lock(&self.inner.sweeper) = Some((stop, handle));
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        Stats {
+            batches: c.batches.load(Ordering::Relaxed),
+            requests: c.requests.load(Ordering::Relaxed),
+            largest_batch: c.largest_batch.load(Ordering::Relaxed),
+            swept: c.swept.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A handle whose methods are `async` and never block a tokio worker.
+    pub fn into_async(self) -> AsyncDatabase {
+        AsyncDatabase { db: self }
+    }
+
+    fn redb(&self) -> Result<Arc<redb::Database>, Error> {
+        self.inner
+            .db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(Error::Closed)
+    }
+
+    /// The live record under `key`, or `None` if it is missing or expired.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Record>, Error> {
+        let key = key.as_ref();
+        crate::request::check_key(key, &self.inner.limits)?;
+        let mut records = storage::read_many(&*self.redb()?, &[key], self.inner.clock.now_unix_ms())?;
+        Ok(records.pop().flatten())
+    }
+
+    /// One result per key, in request order, all from one snapshot; `None` for missing or
+    /// expired keys.
+    pub fn bulk_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Record>>, Error> {
+        self.check_bulk_len(keys.len())?;
+        for key in keys {
+            crate::request::check_key(key.as_ref(), &self.inner.limits)?;
+        }
+        storage::read_many(&*self.redb()?, keys, self.inner.clock.now_unix_ms())
+    }
+
+    /// Writes one record and returns its new etag.
+    pub fn set(&self, request: SetRequest) -> Result<Etag, Error> {
+        expect_etag(self.prepare_single(request.into())?.wait(&self.inner.commands))
+    }
+
+    /// Deletes one record (see [`DeleteRequest`] for the rules).
+    pub fn delete(&self, request: DeleteRequest) -> Result<(), Error> {
+        self.prepare_single(request.into())?
+            .wait(&self.inner.commands)
+            .map(|_| ())
+    }
+
+    /// Writes each record independently: one result per request, in order; the failures do
+    /// not stop the others. The outer error means the whole call failed (e.g. closed).
+    pub fn bulk_set(&self, requests: Vec<SetRequest>) -> Result<Vec<Result<Etag, Error>>, Error> {
+        let plan = self.prepare_bulk(requests.into_iter().map(Operation::Set).collect())?;
+        let applied = match plan.submission {
+            Some(submission) => submission.wait(&self.inner.commands)?,
+            None => Vec::new(),
+        };
+        Ok(BulkPlan::merge(plan.refused, applied)?
+            .into_iter()
+            .map(expect_etag)
+            .collect())
+    }
+
+    /// Deletes each key independently; one result per request, in order.
+    pub fn bulk_delete(
+        &self,
+        requests: Vec<DeleteRequest>,
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        let plan = self.prepare_bulk(requests.into_iter().map(Operation::Delete).collect())?;
+        let applied = match plan.submission {
+            Some(submission) => submission.wait(&self.inner.commands)?,
+            None => Vec::new(),
+        };
+        Ok(BulkPlan::merge(plan.refused, applied)?
+            .into_iter()
+            .map(|r| r.map(|_| ()))
+            .collect())
+    }
+
+    /// Applies `operations` in order, all or nothing; later operations see earlier ones. On
+    /// failure nothing is applied and the error is [`Error::Transaction`] with the index of
+    /// the failing operation. Returns each operation's new etag (`None` for deletes).
+    pub fn transact(&self, operations: Vec<Operation>) -> Result<Vec<Option<Etag>>, Error> {
+        match self.prepare_transaction(operations)? {
+            Some(submission) => submission.wait(&self.inner.commands),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Deletes up to one sweep batch of expired records now; returns how many.
+    pub fn sweep_expired(&self) -> Result<usize, Error> {
+        let batch = self.inner.sweep_batch;
+        Submission::new(|tx| Command::Sweep(batch, tx)).wait(&self.inner.commands)
+    }
+
+    /// Makes every write acknowledged so far durable (useful with `Eventual` durability).
+    pub fn sync(&self) -> Result<(), Error> {
+        Submission::new(Command::Sync).wait(&self.inner.commands)
+    }
+
+    /// Finishes queued writes, makes everything durable, marks the file cleanly closed and
+    /// releases it. Every clone of this handle is closed too. Idempotent.
+    pub fn close(&self) -> Result<(), Error> {
+        self.inner.close()
+    }
+
+    fn check_bulk_len(&self, len: usize) -> Result<(), Error> {
+        let max = self.inner.limits.max_bulk_items;
+        if max > 0 && len > max {
+            return Err(Error::InvalidArgument(format!(
+                "{len} items in one bulk request, above the limit of {max}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn prepare_single(&self, op: Operation) -> Result<Submission<Option<Etag>>, Error> {
+        let op = op.check(&self.inner.limits)?;
+        Ok(Submission::new(|tx| Command::Single(op, tx)))
+    }
+
+    fn prepare_bulk(&self, ops: Vec<Operation>) -> Result<BulkPlan, Error> {
+        self.check_bulk_len(ops.len())?;
+        let limits = &self.inner.limits;
+        Ok(BulkPlan::new(
+            ops.into_iter().map(|op| op.check(limits)).collect(),
+        ))
+    }
+
+    fn prepare_transaction(
+        &self,
+        operations: Vec<Operation>,
+    ) -> Result<Option<Submission<Vec<Option<Etag>>>>, Error> {
+        let max = self.inner.limits.max_transaction_ops;
+        if max > 0 && operations.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "{} operations in one transaction, above the limit of {max}",
+                operations.len()
+            )));
+        }
+        if operations.is_empty() {
+            return Ok(None);
+        }
+        let limits = &self.inner.limits;
+        let ops = operations
+            .into_iter()
+            .enumerate()
+            .map(|(index, op)| {
+                op.check(limits).map_err(|err| Error::Transaction {
+                    index,
+                    source: Box::new(err),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Submission::new(|tx| Command::Transaction(ops, tx))))
+    }
+
+    /// Holds the writer before its next batch until the guard is dropped, so requests sent
+    /// meanwhile are committed together. For tests of group commit.
+    #[doc(hidden)]
+    pub fn hold_writer(&self) -> MutexGuard<'_, ()> {
+        lock(&self.inner.gate)
+    }
+
+    /// Requests waiting in the write queue. For tests of group commit.
+    #[doc(hidden)]
+    pub fn queued_writes(&self) -> usize {
+        self.inner.commands.len()
+    }
+}
+
+impl Inner {
+    fn close(&self) -> Result<(), Error> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Some((stop, handle)) = lock(&self.sweeper).take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+        let result = Submission::new(Command::Shutdown).wait(&self.commands);
+        if let Some(handle) = lock(&self.writer).take() {
+            let _ = handle.join();
+        }
+        self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        result
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(err) = self.close() {
+            tracing::error!(path = %self.path.display(), error = %err, "closing the database failed");
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn sweep_loop(commands: Sender<Command>, stop: Receiver<()>, interval: Duration, batch: usize) {
+    loop {
+        match stop.recv_timeout(interval) {
+            Err(flume::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        loop {
+            match Submission::new(|tx| Command::Sweep(batch, tx)).wait(&commands) {
+                Ok(n) if n == batch => continue,
+                Ok(_) => break,
+                Err(Error::Closed) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, "expiry sweep failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The async face of a [`Database`]: the same operations, as futures that never block a
+/// tokio worker thread. Requires a tokio runtime (reads use `spawn_blocking`).
+#[derive(Clone, Debug)]
+pub struct AsyncDatabase {
+    db: Database,
+}
+
+impl AsyncDatabase {
+    /// The blocking handle (e.g. for use inside `spawn_blocking`).
+    pub fn blocking(&self) -> &Database {
+        &self.db
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|err| Error::Storage(format!("read task failed: {err}")))?
+    }
+
+    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<Record>, Error> {
+        let key = key.into();
+        self.read(move |db| db.get(key)).await
+    }
+
+    pub async fn bulk_get(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Record>>, Error> {
+        self.read(move |db| db.bulk_get(&keys)).await
+    }
+
+    pub async fn set(&self, request: SetRequest) -> Result<Etag, Error> {
+        let submission = self.db.prepare_single(request.into())?;
+        expect_etag(submission.wait_async(&self.db.inner.commands).await)
+    }
+
+    pub async fn delete(&self, request: DeleteRequest) -> Result<(), Error> {
+        let submission = self.db.prepare_single(request.into())?;
+        submission
+            .wait_async(&self.db.inner.commands)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn bulk_set(
+        &self,
+        requests: Vec<SetRequest>,
+    ) -> Result<Vec<Result<Etag, Error>>, Error> {
+        let plan = self
+            .db
+            .prepare_bulk(requests.into_iter().map(Operation::Set).collect())?;
+        let applied = match plan.submission {
+            Some(submission) => submission.wait_async(&self.db.inner.commands).await?,
+            None => Vec::new(),
+        };
+        Ok(BulkPlan::merge(plan.refused, applied)?
+            .into_iter()
+            .map(expect_etag)
+            .collect())
+    }
+
+    pub async fn bulk_delete(
+        &self,
+        requests: Vec<DeleteRequest>,
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        let plan = self
+            .db
+            .prepare_bulk(requests.into_iter().map(Operation::Delete).collect())?;
+        let applied = match plan.submission {
+            Some(submission) => submission.wait_async(&self.db.inner.commands).await?,
+            None => Vec::new(),
+        };
+        Ok(BulkPlan::merge(plan.refused, applied)?
+            .into_iter()
+            .map(|r| r.map(|_| ()))
+            .collect())
+    }
+
+    pub async fn transact(&self, operations: Vec<Operation>) -> Result<Vec<Option<Etag>>, Error> {
+        match self.db.prepare_transaction(operations)? {
+            Some(submission) => submission.wait_async(&self.db.inner.commands).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    pub async fn sync(&self) -> Result<(), Error> {
+        Submission::new(Command::Sync)
+            .wait_async(&self.db.inner.commands)
+            .await
+    }
+
+    /// Closes the database (see [`Database::close`]) on the blocking pool.
+    pub async fn close(&self) -> Result<(), Error> {
+        self.read(|db| db.close()).await
+    }
+}

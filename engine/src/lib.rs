@@ -1,0 +1,49 @@
+//! `roost-engine`: Roost's embedded key-value engine on redb, with Dapr's state semantics.
+//!
+//! - Values are bytes, stored and returned verbatim; each record carries an [`Etag`], an
+//!   optional expiry and a content type.
+//! - Etags come from one database-wide, strictly increasing sequence, so they never repeat.
+//! - Writes follow Dapr's concurrency rules (last-write / first-write, etag checks), alone,
+//!   in bulk (per-item outcomes) or in ordered all-or-nothing transactions.
+//! - All writes go through one group-commit writer: concurrent requests share one redb
+//!   transaction and one fsync. Durability is `Immediate` (acknowledged = on disk) or
+//!   `Eventual` (bounded loss window).
+//! - Expired records are invisible at once and deleted in the background through an expiry
+//!   index.
+//!
+//! ```no_run
+//! use roost_engine::{Database, Options, SetRequest};
+//! let db = Database::open(Options::new("state.roost"))?;
+//! let etag = db.set(SetRequest::new("order-1", br#"{"total":3}"#.to_vec()))?;
+//! let record = db.get("order-1")?.expect("just written");
+//! assert_eq!(record.etag, etag);
+//! db.set(SetRequest::new("order-1", b"4".to_vec()).etag(etag.to_string()))?;
+//! # Ok::<(), roost_engine::Error>(())
+//! ```
+//!
+//! [`Database`] blocks; tokio code uses [`AsyncDatabase`]. The on-disk format and the commit
+//! protocol are described in `docs/design.md`.
+
+#![deny(clippy::all)]
+#![warn(missing_debug_implementations)]
+
+mod clock;
+mod database;
+mod durability;
+mod error;
+mod etag;
+mod options;
+mod record;
+mod request;
+mod storage;
+mod ttl;
+mod writer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use database::{AsyncDatabase, Database, Stats};
+pub use error::{Error, MismatchReason, Result};
+pub use etag::Etag;
+pub use options::{Durability, Limits, Options};
+pub use request::{Concurrency, DeleteRequest, Operation, SetRequest};
+pub use storage::Record;
+pub use ttl::{Ttl, format_rfc3339};

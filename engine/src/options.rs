@@ -1,0 +1,158 @@
+//! How a database is opened: file, durability, cache, limits, expiry sweeping, clock.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::record::MAX_CONTENT_TYPE_BYTES;
+
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Acknowledged only after the batch holding it is on disk (one fsync per batch).
+    #[default]
+    Immediate,
+    /// Acknowledged once applied in memory; a background flush makes it durable within
+    /// `max_delay`. A crash can lose the writes acknowledged during the last `max_delay`
+    /// (plus the time of one flush), never more, and never a part of a transaction.
+    Eventual { max_delay: Duration },
+}
+
+impl Durability {
+    /// `eventual` with the default 100 ms loss window.
+    pub const EVENTUAL: Durability = Durability::Eventual {
+        max_delay: Duration::from_millis(100),
+    };
+}
+
+/// Size limits enforced on every request, so no client can make the engine allocate without
+/// bound. `0` disables a limit where noted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest key in bytes (default 4096). Keys are never empty.
+    pub max_key_bytes: usize,
+    /// Largest value in bytes (default 4 MiB, what daprd can receive back in one response).
+    pub max_value_bytes: usize,
+    /// Most operations in one transaction (default 0 = no limit).
+    pub max_transaction_ops: usize,
+    /// Most items in one bulk get / set / delete (default 10 000).
+    pub max_bulk_items: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 4096,
+            max_value_bytes: 4 * 1024 * 1024,
+            max_transaction_ops: 0,
+            max_bulk_items: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    pub const MAX_CONTENT_TYPE_BYTES: usize = MAX_CONTENT_TYPE_BYTES;
+}
+
+/// Options for [`crate::Database::open`]. Start from [`Options::new`] and chain setters.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub(crate) path: PathBuf,
+    pub(crate) create_if_missing: bool,
+    pub(crate) durability: Durability,
+    pub(crate) cache_size_bytes: usize,
+    pub(crate) limits: Limits,
+    pub(crate) check_integrity_on_open: bool,
+    pub(crate) sweep_interval: Option<Duration>,
+    pub(crate) sweep_batch: usize,
+    pub(crate) max_batch_requests: usize,
+    pub(crate) write_queue_capacity: usize,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Options {
+    /// Defaults: create if missing, `Immediate` durability, 64 MiB cache, default [`Limits`],
+    /// integrity check on open, expired records swept every second in batches of 1000,
+    /// group commit of up to 1024 requests, the system clock.
+    pub fn new(path: impl AsRef<Path>) -> Options {
+        Options {
+            path: path.as_ref().to_path_buf(),
+            create_if_missing: true,
+            durability: Durability::default(),
+            cache_size_bytes: 64 * 1024 * 1024,
+            limits: Limits::default(),
+            check_integrity_on_open: true,
+            sweep_interval: Some(Duration::from_secs(1)),
+            sweep_batch: 1000,
+            max_batch_requests: 1024,
+            write_queue_capacity: 4096,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fail with an error instead of creating a new database when the file does not exist.
+    pub fn create_if_missing(mut self, yes: bool) -> Options {
+        self.create_if_missing = yes;
+        self
+    }
+
+    pub fn durability(mut self, durability: Durability) -> Options {
+        self.durability = durability;
+        self
+    }
+
+    /// Memory for redb's page cache.
+    pub fn cache_size_bytes(mut self, bytes: usize) -> Options {
+        self.cache_size_bytes = bytes;
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Options {
+        self.limits = limits;
+        self
+    }
+
+    /// Verify every page checksum when opening (default on). Off makes opening a large file
+    /// faster, but a file damaged outside Roost may then only be detected when read.
+    pub fn check_integrity_on_open(mut self, yes: bool) -> Options {
+        self.check_integrity_on_open = yes;
+        self
+    }
+
+    /// How often the background sweeper deletes expired records; `None` turns it off (expired
+    /// records stay invisible; [`crate::Database::sweep_expired`] deletes them on demand).
+    pub fn sweep_interval(mut self, interval: Option<Duration>) -> Options {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// Most expired records deleted in one write transaction by the sweeper.
+    pub fn sweep_batch(mut self, records: usize) -> Options {
+        self.sweep_batch = records.max(1);
+        self
+    }
+
+    /// Most requests group-committed in one write transaction.
+    pub fn max_batch_requests(mut self, requests: usize) -> Options {
+        self.max_batch_requests = requests.max(1);
+        self
+    }
+
+    /// Requests that may wait for the writer before senders are held back.
+    pub fn write_queue_capacity(mut self, requests: usize) -> Options {
+        self.write_queue_capacity = requests.max(1);
+        self
+    }
+
+    /// The clock deciding expiry; tests pass a [`crate::ManualClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Options {
+        self.clock = clock;
+        self
+    }
+}

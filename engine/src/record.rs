@@ -1,0 +1,196 @@
+//! The record envelope: how one stored value and its metadata are laid out on disk.
+//!
+//! Layout of format version 1 (all integers big-endian; byte offsets from the start):
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 0 | format version, `1` |
+//! | 1 | flags: bit 0 expiry present, bit 1 content type present; bits 2 (compressed) and 3 (encrypted) are reserved for the codec and must be 0 in version 1; bits 4–7 must be 0 |
+//! | 2..10 | etag sequence (`u64`) |
+//! | 10..18 | expiry, Unix milliseconds (`u64`), only if bit 0 |
+//! | next 1 | content type length `n` (1–255), only if bit 1 |
+//! | next `n` | content type (UTF-8), only if bit 1 |
+//! | rest | the value, verbatim (may be empty) |
+//!
+//! The decoder never trusts the bytes: every malformation is an [`Error::Corrupted`], never a
+//! panic. A version it does not know is [`Error::UnsupportedFormat`].
+
+use crate::error::Error;
+
+pub(crate) const RECORD_VERSION: u8 = 1;
+const FLAG_EXPIRY: u8 = 1 << 0;
+const FLAG_CONTENT_TYPE: u8 = 1 << 1;
+const KNOWN_FLAGS: u8 = FLAG_EXPIRY | FLAG_CONTENT_TYPE;
+/// The longest content type a record can carry.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
+
+/// A decoded record, borrowing its value from the stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecordView<'a> {
+    pub etag: u64,
+    pub expires_at_ms: Option<u64>,
+    pub content_type: Option<&'a str>,
+    pub value: &'a [u8],
+}
+
+impl RecordView<'_> {
+    /// Live means not expired at `now_ms`: a record expiring at `t` is gone from `t` on.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+}
+
+pub(crate) fn encoded_len(content_type: Option<&str>, value_len: usize) -> usize {
+    18 + content_type.map_or(0, |ct| 1 + ct.len()) + value_len
+}
+
+/// Encodes a record; `content_type` must be at most [`MAX_CONTENT_TYPE_BYTES`] (checked by the
+/// caller when the request is validated) and is left out when empty.
+pub(crate) fn encode(
+    etag: u64,
+    expires_at_ms: Option<u64>,
+    content_type: Option<&str>,
+    value: &[u8],
+) -> Vec<u8> {
+    let content_type = content_type.filter(|ct| !ct.is_empty());
+    debug_assert!(content_type.is_none_or(|ct| ct.len() <= MAX_CONTENT_TYPE_BYTES));
+    let mut out = Vec::with_capacity(encoded_len(content_type, value.len()));
+    let mut flags = 0;
+    if expires_at_ms.is_some() {
+        flags |= FLAG_EXPIRY;
+    }
+    if content_type.is_some() {
+        flags |= FLAG_CONTENT_TYPE;
+    }
+    out.push(RECORD_VERSION);
+    out.push(flags);
+    out.extend_from_slice(&etag.to_be_bytes());
+    if let Some(at) = expires_at_ms {
+        out.extend_from_slice(&at.to_be_bytes());
+    }
+    if let Some(ct) = content_type {
+        out.push(ct.len() as u8);
+        out.extend_from_slice(ct.as_bytes());
+    }
+    out.extend_from_slice(value);
+    out
+}
+
+pub(crate) fn decode(bytes: &[u8]) -> Result<RecordView<'_>, Error> {
+    let corrupt = |what: &str| Error::Corrupted(format!("record envelope: {what}"));
+    let (&version, rest) = bytes.split_first().ok_or_else(|| corrupt("empty"))?;
+    if version != RECORD_VERSION {
+        return Err(Error::UnsupportedFormat {
+            found: u32::from(version),
+            supported: u32::from(RECORD_VERSION),
+        });
+    }
+    let (&flags, rest) = rest.split_first().ok_or_else(|| corrupt("no flags"))?;
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(corrupt(&format!(
+            "flags {flags:#04x} name features this version does not have"
+        )));
+    }
+    let (etag, mut rest) = take_u64(rest).ok_or_else(|| corrupt("truncated etag"))?;
+    let mut expires_at_ms = None;
+    if flags & FLAG_EXPIRY != 0 {
+        let (at, after) = take_u64(rest).ok_or_else(|| corrupt("truncated expiry"))?;
+        expires_at_ms = Some(at);
+        rest = after;
+    }
+    let mut content_type = None;
+    if flags & FLAG_CONTENT_TYPE != 0 {
+        let (&len, after) = rest
+            .split_first()
+            .ok_or_else(|| corrupt("truncated content type"))?;
+        let len = usize::from(len);
+        if len == 0 || after.len() < len {
+            return Err(corrupt("bad content type length"));
+        }
+        let text = std::str::from_utf8(&after[..len])
+            .map_err(|_| corrupt("content type is not UTF-8"))?;
+        content_type = Some(text);
+        rest = &after[len..];
+    }
+    Ok(RecordView {
+        etag,
+        expires_at_ms,
+        content_type,
+        value: rest,
+    })
+}
+
+fn take_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let (head, rest) = bytes.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*head), rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn layout_is_as_documented() {
+        let bytes = encode(0x0102, Some(0x0304), Some("a/b"), b"xyz");
+        assert_eq!(
+            bytes,
+            [
+                &[1u8, 0b11][..],
+                &0x0102u64.to_be_bytes(),
+                &0x0304u64.to_be_bytes(),
+                &[3, b'a', b'/', b'b', b'x', b'y', b'z'],
+            ]
+            .concat()
+        );
+        let minimal = encode(7, None, None, b"");
+        assert_eq!(minimal, [&[1u8, 0][..], &7u64.to_be_bytes()].concat());
+    }
+
+    #[test]
+    fn malformed_envelopes_are_errors() {
+        assert!(matches!(decode(&[]), Err(Error::Corrupted(_))));
+        assert!(matches!(
+            decode(&[2, 0]),
+            Err(Error::UnsupportedFormat { found: 2, .. })
+        ));
+        assert!(matches!(decode(&[1, 0, 0, 0]), Err(Error::Corrupted(_))));
+        assert!(matches!(
+            decode(&[&[1u8, 0b100][..], &[0; 8]].concat()),
+            Err(Error::Corrupted(_))
+        ));
+        assert!(matches!(
+            decode(&[&[1u8, 0b10][..], &[0; 8], &[5, b'a']].concat()),
+            Err(Error::Corrupted(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(etag: u64, expiry: Option<u64>, ct in proptest::option::of("[a-z/+.-]{1,40}"),
+                      value in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let bytes = encode(etag, expiry, ct.as_deref(), &value);
+            prop_assert_eq!(bytes.len(), encoded_len(ct.as_deref(), value.len()) - if expiry.is_none() { 8 } else { 0 });
+            let view = decode(&bytes).unwrap();
+            prop_assert_eq!(view.etag, etag);
+            prop_assert_eq!(view.expires_at_ms, expiry);
+            prop_assert_eq!(view.content_type, ct.as_deref());
+            prop_assert_eq!(view.value, &value[..]);
+        }
+
+        #[test]
+        fn arbitrary_bytes_decode_to_a_canonical_record_or_an_error(
+            flags in 0u8..16,
+            tail in proptest::collection::vec(any::<u8>(), 0..48),
+        ) {
+            let bytes = [&[RECORD_VERSION, flags][..], &tail].concat();
+            match decode(&bytes) {
+                Ok(view) => prop_assert_eq!(
+                    encode(view.etag, view.expires_at_ms, view.content_type, view.value),
+                    bytes
+                ),
+                Err(err) => prop_assert!(matches!(err, Error::Corrupted(_)), "{err}"),
+            }
+        }
+    }
+}

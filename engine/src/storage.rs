@@ -1,0 +1,452 @@
+//! The redb layer: table layout, opening and format checks, reads, and applying checked
+//! operations inside a write transaction.
+//!
+//! Tables (see `docs/design.md` for the byte layouts):
+//! - `roost_data`: key bytes → record envelope ([`crate::record`]);
+//! - `roost_expiry`: expiry index, `expiry_ms (u64 BE) ‖ key` → `()`; it holds exactly one entry
+//!   per record with an expiry, so the sweeper finds expired records by a range scan;
+//! - `roost_meta`: `format`, `etag_seq` and `clean` (see [`open`]).
+//!
+//! Invariant kept by [`Applier::flush`]: a record and its expiry-index entry are written,
+//! replaced or removed together, in the same write transaction.
+
+use std::collections::HashMap;
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+
+use crate::error::{Error, MismatchReason};
+use crate::etag::Etag;
+use crate::options::Options;
+use crate::record::{self, RecordView};
+use crate::request::{CheckedOp, Concurrency};
+
+pub(crate) const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("roost_data");
+pub(crate) const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("roost_expiry");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("roost_meta");
+
+const META_FORMAT: &str = "format";
+const META_ETAG_SEQ: &str = "etag_seq";
+const META_CLEAN: &str = "clean";
+const FORMAT_MAGIC: &[u8; 5] = b"roost";
+/// Version of the database layout (tables and their meaning), stored after the magic.
+pub(crate) const DATABASE_FORMAT: u32 = 1;
+/// After an unclean shutdown the etag sequence jumps by this much, so an etag handed out by
+/// an `eventual` write lost in the crash is never handed out again.
+pub(crate) const ETAG_GAP_AFTER_UNCLEAN_SHUTDOWN: u64 = 1 << 32;
+
+/// A live record as returned by reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The value, byte for byte as written.
+    pub value: Vec<u8>,
+    pub etag: Etag,
+    /// When the record expires, in Unix milliseconds.
+    pub expires_at_unix_ms: Option<u64>,
+    pub content_type: Option<String>,
+}
+
+impl Record {
+    /// The expiry as RFC 3339 UTC (Dapr's `ttlExpireTime`), if the record has one.
+    pub fn expire_time_rfc3339(&self) -> Option<String> {
+        self.expires_at_unix_ms.map(crate::ttl::format_rfc3339)
+    }
+
+    fn from_view(view: RecordView<'_>) -> Record {
+        Record {
+            value: view.value.to_vec(),
+            etag: Etag::new(view.etag),
+            expires_at_unix_ms: view.expires_at_ms,
+            content_type: view.content_type.map(str::to_owned),
+        }
+    }
+}
+
+/// An opened database file and where its etag sequence stands.
+pub(crate) struct Opened {
+    pub db: redb::Database,
+    pub last_etag: u64,
+}
+
+/// Opens or creates the database file, checks that it is a Roost database of a known format,
+/// and marks it open (unclean) until [`mark_clean`] runs at close.
+pub(crate) fn open(options: &Options) -> Result<Opened, Error> {
+    let path = &options.path;
+    let shown = path.display().to_string();
+    let exists = match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(Error::NotARoostDatabase {
+                path: shown,
+                detail: "it is a directory".into(),
+            });
+        }
+        Ok(meta) => meta.len() > 0,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => false,
+        Err(err) => return Err(Error::Storage(format!("cannot read {shown}: {err}"))),
+    };
+    if !exists && !options.create_if_missing {
+        return Err(Error::Storage(format!(
+            "{shown} does not exist (and create_if_missing is off)"
+        )));
+    }
+    let mut builder = redb::Builder::new();
+    builder
+        .set_cache_size(options.cache_size_bytes)
+        .set_check_integrity_on_open(options.check_integrity_on_open && exists);
+    // redb may panic on some malformed files (debug assertions); a bad file must be an error.
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        if exists {
+            builder.open(path)
+        } else {
+            builder.create(path)
+        }
+    }));
+    let db = match opened {
+        Ok(Ok(db)) => db,
+        Ok(Err(err)) => return Err(open_error(&shown, err)),
+        Err(_) => {
+            return Err(Error::Corrupted(format!(
+                "{shown} could not be opened: the storage layer failed on its contents"
+            )));
+        }
+    };
+    let last_etag = catch_unwind(AssertUnwindSafe(|| initialize(&db, &shown)))
+        .unwrap_or_else(|_| {
+            Err(Error::Corrupted(format!(
+                "{shown}: the storage layer failed reading its metadata"
+            )))
+        })?;
+    Ok(Opened { db, last_etag })
+}
+
+fn open_error(path: &str, err: redb::DatabaseError) -> Error {
+    match err {
+        redb::DatabaseError::DatabaseAlreadyOpen => Error::AlreadyOpen {
+            path: path.to_owned(),
+        },
+        redb::DatabaseError::UpgradeRequired(version) => Error::NotARoostDatabase {
+            path: path.to_owned(),
+            detail: format!("it is a redb file of old format version {version}"),
+        },
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            Error::NotARoostDatabase {
+                path: path.to_owned(),
+                detail: io.to_string(),
+            }
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+            Error::Corrupted(format!("{path}: {detail}"))
+        }
+        other => Error::Storage(format!("cannot open {path}: {other}")),
+    }
+}
+
+/// Checks or writes the format marker, applies the unclean-shutdown etag gap and marks the
+/// file open. Returns the last etag sequence handed out.
+fn initialize(db: &redb::Database, path: &str) -> Result<u64, Error> {
+    let not_roost = |detail: String| Error::NotARoostDatabase {
+        path: path.to_owned(),
+        detail,
+    };
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
+    let last_etag;
+    {
+        let mut meta = txn.open_table(META).map_err(|err| match err {
+            redb::TableError::TableTypeMismatch { .. } => {
+                not_roost("it has a table named roost_meta of another type".into())
+            }
+            other => Error::storage(other),
+        })?;
+        let format = meta.get(META_FORMAT)?.map(|g| g.value().to_vec());
+        match format {
+            None => {
+                let foreign: Vec<String> = txn
+                    .list_tables()?
+                    .map(|t| t.name().to_owned())
+                    .filter(|name| name != META.name())
+                    .collect();
+                if !foreign.is_empty() {
+                    return Err(not_roost(format!(
+                        "it is a redb database with other tables ({})",
+                        foreign.join(", ")
+                    )));
+                }
+                let mut marker = FORMAT_MAGIC.to_vec();
+                marker.extend_from_slice(&DATABASE_FORMAT.to_be_bytes());
+                meta.insert(META_FORMAT, marker.as_slice())?;
+                last_etag = 0;
+            }
+            Some(marker) => {
+                let version = marker
+                    .strip_prefix(FORMAT_MAGIC.as_slice())
+                    .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| not_roost("its format marker is not Roost's".into()))?;
+                if version > DATABASE_FORMAT {
+                    return Err(Error::UnsupportedFormat {
+                        found: version,
+                        supported: DATABASE_FORMAT,
+                    });
+                }
+                let stored = read_u64(&meta, META_ETAG_SEQ)?.unwrap_or(0);
+                let clean = meta.get(META_CLEAN)?.map(|g| g.value() == [1]);
+                last_etag = if clean == Some(false) {
+                    stored.saturating_add(ETAG_GAP_AFTER_UNCLEAN_SHUTDOWN)
+                } else {
+                    stored
+                };
+            }
+        }
+        meta.insert(META_ETAG_SEQ, last_etag.to_be_bytes().as_slice())?;
+        meta.insert(META_CLEAN, [0u8].as_slice())?;
+    }
+    txn.open_table(DATA).map_err(|err| match err {
+        redb::TableError::TableTypeMismatch { .. } => {
+            not_roost("its roost_data table has another type".into())
+        }
+        other => Error::storage(other),
+    })?;
+    txn.open_table(EXPIRY).map_err(|err| match err {
+        redb::TableError::TableTypeMismatch { .. } => {
+            not_roost("its roost_expiry table has another type".into())
+        }
+        other => Error::storage(other),
+    })?;
+    txn.commit()?;
+    Ok(last_etag)
+}
+
+fn read_u64(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<Option<u64>, Error> {
+    match table.get(key)? {
+        None => Ok(None),
+        Some(guard) => <[u8; 8]>::try_from(guard.value())
+            .map(|b| Some(u64::from_be_bytes(b)))
+            .map_err(|_| Error::Corrupted(format!("meta entry {key} is not a u64"))),
+    }
+}
+
+/// Records the etag sequence in the transaction (called once per committed batch).
+pub(crate) fn store_etag_sequence(txn: &WriteTransaction, last_etag: u64) -> Result<(), Error> {
+    let mut meta = txn.open_table(META)?;
+    meta.insert(META_ETAG_SEQ, last_etag.to_be_bytes().as_slice())?;
+    Ok(())
+}
+
+/// Marks the file closed cleanly, durably; done last before the database is dropped.
+pub(crate) fn mark_clean(db: &redb::Database, last_etag: u64) -> Result<(), Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
+    {
+        let mut meta = txn.open_table(META)?;
+        meta.insert(META_ETAG_SEQ, last_etag.to_be_bytes().as_slice())?;
+        meta.insert(META_CLEAN, [1u8].as_slice())?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Reads live records for `keys` from one snapshot, in order.
+pub(crate) fn read_many<K: AsRef<[u8]>>(
+    db: &redb::Database,
+    keys: &[K],
+    now_ms: u64,
+) -> Result<Vec<Option<Record>>, Error> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(DATA)?;
+    keys.iter()
+        .map(|key| {
+            let Some(guard) = table.get(key.as_ref())? else {
+                return Ok(None);
+            };
+            let view = record::decode(guard.value())?;
+            Ok(view.is_live(now_ms).then(|| Record::from_view(view)))
+        })
+        .collect()
+}
+
+/// Expiry-index key: `expiry_ms (u64 BE) ‖ key`, so entries sort by expiry.
+fn expiry_key(expires_at_ms: u64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + key.len());
+    out.extend_from_slice(&expires_at_ms.to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// What a key holds as far as conditions are concerned: its live etag, or nothing.
+type LiveEtag = Option<u64>;
+
+/// The final state of a key after a planned request.
+enum Final {
+    Put { record: Vec<u8>, expires_at: Option<u64> },
+    Remove,
+}
+
+/// Applies checked operations inside one write transaction.
+pub(crate) struct Applier<'txn> {
+    data: redb::Table<'txn, &'static [u8], &'static [u8]>,
+    expiry: redb::Table<'txn, &'static [u8], ()>,
+    now_ms: u64,
+    /// The last etag sequence handed out; the next set gets `last_etag + 1`.
+    pub last_etag: u64,
+}
+
+/// A request error (nothing written) or a storage error (the transaction is unusable).
+pub(crate) enum ApplyError {
+    Request { index: usize, error: Error },
+    Storage(Error),
+}
+
+impl From<Error> for ApplyError {
+    fn from(err: Error) -> ApplyError {
+        ApplyError::Storage(err)
+    }
+}
+
+impl From<redb::StorageError> for ApplyError {
+    fn from(err: redb::StorageError) -> ApplyError {
+        ApplyError::Storage(Error::storage(err))
+    }
+}
+
+impl<'txn> Applier<'txn> {
+    pub fn new(txn: &'txn WriteTransaction, now_ms: u64, last_etag: u64) -> Result<Self, Error> {
+        Ok(Applier {
+            data: txn.open_table(DATA)?,
+            expiry: txn.open_table(EXPIRY)?,
+            now_ms,
+            last_etag,
+        })
+    }
+
+    fn stored_live_etag(&self, key: &[u8]) -> Result<LiveEtag, Error> {
+        let Some(guard) = self.data.get(key)? else {
+            return Ok(None);
+        };
+        let view = record::decode(guard.value())?;
+        Ok(view.is_live(self.now_ms).then_some(view.etag))
+    }
+
+    /// Applies `ops` in order, all or nothing: every condition is checked against the state
+    /// left by the operations before it (in this request and in earlier requests of the batch);
+    /// only if all hold is anything written. Returns the etag of each set (`None` for deletes).
+    pub fn apply_atomic(&mut self, ops: &[CheckedOp]) -> Result<Vec<Option<Etag>>, ApplyError> {
+        let mut view: HashMap<&[u8], LiveEtag> = HashMap::new();
+        let mut finals: Vec<(&[u8], Final)> = Vec::with_capacity(ops.len());
+        let mut etags = Vec::with_capacity(ops.len());
+        let mut next_etag = self.last_etag;
+        for (index, op) in ops.iter().enumerate() {
+            let key = op.key();
+            let current = match view.get(key) {
+                Some(state) => *state,
+                None => self.stored_live_etag(key)?,
+            };
+            let (etag, concurrency) = match op {
+                CheckedOp::Set {
+                    etag, concurrency, ..
+                }
+                | CheckedOp::Delete {
+                    etag, concurrency, ..
+                } => (*etag, *concurrency),
+            };
+            check_condition(key, current, etag, concurrency)
+                .map_err(|error| ApplyError::Request { index, error })?;
+            match op {
+                CheckedOp::Set {
+                    value,
+                    ttl,
+                    content_type,
+                    ..
+                } => {
+                    next_etag += 1;
+                    let expires_at = ttl.expiry_from(self.now_ms);
+                    let record =
+                        record::encode(next_etag, expires_at, content_type.as_deref(), value);
+                    view.insert(key, Some(next_etag));
+                    finals.push((key, Final::Put { record, expires_at }));
+                    etags.push(Some(Etag::new(next_etag)));
+                }
+                CheckedOp::Delete { .. } => {
+                    view.insert(key, None);
+                    finals.push((key, Final::Remove));
+                    etags.push(None);
+                }
+            }
+        }
+        // Only the last state of each key is written.
+        let mut seen: HashMap<&[u8], ()> = HashMap::with_capacity(finals.len());
+        for (key, state) in finals.into_iter().rev() {
+            if seen.insert(key, ()).is_none() {
+                self.flush(key, state)?;
+            }
+        }
+        self.last_etag = next_etag;
+        Ok(etags)
+    }
+
+    /// Writes one key's final state and keeps its expiry-index entry in step.
+    fn flush(&mut self, key: &[u8], state: Final) -> Result<(), Error> {
+        let (old, new_expiry) = match &state {
+            Final::Put { record, expires_at } => {
+                (self.data.insert(key, record.as_slice())?, *expires_at)
+            }
+            Final::Remove => (self.data.remove(key)?, None),
+        };
+        let old_expiry = match old {
+            Some(guard) => record::decode(guard.value())?.expires_at_ms,
+            None => None,
+        };
+        if old_expiry != new_expiry {
+            if let Some(at) = old_expiry {
+                self.expiry.remove(expiry_key(at, key).as_slice())?;
+            }
+            if let Some(at) = new_expiry {
+                self.expiry.insert(expiry_key(at, key).as_slice(), ())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes up to `limit` records that expired at or before now, oldest expiry first.
+    pub fn sweep(&mut self, limit: usize) -> Result<usize, Error> {
+        let end = expiry_key(self.now_ms.saturating_add(1), &[]);
+        let due: Vec<Vec<u8>> = self
+            .expiry
+            .range::<&[u8]>(..end.as_slice())?
+            .take(limit)
+            .map(|entry| entry.map(|(k, _)| k.value().to_vec()))
+            .collect::<Result<_, _>>()?;
+        for index_key in &due {
+            let key = &index_key[8..];
+            let expired = match self.data.get(key)? {
+                Some(guard) => !record::decode(guard.value())?.is_live(self.now_ms),
+                None => false,
+            };
+            if expired {
+                self.data.remove(key)?;
+            }
+            self.expiry.remove(index_key.as_slice())?;
+        }
+        Ok(due.len())
+    }
+}
+
+fn check_condition(
+    key: &[u8],
+    current: LiveEtag,
+    etag: Option<Etag>,
+    concurrency: Concurrency,
+) -> Result<(), Error> {
+    match (etag, current) {
+        (Some(wanted), Some(live)) if wanted.sequence() == live => Ok(()),
+        (Some(_), Some(_)) => Err(Error::mismatch(key, MismatchReason::EtagDiffers)),
+        (Some(_), None) => Err(Error::mismatch(key, MismatchReason::NoLiveRecord)),
+        (None, Some(_)) if concurrency == Concurrency::FirstWrite => {
+            Err(Error::mismatch(key, MismatchReason::KeyExists))
+        }
+        (None, _) => Ok(()),
+    }
+}
