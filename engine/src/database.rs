@@ -24,7 +24,7 @@ use crate::etag::Etag;
 use crate::options::{Limits, Options};
 use crate::request::{CheckedOp, DeleteRequest, Operation, SetRequest};
 use crate::storage::{self, Record};
-use crate::writer::{Command, Writer, WriterCounters};
+use crate::writer::{BulkResults, Command, Writer, WriterCounters};
 
 /// Counters describing the writer's work since open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,7 +100,7 @@ impl<T> Submission<T> {
 /// A bulk request split into the items refused up front and those sent to the writer.
 struct BulkPlan {
     refused: Vec<Option<Error>>,
-    submission: Option<Submission<Vec<Result<Option<Etag>, Error>>>>,
+    submission: Option<Submission<BulkResults>>,
 }
 
 impl BulkPlan {
@@ -240,7 +240,8 @@ impl Database {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Record>, Error> {
         let key = key.as_ref();
         crate::request::check_key(key, &self.inner.limits)?;
-        let mut records = storage::read_many(&*self.redb()?, &[key], self.inner.clock.now_unix_ms())?;
+        let mut records =
+            storage::read_many(&*self.redb()?, &[key], self.inner.clock.now_unix_ms())?;
         Ok(records.pop().flatten())
     }
 
@@ -256,7 +257,10 @@ impl Database {
 
     /// Writes one record and returns its new etag.
     pub fn set(&self, request: SetRequest) -> Result<Etag, Error> {
-        expect_etag(self.prepare_single(request.into())?.wait(&self.inner.commands))
+        expect_etag(
+            self.prepare_single(request.into())?
+                .wait(&self.inner.commands),
+        )
     }
 
     /// Deletes one record (see [`DeleteRequest`] for the rules).

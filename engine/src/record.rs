@@ -107,8 +107,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RecordView<'_>, Error> {
         if len == 0 || after.len() < len {
             return Err(corrupt("bad content type length"));
         }
-        let text = std::str::from_utf8(&after[..len])
-            .map_err(|_| corrupt("content type is not UTF-8"))?;
+        let text =
+            std::str::from_utf8(&after[..len]).map_err(|_| corrupt("content type is not UTF-8"))?;
         content_type = Some(text);
         rest = &after[len..];
     }

@@ -111,8 +111,8 @@ pub(crate) fn open(options: &Options) -> Result<Opened, Error> {
             )));
         }
     };
-    let last_etag = catch_unwind(AssertUnwindSafe(|| initialize(&db, &shown)))
-        .unwrap_or_else(|_| {
+    let last_etag =
+        catch_unwind(AssertUnwindSafe(|| initialize(&db, &shown))).unwrap_or_else(|_| {
             Err(Error::Corrupted(format!(
                 "{shown}: the storage layer failed reading its metadata"
             )))
@@ -220,7 +220,10 @@ fn initialize(db: &redb::Database, path: &str) -> Result<u64, Error> {
     Ok(last_etag)
 }
 
-fn read_u64(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<Option<u64>, Error> {
+fn read_u64(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<u64>, Error> {
     match table.get(key)? {
         None => Ok(None),
         Some(guard) => <[u8; 8]>::try_from(guard.value())
@@ -281,7 +284,10 @@ type LiveEtag = Option<u64>;
 
 /// The final state of a key after a planned request.
 enum Final {
-    Put { record: Vec<u8>, expires_at: Option<u64> },
+    Put {
+        record: Vec<u8>,
+        expires_at: Option<u64>,
+    },
     Remove,
 }
 

@@ -25,15 +25,17 @@ use crate::durability::Committer;
 use crate::error::Error;
 use crate::etag::Etag;
 use crate::request::CheckedOp;
-use crate::storage::{self, ApplyError, Applier};
+use crate::storage::{self, Applier, ApplyError};
 
 pub(crate) type Reply<T> = Sender<Result<T, Error>>;
+/// Per-item results of a bulk request.
+pub(crate) type BulkResults = Vec<Result<Option<Etag>, Error>>;
 
 pub(crate) enum Command {
     /// One set or delete.
     Single(CheckedOp, Reply<Option<Etag>>),
     /// Independent operations; each succeeds or fails alone.
-    Bulk(Vec<CheckedOp>, Reply<Vec<Result<Option<Etag>, Error>>>),
+    Bulk(Vec<CheckedOp>, Reply<BulkResults>),
     /// Operations applied in order, all or nothing.
     Transaction(Vec<CheckedOp>, Reply<Vec<Option<Etag>>>),
     /// Delete up to this many expired records.
@@ -158,7 +160,7 @@ impl Writer {
         drop(leftover);
         let result = self.finish();
         for reply in shutdown {
-            let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| clone_error(e)));
+            let _ = reply.send(result.as_ref().map(|_| ()).map_err(clone_error));
         }
     }
 
@@ -180,7 +182,9 @@ impl Writer {
 
     fn run_batch(&mut self, batch: Vec<Command>) -> Vec<Answer> {
         let requests = batch.len() as u64;
-        self.counters.requests.fetch_add(requests, Ordering::Relaxed);
+        self.counters
+            .requests
+            .fetch_add(requests, Ordering::Relaxed);
         self.counters
             .largest_batch
             .fetch_max(requests, Ordering::Relaxed);
@@ -199,7 +203,10 @@ impl Writer {
 
     /// Applies every command of the batch in one transaction and commits it.
     #[allow(clippy::type_complexity)]
-    fn apply_and_commit(&mut self, batch: Vec<Command>) -> Result<Vec<Answer>, (Error, Vec<Answer>)> {
+    fn apply_and_commit(
+        &mut self,
+        batch: Vec<Command>,
+    ) -> Result<Vec<Answer>, (Error, Vec<Answer>)> {
         let txn = match self.db.begin_write() {
             Ok(txn) => txn,
             Err(err) => return Err((Error::from(err), batch.into_iter().map(pending).collect())),

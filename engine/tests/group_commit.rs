@@ -108,7 +108,10 @@ fn a_failed_transaction_in_a_batch_leaves_its_neighbours_applied() {
     drop(hold);
     before.join().unwrap().unwrap();
     let err = failing.join().unwrap().unwrap_err();
-    assert!(matches!(err, Error::Transaction { index: 2, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Transaction { index: 2, .. }),
+        "{err:?}"
+    );
     after.join().unwrap().unwrap();
     assert_eq!(db.stats().batches, batches_before + 1);
     assert_eq!(db.get("partial").unwrap(), None);
@@ -165,7 +168,10 @@ async fn concurrent_cas_increments_are_exact() {
     for k in 0..KEYS {
         let record = db.get(format!("counter{k}")).await.unwrap().unwrap();
         assert_eq!(
-            std::str::from_utf8(&record.value).unwrap().parse::<u64>().unwrap(),
+            std::str::from_utf8(&record.value)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap(),
             per_key
         );
     }

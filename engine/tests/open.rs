@@ -12,7 +12,9 @@ use roost_engine::{Database, Error, ManualClock, Options, SetRequest};
 fn random_bytes_are_not_a_roost_database() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("garbage.roost");
-    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     fs::write(&path, bytes).unwrap();
     let err = Database::open(Options::new(&path)).unwrap_err();
     assert!(matches!(err, Error::NotARoostDatabase { .. }), "{err:?}");
@@ -147,7 +149,10 @@ fn a_truncated_file_gives_a_clear_error() {
         .expect("opening a truncated file must not panic");
     let err = result.expect_err("a truncated file must not open");
     assert!(
-        matches!(err, Error::Corrupted(_) | Error::NotARoostDatabase { .. } | Error::Storage(_)),
+        matches!(
+            err,
+            Error::Corrupted(_) | Error::NotARoostDatabase { .. } | Error::Storage(_)
+        ),
         "{err:?}"
     );
 }

@@ -126,7 +126,8 @@ fn set_with_matching_etag_updates_and_changes_the_etag() {
 fn empty_etag_means_no_etag() {
     let (_dir, _clock, db) = setup();
     db.set(SetRequest::new("k", b"1".to_vec())).unwrap();
-    db.set(SetRequest::new("k", b"2".to_vec()).etag("")).unwrap();
+    db.set(SetRequest::new("k", b"2".to_vec()).etag(""))
+        .unwrap();
     db.delete(DeleteRequest::new("k").etag("")).unwrap();
     assert_eq!(db.get("k").unwrap(), None);
     db.delete(DeleteRequest::new("never").etag("")).unwrap();
@@ -136,7 +137,12 @@ fn empty_etag_means_no_etag() {
 fn non_numeric_etag_is_invalid_and_writes_nothing() {
     let (_dir, _clock, db) = setup();
     let etag = db.set(SetRequest::new("k", b"1".to_vec())).unwrap();
-    for bad in ["bad-etag", "e9b9e142-74b1-4a2e-8e90-3f4ffeea2e70", "-5", "1.0"] {
+    for bad in [
+        "bad-etag",
+        "e9b9e142-74b1-4a2e-8e90-3f4ffeea2e70",
+        "-5",
+        "1.0",
+    ] {
         assert!(
             matches!(
                 db.set(SetRequest::new("k", b"2".to_vec()).etag(bad)),
@@ -232,11 +238,21 @@ fn first_write_with_etag_checks_the_etag() {
     let (_dir, _clock, db) = setup();
     let old = db.set(SetRequest::new("k", b"1".to_vec())).unwrap();
     let new = db
-        .set(SetRequest::new("k", b"2".to_vec()).etag(old.to_string()).first_write())
+        .set(
+            SetRequest::new("k", b"2".to_vec())
+                .etag(old.to_string())
+                .first_write(),
+        )
         .unwrap();
     assert_ne!(old, new);
     assert_eq!(
-        mismatch(&db.set(SetRequest::new("k", b"3".to_vec()).etag(old.to_string()).first_write())),
+        mismatch(
+            &db.set(
+                SetRequest::new("k", b"3".to_vec())
+                    .etag(old.to_string())
+                    .first_write()
+            )
+        ),
         MismatchReason::EtagDiffers
     );
 }
@@ -405,7 +421,8 @@ fn transaction_groups_apply_and_one_op_transactions_work() {
     assert_eq!(db.get("trx-bytes").unwrap().unwrap().value, vec![1]);
     db.transact(vec![SetRequest::new("solo", b"1".to_vec()).into()])
         .unwrap();
-    db.transact(vec![DeleteRequest::new("solo").into()]).unwrap();
+    db.transact(vec![DeleteRequest::new("solo").into()])
+        .unwrap();
     db.transact(vec![DeleteRequest::new("non-existent-key").into()])
         .unwrap();
     assert_eq!(db.get("solo").unwrap(), None);
@@ -418,7 +435,9 @@ fn failed_transaction_applies_nothing_and_names_the_operation() {
     let etag = db.set(SetRequest::new("a", b"1".to_vec())).unwrap();
     let err = db
         .transact(vec![
-            SetRequest::new("a", b"2".to_vec()).etag(etag.to_string()).into(),
+            SetRequest::new("a", b"2".to_vec())
+                .etag(etag.to_string())
+                .into(),
             SetRequest::new("b", b"2".to_vec()).into(),
             // The first op changed a's etag, so the old etag no longer matches.
             DeleteRequest::new("a").etag(etag.to_string()).into(),
@@ -443,7 +462,9 @@ fn failed_transaction_applies_nothing_and_names_the_operation() {
     let err = db
         .transact(vec![
             SetRequest::new("c", b"1".to_vec()).into(),
-            SetRequest::new("d", b"1".to_vec()).ttl_in_seconds("foo").into(),
+            SetRequest::new("d", b"1".to_vec())
+                .ttl_in_seconds("foo")
+                .into(),
         ])
         .unwrap_err();
     assert!(matches!(
@@ -472,7 +493,9 @@ fn later_transaction_operations_see_earlier_ones() {
         .unwrap_err();
     assert!(matches!(err, Error::Transaction { index: 1, .. }));
     db.transact(vec![
-        SetRequest::new("k", b"3".to_vec()).etag(second.to_string()).into(),
+        SetRequest::new("k", b"3".to_vec())
+            .etag(second.to_string())
+            .into(),
         Operation::Delete(DeleteRequest::new("k")),
         SetRequest::new("k", b"4".to_vec()).first_write().into(),
     ])
@@ -489,8 +512,8 @@ fn transaction_op_limit_is_enforced() {
         max_transaction_ops: 2,
         ..Default::default()
     };
-    let db = roost_engine::Database::open(common::options(dir.path(), &clock).limits(limits))
-        .unwrap();
+    let db =
+        roost_engine::Database::open(common::options(dir.path(), &clock).limits(limits)).unwrap();
     let ops: Vec<Operation> = (0..3)
         .map(|i| SetRequest::new(format!("k{i}"), b"v".to_vec()).into())
         .collect();

@@ -59,7 +59,10 @@ fn expiry_is_reported_as_rfc3339_and_only_when_set() {
         .unwrap();
     db.set(SetRequest::new("hour2", b"\"234\"".to_vec()).ttl(Ttl::Seconds(3600)))
         .unwrap();
-    assert_eq!(db.get("plain").unwrap().unwrap().expire_time_rfc3339(), None);
+    assert_eq!(
+        db.get("plain").unwrap().unwrap().expire_time_rfc3339(),
+        None
+    );
     let records = db.bulk_get(&["hour", "hour2"]).unwrap();
     for record in records {
         let record = record.unwrap();
@@ -112,8 +115,8 @@ fn each_write_resets_the_expiry() {
 fn sweeper_deletes_only_expired_records_through_the_index() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let db = roost_engine::Database::open(common::options(dir.path(), &clock).sweep_batch(7))
-        .unwrap();
+    let db =
+        roost_engine::Database::open(common::options(dir.path(), &clock).sweep_batch(7)).unwrap();
     for i in 0..20 {
         db.set(SetRequest::new(format!("short{i}"), b"v".to_vec()).ttl_in_seconds("5"))
             .unwrap();
