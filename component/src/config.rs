@@ -1,0 +1,320 @@
+//! Per-instance configuration from `Init` metadata, and its persisted (non-secret) form.
+//!
+//! Supported metadata keys (names matched case-insensitively, as Dapr does):
+//!
+//! | key | values | default |
+//! | --- | --- | --- |
+//! | `durability` | `immediate` (acknowledged = on disk) or `eventual` | `immediate` |
+//! | `maxFlushDelay` | eventual mode's loss window: Go duration (`100ms`, `1s`) or milliseconds | `100ms` |
+//! | `cacheSizeMB` | redb page cache, MiB | `64` |
+//! | `maxValueSize` | largest value in bytes | `4128768` (4 MiB − 64 KiB, so any Get response fits daprd's 4 MiB limit) |
+//! | `maxTransactionOps` | most operations per transaction, reported by `MultiMaxSize`; `0` = unlimited | `0` |
+//! | `cleanupInterval` | how often expired records are deleted: Go duration or seconds; `0` disables (expired records stay invisible) | `1s` |
+//!
+//! Keys daprd itself uses (`keyPrefix`, `actorStateStore`, `outbox*`, `primaryEncryptionKey`,
+//! `secondaryEncryptionKey`) and any other unknown key are accepted and ignored. Two keys are
+//! refused until the codec lands, because ignoring them would store data differently from what
+//! the user asked for: `encryptionKey` / `previousEncryptionKey` (encryption at rest) and
+//! `compression` other than `none`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use roost_engine::{Durability, Limits, Options};
+use serde::{Deserialize, Serialize};
+
+/// The effective configuration of one instance. Holds no secrets, so it is persisted next to
+/// the instance's data and used after a restart that daprd does not follow with `Init`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceConfig {
+    pub durability: DurabilitySetting,
+    pub max_flush_delay_ms: u64,
+    pub cache_size_mb: u64,
+    pub max_value_size: usize,
+    pub max_transaction_ops: u64,
+    pub cleanup_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilitySetting {
+    Immediate,
+    Eventual,
+}
+
+/// daprd's receive limit for a response from a component (grpc-go's default).
+pub const DAPRD_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+impl Default for InstanceConfig {
+    fn default() -> Self {
+        InstanceConfig {
+            durability: DurabilitySetting::Immediate,
+            max_flush_delay_ms: 100,
+            cache_size_mb: 64,
+            max_value_size: DAPRD_MAX_RESPONSE_BYTES - 64 * 1024,
+            max_transaction_ops: 0,
+            cleanup_interval_ms: 1000,
+        }
+    }
+}
+
+/// A metadata value that cannot be used; the message names the key and what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl InstanceConfig {
+    /// Reads the configuration from `Init` metadata (see the module docs for the keys).
+    pub fn from_metadata(
+        metadata: &HashMap<String, String>,
+    ) -> Result<InstanceConfig, ConfigError> {
+        let lookup: HashMap<String, &str> = metadata
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
+            .collect();
+        let get = |key: &str| {
+            lookup
+                .get(&key.to_ascii_lowercase())
+                .copied()
+                .filter(|v| !v.trim().is_empty())
+        };
+        for secret in ["encryptionKey", "previousEncryptionKey"] {
+            if get(secret).is_some() {
+                return Err(ConfigError(format!(
+                    "metadata {secret}: encryption at rest is not available in this Roost build; \
+                     remove the key (or use Dapr's primaryEncryptionKey, which encrypts in the sidecar)"
+                )));
+            }
+        }
+        if let Some(value) = get("compression")
+            && !value.trim().eq_ignore_ascii_case("none")
+        {
+            return Err(ConfigError(format!(
+                "metadata compression={value:?}: compression is not available in this Roost build; use \"none\" or remove the key"
+            )));
+        }
+        let mut config = InstanceConfig::default();
+        if let Some(value) = get("durability") {
+            config.durability = match value.trim().to_ascii_lowercase().as_str() {
+                "immediate" => DurabilitySetting::Immediate,
+                "eventual" => DurabilitySetting::Eventual,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "metadata durability={value:?}: use \"immediate\" or \"eventual\""
+                    )));
+                }
+            };
+        }
+        if let Some(value) = get("maxFlushDelay") {
+            let delay = parse_duration(value, Unit::Milliseconds)
+                .map_err(|why| ConfigError(format!("metadata maxFlushDelay={value:?}: {why}")))?;
+            if delay.is_zero() || delay > Duration::from_secs(60) {
+                return Err(ConfigError(format!(
+                    "metadata maxFlushDelay={value:?}: must be between 1ms and 60s"
+                )));
+            }
+            config.max_flush_delay_ms = delay.as_millis() as u64;
+        }
+        if let Some(value) = get("cacheSizeMB") {
+            config.cache_size_mb = parse_integer("cacheSizeMB", value, 1, 1 << 20)?;
+        }
+        if let Some(value) = get("maxValueSize") {
+            config.max_value_size = parse_integer("maxValueSize", value, 1, 1 << 30)? as usize;
+        }
+        if let Some(value) = get("maxTransactionOps") {
+            config.max_transaction_ops =
+                parse_integer("maxTransactionOps", value, 0, i32::MAX as u64)?;
+        }
+        if let Some(value) = get("cleanupInterval").or_else(|| get("cleanupIntervalInSeconds")) {
+            let interval = parse_duration(value, Unit::Seconds)
+                .map_err(|why| ConfigError(format!("metadata cleanupInterval={value:?}: {why}")))?;
+            config.cleanup_interval_ms = interval.as_millis() as u64;
+        }
+        Ok(config)
+    }
+
+    /// Engine options for this configuration, for the database file at `path`.
+    pub fn engine_options(&self, path: &std::path::Path) -> Options {
+        let durability = match self.durability {
+            DurabilitySetting::Immediate => Durability::Immediate,
+            DurabilitySetting::Eventual => Durability::Eventual {
+                max_delay: Duration::from_millis(self.max_flush_delay_ms),
+            },
+        };
+        let limits = Limits {
+            max_value_bytes: self.max_value_size,
+            // daprd appends one outbox operation per set after its MultiMaxSize check, so a
+            // transaction may arrive with up to twice the advertised maximum.
+            max_transaction_ops: (self.max_transaction_ops as usize).saturating_mul(2),
+            ..Limits::default()
+        };
+        let sweep =
+            (self.cleanup_interval_ms > 0).then(|| Duration::from_millis(self.cleanup_interval_ms));
+        Options::new(path)
+            .durability(durability)
+            .cache_size_bytes((self.cache_size_mb as usize).saturating_mul(1024 * 1024))
+            .limits(limits)
+            .sweep_interval(sweep)
+    }
+}
+
+fn parse_integer(key: &str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ConfigError(format!(
+            "metadata {key}={value:?}: use an integer from {min} to {max}"
+        ))),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    Milliseconds,
+    Seconds,
+}
+
+/// Parses a Go-style duration (`1h2m3s`, `250ms`, `1.5s`) or a bare integer in `bare_unit`.
+fn parse_duration(text: &str, bare_unit: Unit) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<u64>() {
+        return Ok(match bare_unit {
+            Unit::Milliseconds => Duration::from_millis(n),
+            Unit::Seconds => Duration::from_secs(n),
+        });
+    }
+    let mut rest = text;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| {
+                format!("{text:?} has a number without a unit (use e.g. 500ms, 2s, 1m)")
+            })?;
+        let number: f64 = rest[..number_len]
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration (use e.g. 500ms, 2s, 1m)"))?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            unit => return Err(format!("{text:?} has an unknown unit {unit:?}")),
+        };
+        total += number * seconds;
+        rest = &rest[unit_len..];
+    }
+    if !(0.0..=1e9).contains(&total) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_daprd_keys_are_accepted() {
+        let config = InstanceConfig::from_metadata(&metadata(&[
+            ("keyPrefix", "appid"),
+            ("actorStateStore", "true"),
+            ("outboxPublishPubsub", "pubsub"),
+            ("outboxPublishTopic", "t"),
+            ("primaryEncryptionKey", "ignored-by-us"),
+            ("somethingElse", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(config, InstanceConfig::default());
+    }
+
+    #[test]
+    fn options_are_parsed_case_insensitively() {
+        let config = InstanceConfig::from_metadata(&metadata(&[
+            ("Durability", "Eventual"),
+            ("maxflushdelay", "250ms"),
+            ("cacheSizeMB", "16"),
+            ("maxValueSize", "1024"),
+            ("maxTransactionOps", "100"),
+            ("cleanupInterval", "1m30s"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config,
+            InstanceConfig {
+                durability: DurabilitySetting::Eventual,
+                max_flush_delay_ms: 250,
+                cache_size_mb: 16,
+                max_value_size: 1024,
+                max_transaction_ops: 100,
+                cleanup_interval_ms: 90_000,
+            }
+        );
+        let config =
+            InstanceConfig::from_metadata(&metadata(&[("cleanupIntervalInSeconds", "0")])).unwrap();
+        assert_eq!(config.cleanup_interval_ms, 0);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (key, value) in [
+            ("durability", "sometimes"),
+            ("maxFlushDelay", "soon"),
+            ("maxFlushDelay", "0"),
+            ("cacheSizeMB", "-1"),
+            ("maxValueSize", "big"),
+            ("maxTransactionOps", "1.5"),
+            ("cleanupInterval", "5x"),
+            ("encryptionKey", "00"),
+            ("compression", "zstd"),
+        ] {
+            let err = InstanceConfig::from_metadata(&metadata(&[(key, value)])).unwrap_err();
+            assert!(err.0.contains(key), "{key}: {err}");
+        }
+        assert!(InstanceConfig::from_metadata(&metadata(&[("compression", "none")])).is_ok());
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(
+            parse_duration("1h", Unit::Seconds).unwrap(),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            parse_duration("1.5s", Unit::Seconds).unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            parse_duration("20", Unit::Seconds).unwrap(),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            parse_duration("20", Unit::Milliseconds).unwrap(),
+            Duration::from_millis(20)
+        );
+        assert!(parse_duration("", Unit::Seconds).is_err());
+        assert!(parse_duration("5", Unit::Seconds).is_ok());
+        assert!(parse_duration("s", Unit::Seconds).is_err());
+    }
+}

@@ -1,0 +1,383 @@
+//! One keyspace per `x-component-instance`: the [`InstanceRegistry`].
+//!
+//! daprd sends the component YAML's `metadata.name` in the `x-component-instance` header of
+//! every call (a missing header maps to [`DEFAULT_INSTANCE`], the Go SDK's default id). `Init`
+//! configures an instance: it opens `<data dir>/instances/<encoded name>/data.roost` and writes
+//! the effective, non-secret configuration to `instance.json` beside it. Re-`Init` with the same
+//! configuration is a no-op; with a different one the keyspace is reopened with it.
+//!
+//! After a component restart daprd does not send `Init` again, so a call for an instance not
+//! yet open in this process reopens it from `instance.json`; an instance never initialised
+//! gets `FAILED_PRECONDITION`.
+//!
+//! Instance names are untrusted: they are validated (1–253 bytes, no control characters) and
+//! encoded into a directory name that can never contain `/` or be `.`/`..`, so no name can
+//! reach outside the data directory or collide with another.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use roost_engine::{AsyncDatabase, Database};
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+
+use crate::config::InstanceConfig;
+use crate::status;
+
+/// The header daprd uses to name the component instance of a call.
+pub const INSTANCE_HEADER: &str = "x-component-instance";
+/// The instance used when a call has no `x-component-instance` header.
+pub const DEFAULT_INSTANCE: &str = "#default__instance#";
+/// The longest accepted instance name (a Kubernetes object name's limit).
+pub const MAX_INSTANCE_NAME_BYTES: usize = 253;
+const CONFIG_FILE: &str = "instance.json";
+const DATA_FILE: &str = "data.roost";
+
+/// An open instance: its name, configuration and keyspace.
+#[derive(Debug)]
+pub struct Instance {
+    pub name: String,
+    pub config: InstanceConfig,
+    pub db: AsyncDatabase,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PersistedInstance {
+    name: String,
+    config: InstanceConfig,
+}
+
+/// All instances this process serves.
+#[derive(Debug)]
+pub struct InstanceRegistry {
+    data_dir: PathBuf,
+    open: RwLock<HashMap<String, Arc<Instance>>>,
+    /// Serialises opening, reinitialising and closing.
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+impl InstanceRegistry {
+    /// A registry keeping its instances under `data_dir` (created, mode 0700, if missing).
+    pub fn new(data_dir: impl Into<PathBuf>) -> std::io::Result<InstanceRegistry> {
+        let data_dir = data_dir.into();
+        create_private_dir(&data_dir.join("instances"))?;
+        Ok(InstanceRegistry {
+            data_dir,
+            open: RwLock::new(HashMap::new()),
+            lifecycle: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The instance name of a call: its `x-component-instance` header, or the default.
+    pub fn instance_name<T>(request: &tonic::Request<T>) -> Result<String, Status> {
+        match request.metadata().get(INSTANCE_HEADER) {
+            None => Ok(DEFAULT_INSTANCE.to_string()),
+            Some(value) => {
+                let name = value.to_str().map_err(|_| {
+                    status::bad_request(format!("the {INSTANCE_HEADER} header is not ASCII text"))
+                })?;
+                validate_name(name)?;
+                Ok(name.to_string())
+            }
+        }
+    }
+
+    /// Where an instance's files live.
+    pub fn instance_dir(&self, name: &str) -> Result<PathBuf, Status> {
+        validate_name(name)?;
+        Ok(self.data_dir.join("instances").join(encode_name(name)))
+    }
+
+    /// Configures (or reconfigures) an instance and opens its keyspace.
+    pub async fn init(&self, name: &str, config: InstanceConfig) -> Result<Arc<Instance>, Status> {
+        let dir = self.instance_dir(name)?;
+        let _guard = self.lifecycle.lock().await;
+        let existing = self.lookup(name);
+        if let Some(existing) = &existing
+            && existing.config == config
+        {
+            return Ok(Arc::clone(existing));
+        }
+        if let Some(existing) = existing {
+            tracing::info!(
+                instance = name,
+                "re-Init with a new configuration; reopening the keyspace"
+            );
+            self.open
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+            existing
+                .db
+                .close()
+                .await
+                .map_err(|e| status::from_engine(&e))?;
+        }
+        let instance = open_instance(name.to_string(), dir.clone(), config.clone()).await?;
+        let persisted = PersistedInstance {
+            name: name.to_string(),
+            config,
+        };
+        let dir_for_write = dir.clone();
+        tokio::task::spawn_blocking(move || write_config(&dir_for_write, &persisted))
+            .await
+            .map_err(|e| {
+                Status::internal(format!("saving the instance configuration failed: {e}"))
+            })?
+            .map_err(|e| {
+                Status::internal(format!("saving the instance configuration failed: {e}"))
+            })?;
+        let instance = Arc::new(instance);
+        self.open
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Arc::clone(&instance));
+        tracing::info!(instance = name, config = ?instance.config, "instance initialised");
+        Ok(instance)
+    }
+
+    /// The open instance named by the call, reopening it from its saved configuration after a
+    /// restart; `FAILED_PRECONDITION` if it was never initialised.
+    pub async fn resolve<T>(&self, request: &tonic::Request<T>) -> Result<Arc<Instance>, Status> {
+        let name = Self::instance_name(request)?;
+        self.get(&name).await
+    }
+
+    pub async fn get(&self, name: &str) -> Result<Arc<Instance>, Status> {
+        if let Some(instance) = self.lookup(name) {
+            return Ok(instance);
+        }
+        let dir = self.instance_dir(name)?;
+        let _guard = self.lifecycle.lock().await;
+        if let Some(instance) = self.lookup(name) {
+            return Ok(instance);
+        }
+        let config_path = dir.join(CONFIG_FILE);
+        let saved = match tokio::fs::read(&config_path).await {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Status::failed_precondition(format!(
+                    "component instance {name:?} was never initialised: daprd sends Init when it loads the \
+                     component YAML named {name:?}; check the YAML's metadata.name and restart daprd"
+                )));
+            }
+            Err(err) => {
+                return Err(Status::internal(format!(
+                    "cannot read the saved configuration of instance {name:?}: {err}"
+                )));
+            }
+        };
+        let persisted: PersistedInstance = serde_json::from_slice(&saved).map_err(|err| {
+            Status::internal(format!(
+                "the saved configuration of instance {name:?} is unreadable: {err}"
+            ))
+        })?;
+        if persisted.name != name {
+            return Err(Status::internal(format!(
+                "the saved configuration for instance {name:?} names {:?}",
+                persisted.name
+            )));
+        }
+        let instance = Arc::new(open_instance(name.to_string(), dir, persisted.config).await?);
+        tracing::info!(
+            instance = name,
+            "instance reopened from its saved configuration (no Init since restart)"
+        );
+        self.open
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Arc::clone(&instance));
+        Ok(instance)
+    }
+
+    fn lookup(&self, name: &str) -> Option<Arc<Instance>> {
+        self.open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Names of the instances open now.
+    pub fn open_instances(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Flushes and closes every open keyspace (at shutdown).
+    pub async fn close_all(&self) {
+        let _guard = self.lifecycle.lock().await;
+        let instances: Vec<Arc<Instance>> = self
+            .open
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, instance)| instance)
+            .collect();
+        for instance in instances {
+            if let Err(err) = instance.db.close().await {
+                tracing::error!(instance = %instance.name, error = %err, "closing the keyspace failed");
+            }
+        }
+    }
+}
+
+async fn open_instance(
+    name: String,
+    dir: PathBuf,
+    config: InstanceConfig,
+) -> Result<Instance, Status> {
+    let options = config.engine_options(&dir.join(DATA_FILE));
+    let opened = tokio::task::spawn_blocking(move || {
+        create_private_dir(&dir).map_err(|e| {
+            roost_engine::Error::Storage(format!("cannot create the instance directory: {e}"))
+        })?;
+        Database::open(options)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("opening the keyspace failed: {e}")))?;
+    let db = opened.map_err(|e| {
+        Status::internal(format!(
+            "opening the keyspace of instance {name:?} failed: {e}"
+        ))
+    })?;
+    Ok(Instance {
+        name,
+        config,
+        db: db.into_async(),
+    })
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Writes `instance.json` atomically (temporary file, fsync, rename, fsync of the directory).
+fn write_config(dir: &Path, persisted: &PersistedInstance) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(persisted).map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(CONFIG_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn validate_name(name: &str) -> Result<(), Status> {
+    if name.is_empty() {
+        return Err(status::bad_request("the component instance name is empty"));
+    }
+    if name.len() > MAX_INSTANCE_NAME_BYTES {
+        return Err(status::bad_request(format!(
+            "the component instance name is {} bytes long; the limit is {MAX_INSTANCE_NAME_BYTES}",
+            name.len()
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(status::bad_request(
+            "the component instance name contains control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Encodes an instance name as a directory name: `[a-z0-9_-]` kept, every other byte as
+/// `%XX`; a result over 200 characters becomes its first 100 characters, `~`, and a 128-bit
+/// FNV-1a hash of the whole name. The result never contains `/`, is never `.` or `..`, and
+/// distinct names give distinct results (short ones by construction, long ones barring a hash
+/// collision).
+pub fn encode_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        match byte {
+            b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' => out.push(byte as char),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    if out.len() > 200 {
+        let prefix: String = out.chars().take(100).collect();
+        out = format!("{prefix}~{:032x}", fnv1a_128(name.as_bytes()));
+    }
+    out
+}
+
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    bytes.iter().fold(OFFSET, |hash, b| {
+        (hash ^ u128::from(*b)).wrapping_mul(PRIME)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_names_stay_inside_and_do_not_collide() {
+        let names = [
+            "statestore",
+            "StateStore",
+            "../x",
+            "..",
+            ".",
+            "a/b",
+            "a%2Fb",
+            "#default__instance#",
+            "orders-store",
+            "orders.store",
+        ];
+        let encoded: Vec<String> = names.iter().map(|n| encode_name(n)).collect();
+        for e in &encoded {
+            assert!(
+                !e.contains('/') && e != "." && e != ".." && !e.is_empty(),
+                "{e}"
+            );
+            assert!(e.len() <= 200);
+        }
+        let unique: std::collections::HashSet<&String> = encoded.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{encoded:?}");
+        assert_eq!(encode_name("statestore"), "statestore");
+        assert_eq!(encode_name("../x"), "%2E%2E%2Fx");
+    }
+
+    #[test]
+    fn long_names_are_hashed_and_distinct() {
+        let a = "a".repeat(253);
+        let mut b = "a".repeat(252);
+        b.push('b');
+        let (ea, eb) = (encode_name(&a), encode_name(&b));
+        assert!(ea.len() <= 200 && eb.len() <= 200);
+        assert_ne!(ea, eb);
+        let upper = "A".repeat(253);
+        assert!(encode_name(&upper).len() <= 200);
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        assert!(validate_name("").is_err());
+        assert!(validate_name(&"x".repeat(254)).is_err());
+        assert!(validate_name("a\0b").is_err());
+        assert!(validate_name("a\nb").is_err());
+        assert!(validate_name(&"x".repeat(253)).is_ok());
+    }
+}

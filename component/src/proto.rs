@@ -1,0 +1,12 @@
+//! The generated Dapr components API (`dapr.proto.components.v1`), with its descriptor set.
+//!
+//! These types stay at the edge: the service modules convert them to engine requests and back.
+
+#![allow(clippy::all, missing_docs, missing_debug_implementations)]
+
+tonic::include_proto!("dapr.proto.components.v1");
+
+/// The encoded `FileDescriptorSet` of `common.proto` and `state.proto` (plus imports), served
+/// through gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/dapr_components_descriptor.bin"));

@@ -1,0 +1,115 @@
+//! BulkGet, BulkSet, BulkDelete.
+//!
+//! Bulk get answers one item per requested key, in request order, echoing the keys as
+//! received, from one snapshot. Bulk set / delete apply every item they can in one group
+//! commit; the protocol has one status for the whole call, so when items fail the call fails
+//! with the first failing item's error (an ETag error in the shape daprd decodes), and says
+//! how many failed, while the other items stay applied.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::instances::InstanceRegistry;
+use crate::proto;
+use crate::service::convert;
+use crate::status;
+
+pub async fn bulk_get(
+    registry: &Arc<InstanceRegistry>,
+    request: Request<proto::BulkGetRequest>,
+) -> Result<Response<proto::BulkGetResponse>, Status> {
+    let instance = registry.resolve(&request).await?;
+    let keys: Vec<String> = request
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|item| item.key)
+        .collect();
+    let records = instance
+        .db
+        .bulk_get(keys.iter().map(|k| k.clone().into_bytes()).collect())
+        .await
+        .map_err(|e| status::from_engine(&e))?;
+    let response = proto::BulkGetResponse {
+        items: keys
+            .into_iter()
+            .zip(records)
+            .map(|(key, record)| convert::bulk_item(key, record))
+            .collect(),
+    };
+    convert::check_response_size(&response, "BulkGet")?;
+    Ok(Response::new(response))
+}
+
+pub async fn bulk_set(
+    registry: &Arc<InstanceRegistry>,
+    request: Request<proto::BulkSetRequest>,
+) -> Result<Response<proto::BulkSetResponse>, Status> {
+    let instance = registry.resolve(&request).await?;
+    let requests = request
+        .into_inner()
+        .items
+        .into_iter()
+        .map(convert::set_request)
+        .collect();
+    let results = instance
+        .db
+        .bulk_set(requests)
+        .await
+        .map_err(|e| status::from_engine(&e))?;
+    first_failure(results.iter().map(|r| r.as_ref().err()))?;
+    Ok(Response::new(proto::BulkSetResponse {}))
+}
+
+pub async fn bulk_delete(
+    registry: &Arc<InstanceRegistry>,
+    request: Request<proto::BulkDeleteRequest>,
+) -> Result<Response<proto::BulkDeleteResponse>, Status> {
+    let instance = registry.resolve(&request).await?;
+    let requests = request
+        .into_inner()
+        .items
+        .into_iter()
+        .map(convert::delete_request)
+        .collect();
+    let results = instance
+        .db
+        .bulk_delete(requests)
+        .await
+        .map_err(|e| status::from_engine(&e))?;
+    first_failure(results.iter().map(|r| r.as_ref().err()))?;
+    Ok(Response::new(proto::BulkDeleteResponse {}))
+}
+
+/// The status of the first failed item, its message saying how many items failed.
+fn first_failure<'a>(
+    errors: impl Iterator<Item = Option<&'a roost_engine::Error>>,
+) -> Result<(), Status> {
+    let failed: Vec<&roost_engine::Error> = errors.flatten().collect();
+    let Some(first) = failed.first() else {
+        return Ok(());
+    };
+    let status = status::from_engine(first);
+    if failed.len() == 1 {
+        return Err(status);
+    }
+    // Same code and details shape, with the count in the message.
+    let message = format!(
+        "{} items failed (the others were applied); first: {}",
+        failed.len(),
+        status.message()
+    );
+    Err(match first.root() {
+        roost_engine::Error::EtagMismatch { .. } => {
+            status::etag_status(tonic::Code::FailedPrecondition, message)
+        }
+        roost_engine::Error::InvalidEtag { .. } => {
+            status::etag_status(tonic::Code::InvalidArgument, message)
+        }
+        roost_engine::Error::InvalidTtl { .. } | roost_engine::Error::InvalidArgument(_) => {
+            status::bad_request(message)
+        }
+        _ => Status::new(status.code(), message),
+    })
+}

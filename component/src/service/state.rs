@@ -1,0 +1,69 @@
+//! Init, Get, Set, Delete.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::config::InstanceConfig;
+use crate::instances::InstanceRegistry;
+use crate::proto;
+use crate::service::convert;
+use crate::status;
+
+pub async fn init(
+    registry: &Arc<InstanceRegistry>,
+    request: Request<proto::InitRequest>,
+) -> Result<Response<proto::InitResponse>, Status> {
+    let name = InstanceRegistry::instance_name(&request)?;
+    let properties = request
+        .into_inner()
+        .metadata
+        .map(|m| m.properties)
+        .unwrap_or_default();
+    let config = InstanceConfig::from_metadata(&properties)
+        .map_err(|e| status::bad_request(format!("Init of instance {name:?}: {e}")))?;
+    registry.init(&name, config).await?;
+    Ok(Response::new(proto::InitResponse {}))
+}
+
+pub async fn get(
+    registry: &Arc<InstanceRegistry>,
+    request: Request<proto::GetRequest>,
+) -> Result<Response<proto::GetResponse>, Status> {
+    let instance = registry.resolve(&request).await?;
+    let key = request.into_inner().key;
+    let record = instance
+        .db
+        .get(key)
+        .await
+        .map_err(|e| status::from_engine(&e))?;
+    let response = convert::get_response(record);
+    convert::check_response_size(&response, "Get")?;
+    Ok(Response::new(response))
+}
+
+pub async fn set(
+    registry: &Arc<InstanceRegistry>,
+    request: Request<proto::SetRequest>,
+) -> Result<Response<proto::SetResponse>, Status> {
+    let instance = registry.resolve(&request).await?;
+    instance
+        .db
+        .set(convert::set_request(request.into_inner()))
+        .await
+        .map_err(|e| status::from_engine(&e))?;
+    Ok(Response::new(proto::SetResponse {}))
+}
+
+pub async fn delete(
+    registry: &Arc<InstanceRegistry>,
+    request: Request<proto::DeleteRequest>,
+) -> Result<Response<proto::DeleteResponse>, Status> {
+    let instance = registry.resolve(&request).await?;
+    instance
+        .db
+        .delete(convert::delete_request(request.into_inner()))
+        .await
+        .map_err(|e| status::from_engine(&e))?;
+    Ok(Response::new(proto::DeleteResponse {}))
+}
