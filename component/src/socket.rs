@@ -30,7 +30,7 @@ pub fn socket_folder(explicit: Option<&Path>) -> PathBuf {
     }
     SOCKET_FOLDER_ENV
         .iter()
-        .filter_map(|name| std::env::var_os(name))
+        .filter_map(std::env::var_os)
         .find(|value| !value.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET_FOLDER))
