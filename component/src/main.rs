@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use roost_component::server::{self, DEFAULT_MAX_REQUEST_BYTES, ServeConfig};
+use roost_component::server::{
+    self, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SHUTDOWN_GRACE, ServeConfig,
+};
 use roost_component::{doctor, socket};
 
 #[derive(Parser)]
@@ -59,6 +61,9 @@ struct ServeArgs {
     /// Largest request message accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
+    /// Seconds in-flight calls may run after SIGTERM/SIGINT before connections are closed.
+    #[arg(long, default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs())]
+    shutdown_grace_seconds: u64,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -129,6 +134,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         data_dir: args.data_dir.unwrap_or_else(default_data_dir),
         socket_mode: args.socket_mode,
         max_request_bytes: args.max_request_bytes,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
     };
     let result = server::serve(config, server::termination_signal(), |config| {
         println!(

@@ -35,10 +35,14 @@ pub struct ServeConfig {
     pub socket_mode: u32,
     /// Largest request message accepted (daprd sends whole transactions in one message).
     pub max_request_bytes: usize,
+    /// How long in-flight calls may run after a shutdown signal.
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// Default `--max-request-bytes`: room for a transaction of several large values.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Default time in-flight calls get after SIGTERM (Kubernetes allows 30 s in all).
+pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct ServeError(pub String);
@@ -120,9 +124,28 @@ pub async fn serve(
         "roost serving the Dapr state store API"
     );
     ready(&config);
-    let served = router
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut serving = std::pin::pin!(router.serve_with_incoming_shutdown(
+        UnixListenerStream::new(listener),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let served = tokio::select! {
+        result = &mut serving => result,
+        () = shutdown => {
+            let _ = stop.send(());
+            // In-flight calls get `shutdown_grace` to finish; a client that keeps its
+            // connection busy past that does not keep the process alive.
+            match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!(grace = ?config.shutdown_grace, "calls still in flight after the grace period; closing connections");
+                    Ok(())
+                }
+            }
+        }
+    };
     registry.close_all().await;
     if let Err(err) = std::fs::remove_file(&config.socket_path)
         && err.kind() != std::io::ErrorKind::NotFound

@@ -1,0 +1,309 @@
+//! The component's process and instance lifecycle over its socket: instances, restarts
+//! without `Init`, shutdown, socket handling, and errors that are not about etags.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+
+use roost_component::instances::encode_name;
+use support::*;
+use tonic::Code;
+
+#[tokio::test]
+async fn two_instances_with_the_same_key_stay_isolated() {
+    let server = Server::start();
+    let mut orders = server.daprd("orders-store").await;
+    let mut carts = server.daprd("carts-store").await;
+    orders.init(&[]).await.unwrap();
+    carts.init(&[("durability", "eventual")]).await.unwrap();
+    orders.set(set("app||k", b"orders".to_vec())).await.unwrap();
+    carts.set(set("app||k", b"carts".to_vec())).await.unwrap();
+    assert_eq!(orders.get("app||k").await.unwrap().data.as_ref(), b"orders");
+    assert_eq!(carts.get("app||k").await.unwrap().data.as_ref(), b"carts");
+    carts.delete(delete("app||k")).await.unwrap();
+    assert_eq!(orders.get("app||k").await.unwrap().data.as_ref(), b"orders");
+}
+
+#[tokio::test]
+async fn reinit_is_idempotent_and_can_change_configuration() {
+    let server = Server::start();
+    let mut daprd = server.daprd("statestore").await;
+    daprd.init(&[("maxTransactionOps", "5")]).await.unwrap();
+    daprd.set(set("k", b"v".to_vec())).await.unwrap();
+    let etag = daprd.etag("k").await;
+    daprd.init(&[("maxTransactionOps", "5")]).await.unwrap();
+    assert_eq!(daprd.etag("k").await, etag);
+    assert_eq!(daprd.multi_max_size().await.unwrap(), 5);
+    daprd.init(&[("maxTransactionOps", "7")]).await.unwrap();
+    assert_eq!(daprd.multi_max_size().await.unwrap(), 7);
+    assert_eq!(daprd.get("k").await.unwrap().data.as_ref(), b"v");
+}
+
+#[tokio::test]
+async fn restart_without_init_serves_known_instances_and_refuses_unknown_ones() {
+    let mut server = Server::start();
+    let mut daprd = server.daprd("statestore").await;
+    daprd
+        .init(&[("maxTransactionOps", "9"), ("durability", "immediate")])
+        .await
+        .unwrap();
+    daprd.set(set("app||a", b"1".to_vec())).await.unwrap();
+    daprd
+        .transact(vec![Op::Set(set("app||b", b"2".to_vec()))])
+        .await
+        .unwrap();
+    let etag = daprd.etag("app||a").await;
+    // A crash: SIGKILL, then a new process; daprd does not send Init again.
+    server.kill();
+    server.spawn(&[]).unwrap();
+    let mut daprd = server.daprd("statestore").await;
+    assert_eq!(daprd.get("app||a").await.unwrap().data.as_ref(), b"1");
+    assert_eq!(daprd.etag("app||a").await, etag);
+    assert_eq!(daprd.get("app||b").await.unwrap().data.as_ref(), b"2");
+    assert_eq!(
+        daprd.multi_max_size().await.unwrap(),
+        9,
+        "configuration persisted"
+    );
+    daprd.set(set("app||c", b"3".to_vec())).await.unwrap();
+
+    let mut stranger = server.daprd("never-initialised").await;
+    let err = stranger.get("app||a").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("never initialised"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
+async fn missing_header_maps_to_the_default_instance() {
+    let server = Server::start();
+    let channel = server.channel().await;
+    let mut state = roost_component::proto::state_store_client::StateStoreClient::new(channel);
+    state
+        .init(roost_component::proto::InitRequest::default())
+        .await
+        .unwrap();
+    state.set(set("k", b"default".to_vec())).await.unwrap();
+    let got = state
+        .get(roost_component::proto::GetRequest {
+            key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.data.as_ref(), b"default");
+    // The named instance with the Go SDK's default id is the same keyspace.
+    let mut named = server.daprd("#default__instance#").await;
+    assert_eq!(named.get("k").await.unwrap().data.as_ref(), b"default");
+}
+
+#[tokio::test]
+async fn instance_names_never_escape_the_data_dir() {
+    let server = Server::start();
+    for name in ["../x", "a/b", "..", "/etc/passwd", "%2e%2e"] {
+        let mut daprd = server.daprd(name).await;
+        daprd.init(&[]).await.unwrap();
+        daprd.set(set("k", name.as_bytes().to_vec())).await.unwrap();
+        assert_eq!(daprd.get("k").await.unwrap().data.as_ref(), name.as_bytes());
+        let dir = server.data_dir().join("instances").join(encode_name(name));
+        assert!(dir.join("data.roost").exists(), "{name}: {}", dir.display());
+    }
+    // Nothing was written outside the data dir's instances folder.
+    let mut entries: Vec<String> = std::fs::read_dir(server.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["data", "sockets"]);
+    let data: Vec<String> = std::fs::read_dir(server.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(data, ["instances"]);
+    // Absurd names get a clear error (gRPC header values cannot carry NUL at all).
+    let mut long = server.daprd(&"x".repeat(10_000)).await;
+    let err = long.init(&[]).await.unwrap_err();
+    assert_kit_error(&err, Code::InvalidArgument, "400");
+}
+
+#[tokio::test]
+async fn client_mistakes_are_kit_errors_with_http_400() {
+    let server = Server::start();
+    let mut daprd = server.daprd("statestore").await;
+    daprd.init(&[("maxValueSize", "1024")]).await.unwrap();
+    // Oversized value.
+    let err = daprd.set(set("k", vec![0u8; 1025])).await.unwrap_err();
+    assert_kit_error(&err, Code::InvalidArgument, "400");
+    daprd.set(set("k", vec![0u8; 1024])).await.unwrap();
+    // Empty key.
+    let err = daprd.set(set("", b"1".to_vec())).await.unwrap_err();
+    assert_kit_error(&err, Code::InvalidArgument, "400");
+    // Bad metadata at Init names the key.
+    let mut other = server.daprd("other").await;
+    let err = other
+        .init(&[("durability", "sometimes")])
+        .await
+        .unwrap_err();
+    assert_kit_error(&err, Code::InvalidArgument, "400");
+    assert!(err.message().contains("durability"), "{}", err.message());
+    let err = other.init(&[("encryptionKey", "00")]).await.unwrap_err();
+    assert!(err.message().contains("encryptionKey"), "{}", err.message());
+    // A transaction over the limit (the engine allows twice MultiMaxSize for daprd's outbox).
+    daprd
+        .init(&[("maxValueSize", "1024"), ("maxTransactionOps", "2")])
+        .await
+        .unwrap();
+    let ops = (0..5)
+        .map(|i| Op::Set(set(&format!("t{i}"), b"1".to_vec())))
+        .collect();
+    let err = daprd.transact(ops).await.unwrap_err();
+    assert_kit_error(&err, Code::InvalidArgument, "400");
+    let ops = (0..4)
+        .map(|i| Op::Set(set(&format!("t{i}"), b"1".to_vec())))
+        .collect();
+    daprd.transact(ops).await.unwrap();
+}
+
+#[tokio::test]
+async fn responses_over_daprds_limit_are_refused_clearly() {
+    let server = Server::start();
+    let mut daprd = server.daprd("statestore").await;
+    daprd.init(&[]).await.unwrap();
+    let big = vec![7u8; 3 * 1024 * 1024];
+    daprd.set(set("a", big.clone())).await.unwrap();
+    daprd.set(set("b", big.clone())).await.unwrap();
+    assert_eq!(daprd.get("a").await.unwrap().data.len(), big.len());
+    let err = daprd.bulk_get(&["a", "b"]).await.unwrap_err();
+    assert_kit_error(&err, Code::ResourceExhausted, "413");
+    assert!(err.message().contains("4194304"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn query_is_unimplemented_until_the_query_api_lands() {
+    let server = Server::start();
+    let mut daprd = server.daprd("statestore").await;
+    daprd.init(&[]).await.unwrap();
+    assert!(!daprd.features().await.contains(&"QUERY_API".to_string()));
+    let request = roost_component::client::for_instance(
+        "statestore",
+        roost_component::proto::QueryRequest::default(),
+    );
+    let err = daprd.query.query(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+}
+
+/// daprd keeps its connection open: the client here stays connected (on a multi-threaded
+/// runtime, so it can answer the server's GOAWAY) while the server shuts down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_flushes_and_removes_the_socket() {
+    let mut server = Server::start();
+    let mut daprd = server.daprd("statestore").await;
+    daprd
+        .init(&[("durability", "eventual"), ("maxFlushDelay", "60s")])
+        .await
+        .unwrap();
+    daprd
+        .set(set("k", b"flushed at shutdown".to_vec()))
+        .await
+        .unwrap();
+    assert!(server.terminate(), "clean exit on SIGTERM");
+    assert!(!path_exists(&server.socket_path()), "socket removed");
+    server.spawn(&[]).unwrap();
+    let mut daprd = server.daprd("statestore").await;
+    assert_eq!(
+        daprd.get("k").await.unwrap().data.as_ref(),
+        b"flushed at shutdown"
+    );
+}
+
+#[tokio::test]
+async fn socket_is_not_world_accessible_and_stale_sockets_are_replaced() {
+    let mut server = Server::start();
+    let mode = std::fs::metadata(server.socket_path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o660);
+    // A second server on the same live socket refuses to start.
+    let err = {
+        let mut clash = std::process::Command::new(env!("CARGO_BIN_EXE_roost"));
+        clash
+            .args(["serve", "--socket-folder"])
+            .arg(server.socket_folder())
+            .arg("--data-dir")
+            .arg(server.dir.path().join("other-data"));
+        let out = clash.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(err.contains("another server is listening"), "{err}");
+    // After a crash the socket file stays behind; the next start removes it and serves.
+    server.kill();
+    assert!(
+        path_exists(&server.socket_path()),
+        "SIGKILL leaves the socket file"
+    );
+    server.spawn(&["--socket-mode", "666"]).unwrap();
+    let mode = std::fs::metadata(server.socket_path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o666);
+    let mut daprd = server.daprd("statestore").await;
+    daprd.init(&[]).await.unwrap();
+}
+
+#[tokio::test]
+async fn doctor_reports_what_daprd_would_register_or_why_not() {
+    let mut server = Server::start_named("my-store");
+    let diagnosis = roost_component::doctor::diagnose(&server.socket_path()).await;
+    assert!(diagnosis.ok, "{:?}", diagnosis.lines);
+    assert!(
+        diagnosis.lines.iter().any(|l| l.contains("state.my-store")),
+        "{:?}",
+        diagnosis.lines
+    );
+    assert!(
+        diagnosis
+            .lines
+            .iter()
+            .any(|l| l.contains("ETAG, TRANSACTIONAL, TTL"))
+    );
+    server.kill();
+    let diagnosis = roost_component::doctor::diagnose(&server.socket_path()).await;
+    assert!(!diagnosis.ok);
+    assert!(
+        diagnosis.lines.iter().any(|l| l.contains("stale socket")),
+        "{:?}",
+        diagnosis.lines
+    );
+    let diagnosis = roost_component::doctor::diagnose(&server.dir.path().join("none.sock")).await;
+    assert!(!diagnosis.ok);
+    assert!(diagnosis.lines.iter().any(|l| l.contains("no socket file")));
+    // A gRPC server without v1alpha reflection: discovery would fail.
+    let path = server.dir.path().join("plain.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let serving = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+    );
+    let diagnosis = roost_component::doctor::diagnose(&path).await;
+    serving.abort();
+    assert!(!diagnosis.ok);
+    assert!(
+        diagnosis
+            .lines
+            .iter()
+            .any(|l| l.contains("reflection v1alpha")),
+        "{:?}",
+        diagnosis.lines
+    );
+}
