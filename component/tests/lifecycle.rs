@@ -307,3 +307,77 @@ async fn doctor_reports_what_daprd_would_register_or_why_not() {
         diagnosis.lines
     );
 }
+
+/// `components/roost.yaml` is what users copy: its type and version are what daprd needs for
+/// this socket, and its metadata is accepted by `Init`.
+#[tokio::test]
+async fn the_shipped_component_yaml_initialises() {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../components/roost.yaml"
+    ))
+    .unwrap();
+    let active: Vec<&str> = yaml
+        .lines()
+        .map(|l| l.split(" #").next().unwrap_or("").trim_end())
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert!(active.contains(&"  type: state.roost"), "{active:?}");
+    assert!(active.contains(&"  version: v1"));
+    let mut pairs = Vec::new();
+    let mut name = None;
+    for line in &active {
+        let line = line.trim();
+        if let Some(n) = line.strip_prefix("- name: ") {
+            name = Some(n.trim_matches('"').to_string());
+        } else if let Some(v) = line.strip_prefix("value: ") {
+            pairs.push((
+                name.take().expect("value after name"),
+                v.trim_matches('"').to_string(),
+            ));
+        }
+    }
+    assert!(pairs.iter().any(|(k, _)| k == "actorStateStore"));
+    let server = Server::start();
+    let mut daprd = server.daprd("statestore").await;
+    let borrowed: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    daprd.init(&borrowed).await.unwrap();
+    // gRPC health answers for the state store service.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "dapr.proto.components.v1.StateStore".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
+
+/// A value of the default maximum size goes in and comes back over the socket: the server
+/// accepts requests above tonic's 4 MiB default, and the Get response fits daprd's limit.
+#[tokio::test]
+async fn a_value_of_the_default_maximum_size_round_trips() {
+    let server = Server::start();
+    let mut daprd = server.daprd("statestore").await;
+    daprd.init(&[]).await.unwrap();
+    let max = roost_component::config::InstanceConfig::default().max_value_size;
+    let value: Vec<u8> = (0..max).map(|i| (i % 251) as u8).collect();
+    daprd.set(set("big", value.clone())).await.unwrap();
+    assert_eq!(
+        daprd.get("big").await.unwrap().data.as_ref(),
+        value.as_slice()
+    );
+    let err = daprd
+        .set(set("bigger", vec![0u8; max + 1]))
+        .await
+        .unwrap_err();
+    assert_kit_error(&err, Code::InvalidArgument, "400");
+}
