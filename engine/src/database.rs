@@ -16,12 +16,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use flume::{Receiver, Sender};
+use redb::ReadableDatabase;
 
 use crate::clock::Clock;
 use crate::durability::Committer;
 use crate::error::Error;
 use crate::etag::Etag;
 use crate::options::{Limits, Options};
+use crate::query::index::IndexDef;
+use crate::query::{Query, QueryPage};
 use crate::request::{CheckedOp, DeleteRequest, Operation, SetRequest};
 use crate::storage::{self, Record};
 use crate::writer::{BulkResults, Command, Writer, WriterCounters};
@@ -53,6 +56,7 @@ struct Inner {
     limits: Limits,
     sweep_batch: usize,
     clock: Arc<dyn Clock>,
+    indexes: Arc<Vec<IndexDef>>,
     counters: Arc<WriterCounters>,
     gate: Arc<Mutex<()>>,
     closed: AtomicBool,
@@ -150,6 +154,7 @@ impl Database {
     /// expiry sweeper threads.
     pub fn open(options: Options) -> Result<Database, Error> {
         let opened = storage::open(&options)?;
+        let indexes = Arc::new(opened.indexes);
         let db = Arc::new(opened.db);
         let (commands, queue) = flume::bounded(options.write_queue_capacity);
         let counters = Arc::new(WriterCounters::default());
@@ -164,6 +169,7 @@ impl Database {
             counters: Arc::clone(&counters),
             gate: Arc::clone(&gate),
             poisoned: None,
+            indexes: Arc::clone(&indexes),
         };
         let writer = std::thread::Builder::new()
             .name("roost-writer".into())
@@ -176,6 +182,7 @@ impl Database {
             limits: options.limits,
             sweep_batch: options.sweep_batch,
             clock: options.clock,
+            indexes,
             counters,
             gate,
             closed: AtomicBool::new(false),
@@ -253,6 +260,24 @@ impl Database {
             crate::request::check_key(key.as_ref(), &self.inner.limits)?;
         }
         storage::read_many(&*self.redb()?, keys, self.inner.clock.now_unix_ms())
+    }
+
+    /// Runs a query over the JSON records from one snapshot and returns one page (see
+    /// `docs/query.md`). Records whose value is not JSON, and expired records, never appear.
+    pub fn query(&self, query: &Query) -> Result<QueryPage, Error> {
+        let db = self.redb()?;
+        let txn = db.begin_read()?;
+        crate::query::plan::execute(
+            &txn,
+            &self.inner.indexes,
+            query,
+            self.inner.clock.now_unix_ms(),
+        )
+    }
+
+    /// The dot paths that have a secondary index.
+    pub fn indexed_paths(&self) -> Vec<String> {
+        self.inner.indexes.iter().map(|d| d.path.clone()).collect()
     }
 
     /// Writes one record and returns its new etag.
@@ -472,6 +497,10 @@ impl AsyncDatabase {
 
     pub async fn bulk_get(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Record>>, Error> {
         self.read(move |db| db.bulk_get(&keys)).await
+    }
+
+    pub async fn query(&self, query: Query) -> Result<QueryPage, Error> {
+        self.read(move |db| db.query(&query)).await
     }
 
     pub async fn set(&self, request: SetRequest) -> Result<Etag, Error> {

@@ -52,6 +52,10 @@ pub enum Error {
     )]
     InvalidTtl { value: String, reason: &'static str },
 
+    /// The query is malformed (the message names the offending part); nothing was read.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+
     /// The request breaks a rule or a configured limit (empty key, oversized value, ...).
     #[error("invalid request: {0}")]
     InvalidArgument(String),
@@ -109,6 +113,7 @@ impl Error {
                 | Error::EtagMismatch { .. }
                 | Error::InvalidTtl { .. }
                 | Error::InvalidArgument(_)
+                | Error::InvalidQuery(_)
                 | Error::Transaction { .. }
         )
     }

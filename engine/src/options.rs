@@ -70,6 +70,7 @@ pub struct Options {
     pub(crate) max_batch_requests: usize,
     pub(crate) write_queue_capacity: usize,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) indexes: Vec<String>,
 }
 
 impl Options {
@@ -89,6 +90,7 @@ impl Options {
             max_batch_requests: 1024,
             write_queue_capacity: 4096,
             clock: Arc::new(SystemClock),
+            indexes: Vec::new(),
         }
     }
 
@@ -147,6 +149,13 @@ impl Options {
     /// Requests that may wait for the writer before senders are held back.
     pub fn write_queue_capacity(mut self, requests: usize) -> Options {
         self.write_queue_capacity = requests.max(1);
+        self
+    }
+
+    /// Dot paths (`"person.org"`) to keep secondary indexes on. Indexes are built for
+    /// existing records at open when first declared, and dropped when no longer declared.
+    pub fn indexes<S: Into<String>>(mut self, paths: impl IntoIterator<Item = S>) -> Options {
+        self.indexes = paths.into_iter().map(Into::into).collect();
         self
     }
 

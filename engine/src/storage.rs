@@ -19,6 +19,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteT
 use crate::error::{Error, MismatchReason};
 use crate::etag::Etag;
 use crate::options::Options;
+use crate::query::index::{self, INDEX, IndexDef};
 use crate::record::{self, RecordView};
 use crate::request::{CheckedOp, Concurrency};
 
@@ -67,6 +68,7 @@ impl Record {
 pub(crate) struct Opened {
     pub db: redb::Database,
     pub last_etag: u64,
+    pub indexes: Vec<IndexDef>,
 }
 
 /// Opens or creates the database file, checks that it is a Roost database of a known format,
@@ -117,7 +119,12 @@ pub(crate) fn open(options: &Options) -> Result<Opened, Error> {
                 "{shown}: the storage layer failed reading its metadata"
             )))
         })?;
-    Ok(Opened { db, last_etag })
+    let indexes = crate::query::index::reconcile(&db, &options.indexes)?;
+    Ok(Opened {
+        db,
+        last_etag,
+        indexes,
+    })
 }
 
 fn open_error(path: &str, err: redb::DatabaseError) -> Error {
@@ -210,6 +217,12 @@ fn initialize(db: &redb::Database, path: &str) -> Result<u64, Error> {
         }
         other => Error::storage(other),
     })?;
+    txn.open_table(INDEX).map_err(|err| match err {
+        redb::TableError::TableTypeMismatch { .. } => {
+            not_roost("its roost_index table has another type".into())
+        }
+        other => Error::storage(other),
+    })?;
     txn.open_table(EXPIRY).map_err(|err| match err {
         redb::TableError::TableTypeMismatch { .. } => {
             not_roost("its roost_expiry table has another type".into())
@@ -295,6 +308,8 @@ enum Final {
 pub(crate) struct Applier<'txn> {
     data: redb::Table<'txn, &'static [u8], &'static [u8]>,
     expiry: redb::Table<'txn, &'static [u8], ()>,
+    index: redb::Table<'txn, &'static [u8], ()>,
+    indexes: &'txn [IndexDef],
     now_ms: u64,
     /// The last etag sequence handed out; the next set gets `last_etag + 1`.
     pub last_etag: u64,
@@ -319,10 +334,17 @@ impl From<redb::StorageError> for ApplyError {
 }
 
 impl<'txn> Applier<'txn> {
-    pub fn new(txn: &'txn WriteTransaction, now_ms: u64, last_etag: u64) -> Result<Self, Error> {
+    pub fn new(
+        txn: &'txn WriteTransaction,
+        indexes: &'txn [IndexDef],
+        now_ms: u64,
+        last_etag: u64,
+    ) -> Result<Self, Error> {
         Ok(Applier {
             data: txn.open_table(DATA)?,
             expiry: txn.open_table(EXPIRY)?,
+            index: txn.open_table(INDEX)?,
+            indexes,
             now_ms,
             last_etag,
         })
@@ -393,7 +415,8 @@ impl<'txn> Applier<'txn> {
         Ok(etags)
     }
 
-    /// Writes one key's final state and keeps its expiry-index entry in step.
+    /// Writes one key's final state and keeps its expiry-index and secondary-index entries
+    /// in step.
     fn flush(&mut self, key: &[u8], state: Final) -> Result<(), Error> {
         let (old, new_expiry) = match &state {
             Final::Put { record, expires_at } => {
@@ -401,10 +424,30 @@ impl<'txn> Applier<'txn> {
             }
             Final::Remove => (self.data.remove(key)?, None),
         };
-        let old_expiry = match old {
-            Some(guard) => record::decode(guard.value())?.expires_at_ms,
-            None => None,
+        let (old_expiry, old_entries) = match old {
+            Some(guard) => {
+                let view = record::decode(guard.value())?;
+                (
+                    view.expires_at_ms,
+                    index::entries(self.indexes, key, view.value),
+                )
+            }
+            None => (None, Vec::new()),
         };
+        if !self.indexes.is_empty() {
+            let new_entries = match &state {
+                Final::Put { record, .. } => {
+                    index::entries(self.indexes, key, record::decode(record)?.value)
+                }
+                Final::Remove => Vec::new(),
+            };
+            for entry in old_entries.iter().filter(|e| !new_entries.contains(e)) {
+                self.index.remove(entry.as_slice())?;
+            }
+            for entry in new_entries.iter().filter(|e| !old_entries.contains(e)) {
+                self.index.insert(entry.as_slice(), ())?;
+            }
+        }
         if old_expiry != new_expiry {
             if let Some(at) = old_expiry {
                 self.expiry.remove(expiry_key(at, key).as_slice())?;
@@ -432,9 +475,11 @@ impl<'txn> Applier<'txn> {
                 None => false,
             };
             if expired {
-                self.data.remove(key)?;
+                // Removes the record, its expiry entry and its index entries together.
+                self.flush(key, Final::Remove)?;
+            } else {
+                self.expiry.remove(index_key.as_slice())?;
             }
-            self.expiry.remove(index_key.as_slice())?;
         }
         Ok(due.len())
     }

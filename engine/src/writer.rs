@@ -24,6 +24,7 @@ use crate::clock::Clock;
 use crate::durability::Committer;
 use crate::error::Error;
 use crate::etag::Etag;
+use crate::query::index::IndexDef;
 use crate::request::CheckedOp;
 use crate::storage::{self, Applier, ApplyError};
 
@@ -66,6 +67,7 @@ pub(crate) struct Writer {
     /// Held while a batch is assembled and applied; lets tests line requests up in one batch.
     pub gate: Arc<Mutex<()>>,
     pub poisoned: Option<String>,
+    pub indexes: Arc<Vec<IndexDef>>,
 }
 
 /// A computed answer, sent only after the batch is durable (or abandoned).
@@ -215,7 +217,12 @@ impl Writer {
         let mut wrote = false;
         let mut sync_requested = false;
         let outcome: Result<u64, Error> = (|| {
-            let mut applier = Applier::new(&txn, self.clock.now_unix_ms(), self.last_etag)?;
+            let mut applier = Applier::new(
+                &txn,
+                &self.indexes,
+                self.clock.now_unix_ms(),
+                self.last_etag,
+            )?;
             let mut iter = batch.into_iter();
             while let Some(command) = iter.next() {
                 let answer = match command {
