@@ -10,6 +10,8 @@
 //! | `maxValueSize` | largest value in bytes | `4128768` (4 MiB − 64 KiB, so any Get response fits daprd's 4 MiB limit) |
 //! | `maxTransactionOps` | most operations per transaction, reported by `MultiMaxSize`; `0` = unlimited | `0` |
 //! | `cleanupInterval` | how often expired records are deleted: Go duration or seconds; `0` disables (expired records stay invisible) | `1s` |
+//! | `queryIndexes` | secondary indexes, in Dapr's Redis shape: `[{"name": "...", "indexes": [{"key": "a.b", "type": "TEXT"}]}]` | none |
+//! | `indexedFields` | the simpler form: comma-separated dot paths, e.g. `status, product.value` | none |
 //!
 //! Keys daprd itself uses (`keyPrefix`, `actorStateStore`, `outbox*`, `primaryEncryptionKey`,
 //! `secondaryEncryptionKey`) and any other unknown key are accepted and ignored. Two keys are
@@ -34,6 +36,9 @@ pub struct InstanceConfig {
     pub max_value_size: usize,
     pub max_transaction_ops: u64,
     pub cleanup_interval_ms: u64,
+    /// Dot paths with a secondary index (from `queryIndexes` and `indexedFields`).
+    #[serde(default)]
+    pub indexed_paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +60,7 @@ impl Default for InstanceConfig {
             max_value_size: DAPRD_MAX_RESPONSE_BYTES - 64 * 1024,
             max_transaction_ops: 0,
             cleanup_interval_ms: 1000,
+            indexed_paths: Vec::new(),
         }
     }
 }
@@ -136,6 +142,17 @@ impl InstanceConfig {
                 .map_err(|why| ConfigError(format!("metadata cleanupInterval={value:?}: {why}")))?;
             config.cleanup_interval_ms = interval.as_millis() as u64;
         }
+        if let Some(value) = get("queryIndexes") {
+            config.indexed_paths.extend(parse_query_indexes(value)?);
+        }
+        if let Some(value) = get("indexedFields") {
+            for path in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                check_path("indexedFields", path)?;
+                config.indexed_paths.push(path.to_string());
+            }
+        }
+        config.indexed_paths.sort();
+        config.indexed_paths.dedup();
         Ok(config)
     }
 
@@ -161,7 +178,52 @@ impl InstanceConfig {
             .cache_size_bytes((self.cache_size_mb as usize).saturating_mul(1024 * 1024))
             .limits(limits)
             .sweep_interval(sweep)
+            .indexes(self.indexed_paths.iter().cloned())
     }
+}
+
+/// Reads Dapr's `queryIndexes` JSON (the Redis component's shape). Roost indexes every value
+/// type at a path, so the declared `type` (`TEXT` / `NUMERIC`) is checked but not needed.
+fn parse_query_indexes(value: &str) -> Result<Vec<String>, ConfigError> {
+    let bad = |why: String| ConfigError(format!("metadata queryIndexes: {why}"));
+    let parsed: serde_json::Value =
+        serde_json::from_str(value).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let list = parsed
+        .as_array()
+        .ok_or_else(|| bad("expected a JSON array of {\"name\", \"indexes\"}".into()))?;
+    let mut paths = Vec::new();
+    for schema in list {
+        let indexes = schema
+            .get("indexes")
+            .and_then(|i| i.as_array())
+            .ok_or_else(|| bad(format!("entry {schema} has no \"indexes\" array")))?;
+        for index in indexes {
+            let key = index
+                .get("key")
+                .and_then(|k| k.as_str())
+                .ok_or_else(|| bad(format!("index {index} has no string \"key\"")))?;
+            match index.get("type").and_then(|t| t.as_str()) {
+                None | Some("TEXT" | "NUMERIC") => {}
+                Some(other) => {
+                    return Err(bad(format!(
+                        "index {key:?} has type {other:?}; use TEXT or NUMERIC"
+                    )));
+                }
+            }
+            check_path("queryIndexes", key)?;
+            paths.push(key.to_string());
+        }
+    }
+    Ok(paths)
+}
+
+fn check_path(key: &str, path: &str) -> Result<(), ConfigError> {
+    if path.split('.').any(str::is_empty) {
+        return Err(ConfigError(format!(
+            "metadata {key}: {path:?} is not a dot path like \"person.org\""
+        )));
+    }
+    Ok(())
 }
 
 fn parse_integer(key: &str, value: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
@@ -269,6 +331,7 @@ mod tests {
                 max_value_size: 1024,
                 max_transaction_ops: 100,
                 cleanup_interval_ms: 90_000,
+                indexed_paths: Vec::new(),
             }
         );
         let config =
@@ -293,6 +356,30 @@ mod tests {
             assert!(err.0.contains(key), "{key}: {err}");
         }
         assert!(InstanceConfig::from_metadata(&metadata(&[("compression", "none")])).is_ok());
+    }
+
+    #[test]
+    fn query_indexes_in_daprs_shape_and_the_simple_form() {
+        let config = InstanceConfig::from_metadata(&metadata(&[
+            (
+                "queryIndexes",
+                r#"[{"name":"qIndx","indexes":[{"key":"message","type":"TEXT"},{"key":"product.value","type":"NUMERIC"}]}]"#,
+            ),
+            ("indexedFields", "status, message"),
+        ]))
+        .unwrap();
+        assert_eq!(config.indexed_paths, ["message", "product.value", "status"]);
+        for bad in [
+            r#"{"a":1}"#,
+            r#"[{"name":"x"}]"#,
+            r#"[{"indexes":[{"key":"a","type":"GEO"}]}]"#,
+            "nope",
+        ] {
+            let err =
+                InstanceConfig::from_metadata(&metadata(&[("queryIndexes", bad)])).unwrap_err();
+            assert!(err.0.contains("queryIndexes"), "{err}");
+        }
+        assert!(InstanceConfig::from_metadata(&metadata(&[("indexedFields", "a..b")])).is_err());
     }
 
     #[test]

@@ -60,7 +60,9 @@ pub fn from_engine(error: &Error) -> Status {
     match error.root() {
         Error::EtagMismatch { .. } => etag_status(Code::FailedPrecondition, message),
         Error::InvalidEtag { .. } => etag_status(Code::InvalidArgument, message),
-        Error::InvalidTtl { .. } | Error::InvalidArgument(_) => bad_request(message),
+        Error::InvalidTtl { .. } | Error::InvalidArgument(_) | Error::InvalidQuery(_) => {
+            bad_request(message)
+        }
         Error::Closed => Status::unavailable(
             "the keyspace is closed (the component is shutting down or reinitialising it); retry",
         ),

@@ -182,20 +182,6 @@ async fn responses_over_daprds_limit_are_refused_clearly() {
     assert!(err.message().contains("4194304"), "{}", err.message());
 }
 
-#[tokio::test]
-async fn query_is_unimplemented_until_the_query_api_lands() {
-    let server = Server::start();
-    let mut daprd = server.daprd("statestore").await;
-    daprd.init(&[]).await.unwrap();
-    assert!(!daprd.features().await.contains(&"QUERY_API".to_string()));
-    let request = roost_component::client::for_instance(
-        "statestore",
-        roost_component::proto::QueryRequest::default(),
-    );
-    let err = daprd.query.query(request).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-}
-
 /// daprd keeps its connection open: the client here stays connected (on a multi-threaded
 /// runtime, so it can answer the server's GOAWAY) while the server shuts down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

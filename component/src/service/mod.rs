@@ -19,9 +19,8 @@ use tonic::{Request, Response, Status};
 use crate::instances::InstanceRegistry;
 use crate::proto::{self, state_store_server::StateStore};
 
-/// The features Roost advertises: only what is real. `QUERY_API` is added when the query
-/// API lands.
-pub const FEATURES: &[&str] = &["ETAG", "TRANSACTIONAL", "TTL"];
+/// The features Roost advertises: only what is real.
+pub const FEATURES: &[&str] = &["ETAG", "TRANSACTIONAL", "TTL", "QUERY_API"];
 
 /// The component: every service shares one instance registry.
 #[derive(Debug, Clone)]
