@@ -13,16 +13,23 @@
 //! | `queryIndexes` | secondary indexes, in Dapr's Redis shape: `[{"name": "...", "indexes": [{"key": "a.b", "type": "TEXT"}]}]` | none |
 //! | `indexedFields` | the simpler form: comma-separated dot paths, e.g. `status, product.value` | none |
 //!
+//! | `compression` | `none` or `zstd` (a value is stored compressed only when that makes it smaller) | `none` |
+//! | `compressionLevel` | zstd level, 1–22 | `3` |
+//! | `compressionMinSize` | values shorter than this (bytes) are never compressed | `256` |
+//! | `encryptionKey` | 256-bit key as 64 hex characters (normally a `secretKeyRef`): values are encrypted at rest with XChaCha20-Poly1305 | none |
+//! | `previousEncryptionKey` | the key before a rotation, still used to read records written under it | none |
+//!
 //! Keys daprd itself uses (`keyPrefix`, `actorStateStore`, `outbox*`, `primaryEncryptionKey`,
-//! `secondaryEncryptionKey`) and any other unknown key are accepted and ignored. Two keys are
-//! refused until the codec lands, because ignoring them would store data differently from what
-//! the user asked for: `encryptionKey` / `previousEncryptionKey` (encryption at rest) and
-//! `compression` other than `none`.
+//! `secondaryEncryptionKey` — the last two make daprd encrypt in the sidecar, which hides JSON
+//! from Roost and disables queries) and any other unknown key are accepted and ignored.
+//!
+//! The encryption keys are secrets: they live in [`InstanceSecrets`], never in the persisted
+//! [`InstanceConfig`] (which keeps only their key ids), never in logs or `Debug` output.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use roost_engine::{Durability, Limits, Options};
+use roost_engine::{CodecOptions, Compression, Durability, EncryptionKey, Limits, Options};
 use serde::{Deserialize, Serialize};
 
 /// The effective configuration of one instance. Holds no secrets, so it is persisted next to
@@ -39,6 +46,29 @@ pub struct InstanceConfig {
     /// Dot paths with a secondary index (from `queryIndexes` and `indexedFields`).
     #[serde(default)]
     pub indexed_paths: Vec<String>,
+    /// zstd settings, if compression is on.
+    #[serde(default)]
+    pub compression: Option<CompressionSetting>,
+    /// Key id (hex) of `encryptionKey`, if encryption is on. The key itself is not stored.
+    #[serde(default)]
+    pub encryption_key_id: Option<String>,
+    /// Key id (hex) of `previousEncryptionKey`, if set.
+    #[serde(default)]
+    pub previous_encryption_key_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompressionSetting {
+    pub level: i32,
+    pub min_size: usize,
+}
+
+/// The secret part of an instance's configuration: never persisted, redacted in `Debug`.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceSecrets {
+    pub encryption_key: Option<EncryptionKey>,
+    pub previous_encryption_key: Option<EncryptionKey>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +91,9 @@ impl Default for InstanceConfig {
             max_transaction_ops: 0,
             cleanup_interval_ms: 1000,
             indexed_paths: Vec::new(),
+            compression: None,
+            encryption_key_id: None,
+            previous_encryption_key_id: None,
         }
     }
 }
@@ -79,7 +112,7 @@ impl InstanceConfig {
     /// Reads the configuration from `Init` metadata (see the module docs for the keys).
     pub fn from_metadata(
         metadata: &HashMap<String, String>,
-    ) -> Result<InstanceConfig, ConfigError> {
+    ) -> Result<(InstanceConfig, InstanceSecrets), ConfigError> {
         let lookup: HashMap<String, &str> = metadata
             .iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
@@ -90,22 +123,60 @@ impl InstanceConfig {
                 .copied()
                 .filter(|v| !v.trim().is_empty())
         };
-        for secret in ["encryptionKey", "previousEncryptionKey"] {
-            if get(secret).is_some() {
+        let mut config = InstanceConfig::default();
+        let mut secrets = InstanceSecrets::default();
+        for (name, slot) in [
+            ("encryptionKey", &mut secrets.encryption_key),
+            (
+                "previousEncryptionKey",
+                &mut secrets.previous_encryption_key,
+            ),
+        ] {
+            if let Some(value) = get(name) {
+                // The error text never includes the value.
+                *slot = Some(EncryptionKey::from_hex(value).map_err(|e| {
+                    ConfigError(format!(
+                        "metadata {name}: {}",
+                        e.to_string().trim_start_matches("encryption key: ")
+                    ))
+                })?);
+            }
+        }
+        if secrets.previous_encryption_key.is_some() && secrets.encryption_key.is_none() {
+            return Err(ConfigError(
+                "metadata previousEncryptionKey is set without encryptionKey; set the new key as encryptionKey".into(),
+            ));
+        }
+        config.encryption_key_id = secrets
+            .encryption_key
+            .as_ref()
+            .map(|k| format!("{:08x}", k.id()));
+        config.previous_encryption_key_id = secrets
+            .previous_encryption_key
+            .as_ref()
+            .map(|k| format!("{:08x}", k.id()));
+        // The level and minimum size are checked even when compression is off, so a typo
+        // shows up before it matters.
+        let mut setting = CompressionSetting {
+            level: 3,
+            min_size: 256,
+        };
+        if let Some(level) = get("compressionLevel") {
+            setting.level = parse_integer("compressionLevel", level, 1, 22)? as i32;
+        }
+        if let Some(min) = get("compressionMinSize") {
+            setting.min_size = parse_integer("compressionMinSize", min, 0, 1 << 30)? as usize;
+        }
+        match get("compression").map(|v| v.trim().to_ascii_lowercase()) {
+            None => {}
+            Some(v) if v == "none" => {}
+            Some(v) if v == "zstd" => config.compression = Some(setting),
+            Some(other) => {
                 return Err(ConfigError(format!(
-                    "metadata {secret}: encryption at rest is not available in this Roost build; \
-                     remove the key (or use Dapr's primaryEncryptionKey, which encrypts in the sidecar)"
+                    "metadata compression={other:?}: use \"none\" or \"zstd\""
                 )));
             }
         }
-        if let Some(value) = get("compression")
-            && !value.trim().eq_ignore_ascii_case("none")
-        {
-            return Err(ConfigError(format!(
-                "metadata compression={value:?}: compression is not available in this Roost build; use \"none\" or remove the key"
-            )));
-        }
-        let mut config = InstanceConfig::default();
         if let Some(value) = get("durability") {
             config.durability = match value.trim().to_ascii_lowercase().as_str() {
                 "immediate" => DurabilitySetting::Immediate,
@@ -153,11 +224,11 @@ impl InstanceConfig {
         }
         config.indexed_paths.sort();
         config.indexed_paths.dedup();
-        Ok(config)
+        Ok((config, secrets))
     }
 
     /// Engine options for this configuration, for the database file at `path`.
-    pub fn engine_options(&self, path: &std::path::Path) -> Options {
+    pub fn engine_options(&self, path: &std::path::Path, secrets: &InstanceSecrets) -> Options {
         let durability = match self.durability {
             DurabilitySetting::Immediate => Durability::Immediate,
             DurabilitySetting::Eventual => Durability::Eventual {
@@ -179,6 +250,14 @@ impl InstanceConfig {
             .limits(limits)
             .sweep_interval(sweep)
             .indexes(self.indexed_paths.iter().cloned())
+            .codec(CodecOptions {
+                compression: self.compression.map(|c| Compression {
+                    level: c.level,
+                    min_size: c.min_size,
+                }),
+                encryption_key: secrets.encryption_key.clone(),
+                previous_encryption_key: secrets.previous_encryption_key.clone(),
+            })
     }
 }
 
@@ -307,7 +386,8 @@ mod tests {
             ("primaryEncryptionKey", "ignored-by-us"),
             ("somethingElse", "x"),
         ]))
-        .unwrap();
+        .unwrap()
+        .0;
         assert_eq!(config, InstanceConfig::default());
     }
 
@@ -321,7 +401,8 @@ mod tests {
             ("maxTransactionOps", "100"),
             ("cleanupInterval", "1m30s"),
         ]))
-        .unwrap();
+        .unwrap()
+        .0;
         assert_eq!(
             config,
             InstanceConfig {
@@ -332,10 +413,14 @@ mod tests {
                 max_transaction_ops: 100,
                 cleanup_interval_ms: 90_000,
                 indexed_paths: Vec::new(),
+                compression: None,
+                encryption_key_id: None,
+                previous_encryption_key_id: None,
             }
         );
-        let config =
-            InstanceConfig::from_metadata(&metadata(&[("cleanupIntervalInSeconds", "0")])).unwrap();
+        let config = InstanceConfig::from_metadata(&metadata(&[("cleanupIntervalInSeconds", "0")]))
+            .unwrap()
+            .0;
         assert_eq!(config.cleanup_interval_ms, 0);
     }
 
@@ -350,7 +435,10 @@ mod tests {
             ("maxTransactionOps", "1.5"),
             ("cleanupInterval", "5x"),
             ("encryptionKey", "00"),
-            ("compression", "zstd"),
+            ("encryptionKey", &"zz".repeat(32)),
+            ("compression", "lz4"),
+            ("compressionLevel", "99"),
+            ("previousEncryptionKey", &"ab".repeat(32)),
         ] {
             let err = InstanceConfig::from_metadata(&metadata(&[(key, value)])).unwrap_err();
             assert!(err.0.contains(key), "{key}: {err}");
@@ -367,7 +455,8 @@ mod tests {
             ),
             ("indexedFields", "status, message"),
         ]))
-        .unwrap();
+        .unwrap()
+        .0;
         assert_eq!(config.indexed_paths, ["message", "product.value", "status"]);
         for bad in [
             r#"{"a":1}"#,
@@ -380,6 +469,31 @@ mod tests {
             assert!(err.0.contains("queryIndexes"), "{err}");
         }
         assert!(InstanceConfig::from_metadata(&metadata(&[("indexedFields", "a..b")])).is_err());
+    }
+
+    #[test]
+    fn secrets_are_kept_apart_from_the_persisted_configuration() {
+        let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let (config, secrets) = InstanceConfig::from_metadata(&metadata(&[
+            ("encryptionKey", key),
+            ("compression", "zstd"),
+            ("compressionLevel", "5"),
+        ]))
+        .unwrap();
+        let persisted = serde_json::to_string(&config).unwrap();
+        assert!(!persisted.contains(&key[..16]), "{persisted}");
+        assert!(!format!("{config:?} {secrets:?}").contains(&key[..16]));
+        assert_eq!(config.encryption_key_id.as_deref().map(str::len), Some(8));
+        assert_eq!(
+            config.compression,
+            Some(CompressionSetting {
+                level: 5,
+                min_size: 256
+            })
+        );
+        let err =
+            InstanceConfig::from_metadata(&metadata(&[("encryptionKey", &key[..60])])).unwrap_err();
+        assert!(!err.0.contains(&key[..16]), "{err}");
     }
 
     #[test]

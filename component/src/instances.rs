@@ -23,7 +23,7 @@ use roost_engine::{AsyncDatabase, Database};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
-use crate::config::InstanceConfig;
+use crate::config::{InstanceConfig, InstanceSecrets};
 use crate::status;
 
 /// The header daprd uses to name the component instance of a call.
@@ -95,7 +95,12 @@ impl InstanceRegistry {
     }
 
     /// Configures (or reconfigures) an instance and opens its keyspace.
-    pub async fn init(&self, name: &str, config: InstanceConfig) -> Result<Arc<Instance>, Status> {
+    pub async fn init(
+        &self,
+        name: &str,
+        config: InstanceConfig,
+        secrets: InstanceSecrets,
+    ) -> Result<Arc<Instance>, Status> {
         let dir = self.instance_dir(name)?;
         let _guard = self.lifecycle.lock().await;
         let existing = self.lookup(name);
@@ -119,7 +124,8 @@ impl InstanceRegistry {
                 .await
                 .map_err(|e| status::from_engine(&e))?;
         }
-        let instance = open_instance(name.to_string(), dir.clone(), config.clone()).await?;
+        let instance =
+            open_instance(name.to_string(), dir.clone(), config.clone(), &secrets).await?;
         let persisted = PersistedInstance {
             name: name.to_string(),
             config,
@@ -184,7 +190,21 @@ impl InstanceRegistry {
                 persisted.name
             )));
         }
-        let instance = Arc::new(open_instance(name.to_string(), dir, persisted.config).await?);
+        if persisted.config.encryption_key_id.is_some() {
+            return Err(Status::failed_precondition(format!(
+                "component instance {name:?} is encrypted and its key is not stored on disk: after a component \
+                 restart it needs daprd's Init again (restart daprd, or reload the component YAML)"
+            )));
+        }
+        let instance = Arc::new(
+            open_instance(
+                name.to_string(),
+                dir,
+                persisted.config,
+                &InstanceSecrets::default(),
+            )
+            .await?,
+        );
         tracing::info!(
             instance = name,
             "instance reopened from its saved configuration (no Init since restart)"
@@ -239,8 +259,9 @@ async fn open_instance(
     name: String,
     dir: PathBuf,
     config: InstanceConfig,
+    secrets: &InstanceSecrets,
 ) -> Result<Instance, Status> {
-    let options = config.engine_options(&dir.join(DATA_FILE));
+    let options = config.engine_options(&dir.join(DATA_FILE), secrets);
     let opened = tokio::task::spawn_blocking(move || {
         create_private_dir(&dir).map_err(|e| {
             roost_engine::Error::Storage(format!("cannot create the instance directory: {e}"))
@@ -249,10 +270,14 @@ async fn open_instance(
     })
     .await
     .map_err(|e| Status::internal(format!("opening the keyspace failed: {e}")))?;
-    let db = opened.map_err(|e| {
-        Status::internal(format!(
+    let db = opened.map_err(|e| match e {
+        // A missing or wrong key is a configuration mistake: tell the app's operator plainly.
+        roost_engine::Error::EncryptionKey(_) => status::bad_request(format!(
             "opening the keyspace of instance {name:?} failed: {e}"
-        ))
+        )),
+        other => Status::internal(format!(
+            "opening the keyspace of instance {name:?} failed: {other}"
+        )),
     })?;
     Ok(Instance {
         name,

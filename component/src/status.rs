@@ -63,6 +63,8 @@ pub fn from_engine(error: &Error) -> Status {
         Error::InvalidTtl { .. } | Error::InvalidArgument(_) | Error::InvalidQuery(_) => {
             bad_request(message)
         }
+        Error::Integrity { .. } => Status::data_loss(message),
+        Error::EncryptionKey(_) => Status::failed_precondition(message),
         Error::Closed => Status::unavailable(
             "the keyspace is closed (the component is shutting down or reinitialising it); retry",
         ),

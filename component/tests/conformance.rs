@@ -16,8 +16,24 @@ fn key(suffix: &str) -> String {
     format!("{BASE}{suffix}")
 }
 
+/// A test key for encryption at rest (64 hex characters, as `encryptionKey` takes it).
+const TEST_KEY: &str = "5e1f0c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
+
+/// The instance configurations every scenario runs against.
+const PROFILES: &[(&str, &[(&str, &str)])] = &[
+    ("plain", &[]),
+    (
+        "sealed",
+        &[
+            ("compression", "zstd"),
+            ("compressionMinSize", "1"),
+            ("encryptionKey", TEST_KEY),
+        ],
+    ),
+];
+
 /// Discovery, Init and Features as daprd does them; returns the instance's client.
-async fn daprd_session(server: &Server, instance: &str) -> Daprd {
+async fn daprd_session(server: &Server, instance: &str, init: &[(&str, &str)]) -> Daprd {
     let services = roost_component::client::list_services_v1alpha(server.channel().await)
         .await
         .expect("reflection v1alpha");
@@ -33,14 +49,13 @@ async fn daprd_session(server: &Server, instance: &str) -> Daprd {
         );
     }
     let mut daprd = server.daprd(instance).await;
-    daprd
-        .init(&[
-            ("actorStateStore", "true"),
-            ("keyPrefix", "appid"),
-            ("outboxPublishPubsub", "pubsub"),
-        ])
-        .await
-        .expect("Init");
+    let mut metadata = vec![
+        ("actorStateStore", "true"),
+        ("keyPrefix", "appid"),
+        ("outboxPublishPubsub", "pubsub"),
+    ];
+    metadata.extend_from_slice(init);
+    daprd.init(&metadata).await.expect("Init");
     let mut features = daprd.features().await;
     features.sort();
     assert_eq!(features, ["ETAG", "QUERY_API", "TRANSACTIONAL", "TTL"]);
@@ -96,488 +111,508 @@ fn fixtures() -> Vec<(String, Vec<u8>, bool)> {
 
 #[tokio::test]
 async fn set_get_delete_and_bulk_scenarios() {
-    let server = Server::start();
-    let mut daprd = daprd_session(&server, "statestore").await;
+    // Every scenario runs twice: on a plain instance and on one with compression and
+    // encryption at rest.
+    for (profile, init) in PROFILES {
+        let server = Server::start();
+        let mut daprd = daprd_session(&server, profile, init).await;
 
-    // Rows 3–5: set and get every fixture; bytes identical.
-    for (k, value, json) in fixtures() {
-        let mut request = set(&k, value);
-        if json {
-            request = with_metadata(request, &[("contentType", "application/json")]);
+        // Rows 3–5: set and get every fixture; bytes identical.
+        for (k, value, json) in fixtures() {
+            let mut request = set(&k, value);
+            if json {
+                request = with_metadata(request, &[("contentType", "application/json")]);
+            }
+            daprd.set(request).await.unwrap();
         }
-        daprd.set(request).await.unwrap();
-    }
-    for (k, value, json) in fixtures() {
-        let got = daprd.get(&k).await.unwrap();
-        assert_eq!(got.data.as_ref(), value.as_slice(), "{k}");
-        assert!(!got.etag.unwrap().value.is_empty());
-        assert!(
-            !got.metadata.contains_key("ttlExpireTime"),
-            "T4: no TTL, no expire time"
-        );
-        if json {
-            assert_eq!(got.content_type, "application/json");
+        for (k, value, json) in fixtures() {
+            let got = daprd.get(&k).await.unwrap();
+            assert_eq!(got.data.as_ref(), value.as_slice(), "{k}");
+            assert!(!got.etag.unwrap().value.is_empty());
+            assert!(
+                !got.metadata.contains_key("ttlExpireTime"),
+                "T4: no TTL, no expire time"
+            );
+            if json {
+                assert_eq!(got.content_type, "application/json");
+            }
         }
-    }
 
-    // Row 7: delete, including keys never written.
-    for suffix in [
-        "-to-be-deleted",
-        "-trx-to-be-deleted",
-        "-trx-to-be-deleted-too",
-    ] {
-        daprd.delete(delete(&key(suffix))).await.unwrap();
-        let got = daprd.get(&key(suffix)).await.unwrap();
-        assert!(
-            got.data.is_empty() && got.etag.is_none(),
-            "not found = empty response"
-        );
-    }
+        // Row 7: delete, including keys never written.
+        for suffix in [
+            "-to-be-deleted",
+            "-trx-to-be-deleted",
+            "-trx-to-be-deleted-too",
+        ] {
+            daprd.delete(delete(&key(suffix))).await.unwrap();
+            let got = daprd.get(&key(suffix)).await.unwrap();
+            assert!(
+                got.data.is_empty() && got.etag.is_none(),
+                "not found = empty response"
+            );
+        }
 
-    // Rows 8–11: bulk.
-    let bulk = [
-        (key("-bulk-int"), b"123".to_vec()),
-        (key("-bulk-bool"), b"true".to_vec()),
-        (key("-bulk-bytes"), vec![0x01]),
-        (key("-bulk-string"), b"\"hello world\"".to_vec()),
-        (key("-bulk-struct"), br#"{"message":"test"}"#.to_vec()),
-        (key("-bulk-to-be-deleted"), b"\"x\"".to_vec()),
-        (key("-bulk-to-be-deleted-too"), b"\"y\"".to_vec()),
-    ];
-    daprd
-        .bulk_set(bulk.iter().map(|(k, v)| set(k, v.clone())).collect())
-        .await
-        .unwrap();
-    let keys: Vec<&str> = bulk.iter().map(|(k, _)| k.as_str()).collect();
-    let items = daprd.bulk_get(&keys).await.unwrap();
-    assert_eq!(items.len(), 7);
-    for ((k, v), item) in bulk.iter().zip(&items) {
-        assert_eq!(&item.key, k, "request order, keys echoed");
-        assert_eq!(item.data.as_ref(), v.as_slice());
-        assert!(item.error.is_empty());
-    }
-    let items = daprd.bulk_get(&["doesnotexist", &bulk[0].0]).await.unwrap();
-    assert_eq!(items.len(), 2);
-    assert_eq!(items[0].key, "doesnotexist");
-    assert!(items[0].data.is_empty() && items[0].etag.is_none() && items[0].error.is_empty());
-    assert_eq!(items[1].data.as_ref(), b"123");
-    daprd
-        .bulk_delete(vec![delete(&bulk[5].0), delete(&bulk[6].0)])
-        .await
-        .unwrap();
-    for (k, _) in &bulk[5..] {
-        assert!(daprd.get(k).await.unwrap().data.is_empty());
+        // Rows 8–11: bulk.
+        let bulk = [
+            (key("-bulk-int"), b"123".to_vec()),
+            (key("-bulk-bool"), b"true".to_vec()),
+            (key("-bulk-bytes"), vec![0x01]),
+            (key("-bulk-string"), b"\"hello world\"".to_vec()),
+            (key("-bulk-struct"), br#"{"message":"test"}"#.to_vec()),
+            (key("-bulk-to-be-deleted"), b"\"x\"".to_vec()),
+            (key("-bulk-to-be-deleted-too"), b"\"y\"".to_vec()),
+        ];
+        daprd
+            .bulk_set(bulk.iter().map(|(k, v)| set(k, v.clone())).collect())
+            .await
+            .unwrap();
+        let keys: Vec<&str> = bulk.iter().map(|(k, _)| k.as_str()).collect();
+        let items = daprd.bulk_get(&keys).await.unwrap();
+        assert_eq!(items.len(), 7);
+        for ((k, v), item) in bulk.iter().zip(&items) {
+            assert_eq!(&item.key, k, "request order, keys echoed");
+            assert_eq!(item.data.as_ref(), v.as_slice());
+            assert!(item.error.is_empty());
+        }
+        let items = daprd.bulk_get(&["doesnotexist", &bulk[0].0]).await.unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].key, "doesnotexist");
+        assert!(items[0].data.is_empty() && items[0].etag.is_none() && items[0].error.is_empty());
+        assert_eq!(items[1].data.as_ref(), b"123");
+        daprd
+            .bulk_delete(vec![delete(&bulk[5].0), delete(&bulk[6].0)])
+            .await
+            .unwrap();
+        for (k, _) in &bulk[5..] {
+            assert!(daprd.get(k).await.unwrap().data.is_empty());
+        }
     }
 }
 
 #[tokio::test]
 async fn transaction_scenarios() {
-    let server = Server::start();
-    let mut daprd = daprd_session(&server, "statestore").await;
-    assert_eq!(daprd.multi_max_size().await.unwrap(), 0, "0 = unlimited");
+    // Every scenario runs twice: on a plain instance and on one with compression and
+    // encryption at rest.
+    for (profile, init) in PROFILES {
+        let server = Server::start();
+        let mut daprd = daprd_session(&server, profile, init).await;
+        assert_eq!(daprd.multi_max_size().await.unwrap(), 0, "0 = unlimited");
 
-    // Row 12, four groups.
-    daprd
-        .transact(vec![
-            Op::Set(set(&key("-trx-int"), b"123".to_vec())),
-            Op::Set(set(&key("-trx-bool"), b"true".to_vec())),
-            Op::Set(set(&key("-trx-bytes"), vec![0x01])),
-            Op::Set(set(&key("-trx-string"), b"\"hello world\"".to_vec())),
-            Op::Set(set(&key("-trx-to-be-deleted"), b"\"x\"".to_vec())),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(
-        daprd.get(&key("-trx-bytes")).await.unwrap().data.as_ref(),
-        [0x01]
-    );
-    assert_eq!(
+        // Row 12, four groups.
         daprd
-            .get(&key("-trx-to-be-deleted"))
+            .transact(vec![
+                Op::Set(set(&key("-trx-int"), b"123".to_vec())),
+                Op::Set(set(&key("-trx-bool"), b"true".to_vec())),
+                Op::Set(set(&key("-trx-bytes"), vec![0x01])),
+                Op::Set(set(&key("-trx-string"), b"\"hello world\"".to_vec())),
+                Op::Set(set(&key("-trx-to-be-deleted"), b"\"x\"".to_vec())),
+            ])
             .await
-            .unwrap()
-            .data
-            .as_ref(),
-        b"\"x\""
-    );
-    daprd
-        .transact(vec![
-            Op::Set(set(&key("-trx-struct"), br#"{"message":"test"}"#.to_vec())),
-            Op::Delete(delete(&key("-trx-to-be-deleted"))),
-        ])
-        .await
-        .unwrap();
-    assert!(
+            .unwrap();
+        assert_eq!(
+            daprd.get(&key("-trx-bytes")).await.unwrap().data.as_ref(),
+            [0x01]
+        );
+        assert_eq!(
+            daprd
+                .get(&key("-trx-to-be-deleted"))
+                .await
+                .unwrap()
+                .data
+                .as_ref(),
+            b"\"x\""
+        );
         daprd
-            .get(&key("-trx-to-be-deleted"))
+            .transact(vec![
+                Op::Set(set(&key("-trx-struct"), br#"{"message":"test"}"#.to_vec())),
+                Op::Delete(delete(&key("-trx-to-be-deleted"))),
+            ])
             .await
-            .unwrap()
-            .data
-            .is_empty()
-    );
-    assert_eq!(
-        daprd.get(&key("-trx-struct")).await.unwrap().data.as_ref(),
-        br#"{"message":"test"}"#
-    );
-    daprd
-        .transact(vec![Op::Set(set(
-            &key("-trx-to-be-deleted-too"),
-            b"\"y\"".to_vec(),
-        ))])
-        .await
-        .unwrap();
-    assert_eq!(
+            .unwrap();
+        assert!(
+            daprd
+                .get(&key("-trx-to-be-deleted"))
+                .await
+                .unwrap()
+                .data
+                .is_empty()
+        );
+        assert_eq!(
+            daprd.get(&key("-trx-struct")).await.unwrap().data.as_ref(),
+            br#"{"message":"test"}"#
+        );
         daprd
-            .get(&key("-trx-to-be-deleted-too"))
+            .transact(vec![Op::Set(set(
+                &key("-trx-to-be-deleted-too"),
+                b"\"y\"".to_vec(),
+            ))])
             .await
-            .unwrap()
-            .data
-            .as_ref(),
-        b"\"y\""
-    );
-    daprd
-        .transact(vec![Op::Delete(delete(&key("-trx-to-be-deleted-too")))])
-        .await
-        .unwrap();
-    assert!(
+            .unwrap();
+        assert_eq!(
+            daprd
+                .get(&key("-trx-to-be-deleted-too"))
+                .await
+                .unwrap()
+                .data
+                .as_ref(),
+            b"\"y\""
+        );
         daprd
-            .get(&key("-trx-to-be-deleted-too"))
+            .transact(vec![Op::Delete(delete(&key("-trx-to-be-deleted-too")))])
             .await
-            .unwrap()
-            .data
-            .is_empty()
-    );
+            .unwrap();
+        assert!(
+            daprd
+                .get(&key("-trx-to-be-deleted-too"))
+                .await
+                .unwrap()
+                .data
+                .is_empty()
+        );
 
-    // Row 13: delete of a non-existent key in a transaction.
-    daprd
-        .transact(vec![Op::Delete(delete("non-existent-key"))])
-        .await
-        .unwrap();
+        // Row 13: delete of a non-existent key in a transaction.
+        daprd
+            .transact(vec![Op::Delete(delete("non-existent-key"))])
+            .await
+            .unwrap();
 
-    // Row 14: transaction-order.
-    daprd
-        .set(set("key1", b"\"value1\"".to_vec()))
-        .await
-        .unwrap();
-    daprd.delete(delete("key2")).await.unwrap();
-    daprd.delete(delete("key3")).await.unwrap();
-    daprd
-        .transact(vec![
-            Op::Delete(delete("key1")),
-            Op::Set(set("key2", b"\"value2\"".to_vec())),
-            Op::Delete(delete("key2")),
-            Op::Set(set("key3", b"\"value3\"".to_vec())),
-        ])
-        .await
-        .unwrap();
-    assert!(daprd.get("key1").await.unwrap().data.is_empty());
-    assert!(daprd.get("key2").await.unwrap().data.is_empty());
-    assert_eq!(
-        daprd.get("key3").await.unwrap().data.as_ref(),
-        b"\"value3\""
-    );
+        // Row 14: transaction-order.
+        daprd
+            .set(set("key1", b"\"value1\"".to_vec()))
+            .await
+            .unwrap();
+        daprd.delete(delete("key2")).await.unwrap();
+        daprd.delete(delete("key3")).await.unwrap();
+        daprd
+            .transact(vec![
+                Op::Delete(delete("key1")),
+                Op::Set(set("key2", b"\"value2\"".to_vec())),
+                Op::Delete(delete("key2")),
+                Op::Set(set("key3", b"\"value3\"".to_vec())),
+            ])
+            .await
+            .unwrap();
+        assert!(daprd.get("key1").await.unwrap().data.is_empty());
+        assert!(daprd.get("key2").await.unwrap().data.is_empty());
+        assert_eq!(
+            daprd.get("key3").await.unwrap().data.as_ref(),
+            b"\"value3\""
+        );
 
-    // Atomicity: a failing op (stale etag) rolls the whole transaction back.
-    let etag = daprd.etag("key3").await;
-    let err = daprd
-        .transact(vec![
-            Op::Set(set("atomic-a", b"1".to_vec())),
-            Op::Set(with_etag(set("key3", b"\"changed\"".to_vec()), "9999999")),
-        ])
-        .await
-        .unwrap_err();
-    assert_etag_error(&err, Code::FailedPrecondition);
-    assert!(err.message().contains("operation 1"), "{}", err.message());
-    assert!(daprd.get("atomic-a").await.unwrap().data.is_empty());
-    assert_eq!(daprd.etag("key3").await, etag);
+        // Atomicity: a failing op (stale etag) rolls the whole transaction back.
+        let etag = daprd.etag("key3").await;
+        let err = daprd
+            .transact(vec![
+                Op::Set(set("atomic-a", b"1".to_vec())),
+                Op::Set(with_etag(set("key3", b"\"changed\"".to_vec()), "9999999")),
+            ])
+            .await
+            .unwrap_err();
+        assert_etag_error(&err, Code::FailedPrecondition);
+        assert!(err.message().contains("operation 1"), "{}", err.message());
+        assert!(daprd.get("atomic-a").await.unwrap().data.is_empty());
+        assert_eq!(daprd.etag("key3").await, etag);
 
-    // Zero operations (the gRPC API may send it): OK.
-    daprd.transact(vec![]).await.unwrap();
+        // Zero operations (the gRPC API may send it): OK.
+        daprd.transact(vec![]).await.unwrap();
+    }
 }
 
 #[tokio::test]
 async fn etag_scenarios() {
-    let server = Server::start();
-    let mut daprd = daprd_session(&server, "statestore").await;
-    let k = |n: u32| key(&format!("-etag{n}"));
-    // E1.
-    daprd
-        .bulk_set(
-            (1..=4)
-                .map(|n| set(&k(n), b"\"first-value\"".to_vec()))
-                .collect(),
-        )
-        .await
-        .unwrap();
-    // E2.
-    let etag1 = daprd.etag(&k(1)).await;
-    let items = daprd.bulk_get(&[&k(2), &k(3), &k(4)]).await.unwrap();
-    let etags: Vec<String> = items
-        .iter()
-        .map(|i| i.etag.clone().unwrap().value)
-        .collect();
-    assert!(etags.iter().all(|e| !e.is_empty()));
-    // E3: bad (numeric) etag → mismatch; non-numeric → invalid.
-    let err = daprd
-        .set(with_etag(
-            set(&k(1), b"\"second-value\"".to_vec()),
-            "9999999",
-        ))
-        .await
-        .unwrap_err();
-    assert_etag_error(&err, Code::FailedPrecondition);
-    let err = daprd
-        .set(with_etag(
-            set(&k(1), b"\"second-value\"".to_vec()),
-            "bad-etag",
-        ))
-        .await
-        .unwrap_err();
-    assert_etag_error(&err, Code::InvalidArgument);
-    // E4.
-    daprd
-        .set(with_etag(set(&k(1), b"\"second-value\"".to_vec()), &etag1))
-        .await
-        .unwrap();
-    let got = daprd.get(&k(1)).await.unwrap();
-    assert_eq!(got.data.as_ref(), b"\"second-value\"");
-    let new_etag1 = got.etag.unwrap().value;
-    assert_ne!(new_etag1, etag1);
-    // E5: bulk set, one bad etag: that item fails with a mismatch, the other is applied.
-    let err = daprd
-        .bulk_set(vec![
-            with_etag(set(&k(2), b"\"second-value\"".to_vec()), "9999999"),
-            with_etag(set(&k(3), b"\"second-value\"".to_vec()), &etags[1]),
-        ])
-        .await
-        .unwrap_err();
-    assert_etag_error(&err, Code::FailedPrecondition);
-    assert_eq!(daprd.etag(&k(2)).await, etags[0], "key2 unchanged");
-    let got3 = daprd.get(&k(3)).await.unwrap();
-    assert_eq!(got3.data.as_ref(), b"\"second-value\"");
-    let etag3 = got3.etag.unwrap().value;
-    assert_ne!(etag3, etags[1]);
-    // E6.
-    daprd
-        .bulk_set(vec![
-            with_etag(set(&k(2), b"\"third-value\"".to_vec()), &etags[0]),
-            with_etag(set(&k(3), b"\"third-value\"".to_vec()), &etag3),
-        ])
-        .await
-        .unwrap();
-    let items = daprd.bulk_get(&[&k(2), &k(3)]).await.unwrap();
-    assert!(items.iter().all(|i| i.data.as_ref() == b"\"third-value\""));
-    let etag2 = items[0].etag.clone().unwrap().value;
-    let etag3 = items[1].etag.clone().unwrap().value;
-    assert_ne!(etag2, etags[0]);
-    // E7.
-    let err = daprd
-        .delete(delete_with_etag(delete(&k(1)), "9999999"))
-        .await
-        .unwrap_err();
-    assert_etag_error(&err, Code::FailedPrecondition);
-    // E8.
-    daprd
-        .delete(delete_with_etag(delete(&k(1)), &new_etag1))
-        .await
-        .unwrap();
-    let got = daprd.get(&k(1)).await.unwrap();
-    assert!(got.data.is_empty() && got.etag.is_none());
-    // E9: bulk delete, one bad etag: key2 goes, key3 stays with the same etag.
-    let err = daprd
-        .bulk_delete(vec![
-            delete_with_etag(delete(&k(2)), &etag2),
-            delete_with_etag(delete(&k(3)), "9999999"),
-        ])
-        .await
-        .unwrap_err();
-    assert_etag_error(&err, Code::FailedPrecondition);
-    assert!(daprd.get(&k(2)).await.unwrap().data.is_empty());
-    assert_eq!(daprd.etag(&k(3)).await, etag3);
-    // E10.
-    let etag4 = daprd.etag(&k(4)).await;
-    daprd
-        .bulk_delete(vec![
-            delete_with_etag(delete(&k(3)), &etag3),
-            delete_with_etag(delete(&k(4)), &etag4),
-        ])
-        .await
-        .unwrap();
-    let items = daprd.bulk_get(&[&k(3), &k(4)]).await.unwrap();
-    assert!(items.iter().all(|i| i.data.is_empty() && i.etag.is_none()));
-    // Empty etag = no etag.
-    daprd
-        .set(with_etag(set(&k(5), b"1".to_vec()), ""))
-        .await
-        .unwrap();
-    daprd
-        .delete(delete_with_etag(delete(&k(5)), ""))
-        .await
-        .unwrap();
-    // An etag on a missing key is a mismatch.
-    let err = daprd
-        .set(with_etag(set(&k(6), b"1".to_vec()), "1"))
-        .await
-        .unwrap_err();
-    assert_etag_error(&err, Code::FailedPrecondition);
+    // Every scenario runs twice: on a plain instance and on one with compression and
+    // encryption at rest.
+    for (profile, init) in PROFILES {
+        let server = Server::start();
+        let mut daprd = daprd_session(&server, profile, init).await;
+        let k = |n: u32| key(&format!("-etag{n}"));
+        // E1.
+        daprd
+            .bulk_set(
+                (1..=4)
+                    .map(|n| set(&k(n), b"\"first-value\"".to_vec()))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        // E2.
+        let etag1 = daprd.etag(&k(1)).await;
+        let items = daprd.bulk_get(&[&k(2), &k(3), &k(4)]).await.unwrap();
+        let etags: Vec<String> = items
+            .iter()
+            .map(|i| i.etag.clone().unwrap().value)
+            .collect();
+        assert!(etags.iter().all(|e| !e.is_empty()));
+        // E3: bad (numeric) etag → mismatch; non-numeric → invalid.
+        let err = daprd
+            .set(with_etag(
+                set(&k(1), b"\"second-value\"".to_vec()),
+                "9999999",
+            ))
+            .await
+            .unwrap_err();
+        assert_etag_error(&err, Code::FailedPrecondition);
+        let err = daprd
+            .set(with_etag(
+                set(&k(1), b"\"second-value\"".to_vec()),
+                "bad-etag",
+            ))
+            .await
+            .unwrap_err();
+        assert_etag_error(&err, Code::InvalidArgument);
+        // E4.
+        daprd
+            .set(with_etag(set(&k(1), b"\"second-value\"".to_vec()), &etag1))
+            .await
+            .unwrap();
+        let got = daprd.get(&k(1)).await.unwrap();
+        assert_eq!(got.data.as_ref(), b"\"second-value\"");
+        let new_etag1 = got.etag.unwrap().value;
+        assert_ne!(new_etag1, etag1);
+        // E5: bulk set, one bad etag: that item fails with a mismatch, the other is applied.
+        let err = daprd
+            .bulk_set(vec![
+                with_etag(set(&k(2), b"\"second-value\"".to_vec()), "9999999"),
+                with_etag(set(&k(3), b"\"second-value\"".to_vec()), &etags[1]),
+            ])
+            .await
+            .unwrap_err();
+        assert_etag_error(&err, Code::FailedPrecondition);
+        assert_eq!(daprd.etag(&k(2)).await, etags[0], "key2 unchanged");
+        let got3 = daprd.get(&k(3)).await.unwrap();
+        assert_eq!(got3.data.as_ref(), b"\"second-value\"");
+        let etag3 = got3.etag.unwrap().value;
+        assert_ne!(etag3, etags[1]);
+        // E6.
+        daprd
+            .bulk_set(vec![
+                with_etag(set(&k(2), b"\"third-value\"".to_vec()), &etags[0]),
+                with_etag(set(&k(3), b"\"third-value\"".to_vec()), &etag3),
+            ])
+            .await
+            .unwrap();
+        let items = daprd.bulk_get(&[&k(2), &k(3)]).await.unwrap();
+        assert!(items.iter().all(|i| i.data.as_ref() == b"\"third-value\""));
+        let etag2 = items[0].etag.clone().unwrap().value;
+        let etag3 = items[1].etag.clone().unwrap().value;
+        assert_ne!(etag2, etags[0]);
+        // E7.
+        let err = daprd
+            .delete(delete_with_etag(delete(&k(1)), "9999999"))
+            .await
+            .unwrap_err();
+        assert_etag_error(&err, Code::FailedPrecondition);
+        // E8.
+        daprd
+            .delete(delete_with_etag(delete(&k(1)), &new_etag1))
+            .await
+            .unwrap();
+        let got = daprd.get(&k(1)).await.unwrap();
+        assert!(got.data.is_empty() && got.etag.is_none());
+        // E9: bulk delete, one bad etag: key2 goes, key3 stays with the same etag.
+        let err = daprd
+            .bulk_delete(vec![
+                delete_with_etag(delete(&k(2)), &etag2),
+                delete_with_etag(delete(&k(3)), "9999999"),
+            ])
+            .await
+            .unwrap_err();
+        assert_etag_error(&err, Code::FailedPrecondition);
+        assert!(daprd.get(&k(2)).await.unwrap().data.is_empty());
+        assert_eq!(daprd.etag(&k(3)).await, etag3);
+        // E10.
+        let etag4 = daprd.etag(&k(4)).await;
+        daprd
+            .bulk_delete(vec![
+                delete_with_etag(delete(&k(3)), &etag3),
+                delete_with_etag(delete(&k(4)), &etag4),
+            ])
+            .await
+            .unwrap();
+        let items = daprd.bulk_get(&[&k(3), &k(4)]).await.unwrap();
+        assert!(items.iter().all(|i| i.data.is_empty() && i.etag.is_none()));
+        // Empty etag = no etag.
+        daprd
+            .set(with_etag(set(&k(5), b"1".to_vec()), ""))
+            .await
+            .unwrap();
+        daprd
+            .delete(delete_with_etag(delete(&k(5)), ""))
+            .await
+            .unwrap();
+        // An etag on a missing key is a mismatch.
+        let err = daprd
+            .set(with_etag(set(&k(6), b"1".to_vec()), "1"))
+            .await
+            .unwrap_err();
+        assert_etag_error(&err, Code::FailedPrecondition);
+    }
 }
 
 #[tokio::test]
 async fn first_write_scenarios() {
-    let server = Server::start();
-    let mut daprd = daprd_session(&server, "statestore").await;
-    // F1, with the etag absent and with an empty etag.
-    for (n, empty_etag) in [(1, false), (2, true)] {
-        let k = key(&format!("-first-write{n}"));
-        daprd.delete(delete(&k)).await.unwrap();
-        let mut first = first_write(set(&k, b"testValue1".to_vec()));
-        if empty_etag {
-            first = with_etag(first, "");
+    // Every scenario runs twice: on a plain instance and on one with compression and
+    // encryption at rest.
+    for (profile, init) in PROFILES {
+        let server = Server::start();
+        let mut daprd = daprd_session(&server, profile, init).await;
+        // F1, with the etag absent and with an empty etag.
+        for (n, empty_etag) in [(1, false), (2, true)] {
+            let k = key(&format!("-first-write{n}"));
+            daprd.delete(delete(&k)).await.unwrap();
+            let mut first = first_write(set(&k, b"testValue1".to_vec()));
+            if empty_etag {
+                first = with_etag(first, "");
+            }
+            daprd.set(first.clone()).await.unwrap();
+            assert_eq!(daprd.get(&k).await.unwrap().data.as_ref(), b"testValue1");
+            let mut second = first_write(set(&k, b"testValue2".to_vec()));
+            if empty_etag {
+                second = with_etag(second, "");
+            }
+            let err = daprd.set(second).await.unwrap_err();
+            assert_etag_error(&err, Code::FailedPrecondition);
         }
-        daprd.set(first.clone()).await.unwrap();
-        assert_eq!(daprd.get(&k).await.unwrap().data.as_ref(), b"testValue1");
-        let mut second = first_write(set(&k, b"testValue2".to_vec()));
-        if empty_etag {
-            second = with_etag(second, "");
-        }
-        let err = daprd.set(second).await.unwrap_err();
+        // F2.
+        let k = key("-first-write-etag");
+        daprd.set(set(&k, b"v1".to_vec())).await.unwrap();
+        let old = daprd.etag(&k).await;
+        daprd
+            .set(with_etag(first_write(set(&k, b"v2".to_vec())), &old))
+            .await
+            .unwrap();
+        assert_ne!(daprd.etag(&k).await, old);
+        let err = daprd
+            .set(with_etag(first_write(set(&k, b"v3".to_vec())), &old))
+            .await
+            .unwrap_err();
         assert_etag_error(&err, Code::FailedPrecondition);
     }
-    // F2.
-    let k = key("-first-write-etag");
-    daprd.set(set(&k, b"v1".to_vec())).await.unwrap();
-    let old = daprd.etag(&k).await;
-    daprd
-        .set(with_etag(first_write(set(&k, b"v2".to_vec())), &old))
-        .await
-        .unwrap();
-    assert_ne!(daprd.etag(&k).await, old);
-    let err = daprd
-        .set(with_etag(first_write(set(&k, b"v3".to_vec())), &old))
-        .await
-        .unwrap_err();
-    assert_etag_error(&err, Code::FailedPrecondition);
 }
 
 #[tokio::test]
 async fn ttl_scenarios() {
-    let server = Server::start();
-    let mut daprd = daprd_session(&server, "statestore").await;
-    // T1: bad ttl → INVALID_ARGUMENT kit error (the app gets a 400).
-    for bad in ["foo", "-2", "2147483648", "1.5"] {
-        let err = daprd
+    // Every scenario runs twice: on a plain instance and on one with compression and
+    // encryption at rest.
+    for (profile, init) in PROFILES {
+        let server = Server::start();
+        let mut daprd = daprd_session(&server, profile, init).await;
+        // T1: bad ttl → INVALID_ARGUMENT kit error (the app gets a 400).
+        for bad in ["foo", "-2", "2147483648", "1.5"] {
+            let err = daprd
+                .set(with_metadata(
+                    set(&key("-ttl-bad"), b"1".to_vec()),
+                    &[("ttlInSeconds", bad)],
+                ))
+                .await
+                .unwrap_err();
+            assert_kit_error(&err, Code::InvalidArgument, "400");
+        }
+        // T5a: ttlExpireTime is RFC 3339, about an hour ahead.
+        daprd
             .set(with_metadata(
-                set(&key("-ttl-bad"), b"1".to_vec()),
-                &[("ttlInSeconds", bad)],
+                set(&key("-ttl-hour"), b"\"123\"".to_vec()),
+                &[("ttlInSeconds", "3600")],
             ))
             .await
-            .unwrap_err();
-        assert_kit_error(&err, Code::InvalidArgument, "400");
-    }
-    // T5a: ttlExpireTime is RFC 3339, about an hour ahead.
-    daprd
-        .set(with_metadata(
-            set(&key("-ttl-hour"), b"\"123\"".to_vec()),
-            &[("ttlInSeconds", "3600")],
-        ))
-        .await
-        .unwrap();
-    let got = daprd.get(&key("-ttl-hour")).await.unwrap();
-    let at = got.metadata.get("ttlExpireTime").expect("ttlExpireTime");
-    assert_rfc3339_near(at, 3600);
-    // T5c: on BulkGet too.
-    daprd
-        .set(with_metadata(
-            set(&key("-ttl-hour2"), b"\"234\"".to_vec()),
-            &[("ttlInSeconds", "3600")],
-        ))
-        .await
-        .unwrap();
-    let items = daprd
-        .bulk_get(&[&key("-ttl-hour"), &key("-ttl-hour2")])
-        .await
-        .unwrap();
-    assert_eq!(items[0].data.as_ref(), b"\"123\"");
-    assert_eq!(items[1].data.as_ref(), b"\"234\"");
-    for item in &items {
-        assert_rfc3339_near(
-            item.metadata.get("ttlExpireTime").expect("ttlExpireTime"),
-            3600,
-        );
-    }
-    // T5b: -1 and absent clear the TTL.
-    let k = key("-ttl-clear");
-    daprd
-        .set(with_metadata(
-            set(&k, b"1".to_vec()),
-            &[("ttlInSeconds", "1")],
-        ))
-        .await
-        .unwrap();
-    assert!(
+            .unwrap();
+        let got = daprd.get(&key("-ttl-hour")).await.unwrap();
+        let at = got.metadata.get("ttlExpireTime").expect("ttlExpireTime");
+        assert_rfc3339_near(at, 3600);
+        // T5c: on BulkGet too.
         daprd
-            .get(&k)
+            .set(with_metadata(
+                set(&key("-ttl-hour2"), b"\"234\"".to_vec()),
+                &[("ttlInSeconds", "3600")],
+            ))
             .await
-            .unwrap()
-            .metadata
-            .contains_key("ttlExpireTime")
-    );
-    daprd
-        .set(with_metadata(
-            set(&k, b"1".to_vec()),
-            &[("ttlInSeconds", "-1")],
-        ))
-        .await
-        .unwrap();
-    assert!(
-        !daprd
-            .get(&k)
+            .unwrap();
+        let items = daprd
+            .bulk_get(&[&key("-ttl-hour"), &key("-ttl-hour2")])
             .await
-            .unwrap()
-            .metadata
-            .contains_key("ttlExpireTime")
-    );
-    let k2 = key("-ttl-clear2");
-    daprd
-        .set(with_metadata(
-            set(&k2, b"1".to_vec()),
-            &[("ttlInSeconds", "1")],
-        ))
-        .await
-        .unwrap();
-    daprd.set(set(&k2, b"2".to_vec())).await.unwrap();
-    assert!(
-        !daprd
-            .get(&k2)
-            .await
-            .unwrap()
-            .metadata
-            .contains_key("ttlExpireTime")
-    );
-    // T2: a 1 s TTL: present now, gone within 3 s (polled every 100 ms).
-    let k3 = key("-ttl-short");
-    daprd
-        .set(with_metadata(
-            set(&k3, "\"⏱️\"".as_bytes().to_vec()),
-            &[("ttlInSeconds", "1")],
-        ))
-        .await
-        .unwrap();
-    assert!(!daprd.get(&k3).await.unwrap().data.is_empty());
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        if daprd.get(&k3).await.unwrap().data.is_empty() {
-            break;
+            .unwrap();
+        assert_eq!(items[0].data.as_ref(), b"\"123\"");
+        assert_eq!(items[1].data.as_ref(), b"\"234\"");
+        for item in &items {
+            assert_rfc3339_near(
+                item.metadata.get("ttlExpireTime").expect("ttlExpireTime"),
+                3600,
+            );
         }
+        // T5b: -1 and absent clear the TTL.
+        let k = key("-ttl-clear");
+        daprd
+            .set(with_metadata(
+                set(&k, b"1".to_vec()),
+                &[("ttlInSeconds", "1")],
+            ))
+            .await
+            .unwrap();
         assert!(
-            Instant::now() < deadline,
-            "a 1 s TTL record still visible after 3 s"
+            daprd
+                .get(&k)
+                .await
+                .unwrap()
+                .metadata
+                .contains_key("ttlExpireTime")
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        daprd
+            .set(with_metadata(
+                set(&k, b"1".to_vec()),
+                &[("ttlInSeconds", "-1")],
+            ))
+            .await
+            .unwrap();
+        assert!(
+            !daprd
+                .get(&k)
+                .await
+                .unwrap()
+                .metadata
+                .contains_key("ttlExpireTime")
+        );
+        let k2 = key("-ttl-clear2");
+        daprd
+            .set(with_metadata(
+                set(&k2, b"1".to_vec()),
+                &[("ttlInSeconds", "1")],
+            ))
+            .await
+            .unwrap();
+        daprd.set(set(&k2, b"2".to_vec())).await.unwrap();
+        assert!(
+            !daprd
+                .get(&k2)
+                .await
+                .unwrap()
+                .metadata
+                .contains_key("ttlExpireTime")
+        );
+        // T2: a 1 s TTL: present now, gone within 3 s (polled every 100 ms).
+        let k3 = key("-ttl-short");
+        daprd
+            .set(with_metadata(
+                set(&k3, "\"⏱️\"".as_bytes().to_vec()),
+                &[("ttlInSeconds", "1")],
+            ))
+            .await
+            .unwrap();
+        assert!(!daprd.get(&k3).await.unwrap().data.is_empty());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            if daprd.get(&k3).await.unwrap().data.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a 1 s TTL record still visible after 3 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The cleared TTLs did not expire meanwhile.
+        assert_eq!(daprd.get(&k).await.unwrap().data.as_ref(), b"1");
+        assert_eq!(daprd.get(&k2).await.unwrap().data.as_ref(), b"2");
     }
-    // The cleared TTLs did not expire meanwhile.
-    assert_eq!(daprd.get(&k).await.unwrap().data.as_ref(), b"1");
-    assert_eq!(daprd.get(&k2).await.unwrap().data.as_ref(), b"2");
 }
 
 /// A query as daprd builds it: the filter map holds one operator → `Any` with an empty type

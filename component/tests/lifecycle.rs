@@ -367,3 +367,87 @@ async fn a_value_of_the_default_maximum_size_round_trips() {
         .unwrap_err();
     assert_kit_error(&err, Code::InvalidArgument, "400");
 }
+
+/// Encryption at rest through the socket: no plaintext in the file, the key never on disk,
+/// a wrong key refused at Init, rotation through Init, and a clear refusal after a component
+/// restart (the key is not stored, so daprd's Init is needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_instances_over_the_socket() {
+    const KEY_1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const KEY_2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+    let mut server = Server::start();
+    let mut daprd = server.daprd("vault").await;
+    daprd
+        .init(&[("encryptionKey", KEY_1), ("compression", "zstd")])
+        .await
+        .unwrap();
+    let marker = "TOP-SECRET-MARKER-4711";
+    daprd
+        .set(set("app||s", format!(r#"{{"m":"{marker}"}}"#).into_bytes()))
+        .await
+        .unwrap();
+    assert!(
+        daprd
+            .get("app||s")
+            .await
+            .unwrap()
+            .data
+            .starts_with(br#"{"m":"TOP"#)
+    );
+
+    let dir = server
+        .data_dir()
+        .join("instances")
+        .join(encode_name("vault"));
+    let saved = std::fs::read_to_string(dir.join("instance.json")).unwrap();
+    assert!(
+        !saved.contains(KEY_1) && !saved.contains(&KEY_1[..16]),
+        "{saved}"
+    );
+    assert!(saved.contains("encryptionKeyId"), "{saved}");
+
+    // A wrong key fails Init with a clear error; the right one and a rotation work.
+    let err = daprd.init(&[("encryptionKey", KEY_2)]).await.unwrap_err();
+    assert_kit_error(&err, Code::InvalidArgument, "400");
+    assert!(
+        err.message().contains("not this keyspace's key"),
+        "{}",
+        err.message()
+    );
+    assert!(!err.message().contains(KEY_2));
+    daprd
+        .init(&[("encryptionKey", KEY_2), ("previousEncryptionKey", KEY_1)])
+        .await
+        .unwrap();
+    assert!(
+        daprd
+            .get("app||s")
+            .await
+            .unwrap()
+            .data
+            .ends_with(b"4711\"}")
+    );
+
+    assert!(server.terminate());
+    let raw = std::fs::read(dir.join("data.roost")).unwrap();
+    assert!(!raw.windows(marker.len()).any(|w| w == marker.as_bytes()));
+
+    // Restarted without Init: refused clearly, then served again after daprd's Init.
+    server.spawn(&[]).unwrap();
+    let mut daprd = server.daprd("vault").await;
+    let err = daprd.get("app||s").await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("encrypted"), "{}", err.message());
+    daprd
+        .init(&[("encryptionKey", KEY_2), ("previousEncryptionKey", KEY_1)])
+        .await
+        .unwrap();
+    assert!(
+        daprd
+            .get("app||s")
+            .await
+            .unwrap()
+            .data
+            .ends_with(b"4711\"}")
+    );
+}

@@ -19,6 +19,7 @@ use flume::{Receiver, Sender};
 use redb::ReadableDatabase;
 
 use crate::clock::Clock;
+use crate::codec::Codec;
 use crate::durability::Committer;
 use crate::error::Error;
 use crate::etag::Etag;
@@ -28,6 +29,9 @@ use crate::query::{Query, QueryPage};
 use crate::request::{CheckedOp, DeleteRequest, Operation, SetRequest};
 use crate::storage::{self, Record};
 use crate::writer::{BulkResults, Command, Writer, WriterCounters};
+
+/// Records visited per rewrite batch.
+const REWRITE_BATCH: usize = 1000;
 
 /// Counters describing the writer's work since open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,6 +61,7 @@ struct Inner {
     sweep_batch: usize,
     clock: Arc<dyn Clock>,
     indexes: Arc<Vec<IndexDef>>,
+    codec: Arc<Codec>,
     counters: Arc<WriterCounters>,
     gate: Arc<Mutex<()>>,
     closed: AtomicBool,
@@ -155,6 +160,7 @@ impl Database {
     pub fn open(options: Options) -> Result<Database, Error> {
         let opened = storage::open(&options)?;
         let indexes = Arc::new(opened.indexes);
+        let codec = Arc::new(opened.codec);
         let db = Arc::new(opened.db);
         let (commands, queue) = flume::bounded(options.write_queue_capacity);
         let counters = Arc::new(WriterCounters::default());
@@ -170,6 +176,7 @@ impl Database {
             gate: Arc::clone(&gate),
             poisoned: None,
             indexes: Arc::clone(&indexes),
+            codec: Arc::clone(&codec),
         };
         let writer = std::thread::Builder::new()
             .name("roost-writer".into())
@@ -183,6 +190,7 @@ impl Database {
             sweep_batch: options.sweep_batch,
             clock: options.clock,
             indexes,
+            codec,
             counters,
             gate,
             closed: AtomicBool::new(false),
@@ -247,8 +255,12 @@ impl Database {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Record>, Error> {
         let key = key.as_ref();
         crate::request::check_key(key, &self.inner.limits)?;
-        let mut records =
-            storage::read_many(&*self.redb()?, &[key], self.inner.clock.now_unix_ms())?;
+        let mut records = storage::read_many(
+            &*self.redb()?,
+            &self.inner.codec,
+            &[key],
+            self.inner.clock.now_unix_ms(),
+        )?;
         Ok(records.pop().flatten())
     }
 
@@ -259,7 +271,12 @@ impl Database {
         for key in keys {
             crate::request::check_key(key.as_ref(), &self.inner.limits)?;
         }
-        storage::read_many(&*self.redb()?, keys, self.inner.clock.now_unix_ms())
+        storage::read_many(
+            &*self.redb()?,
+            &self.inner.codec,
+            keys,
+            self.inner.clock.now_unix_ms(),
+        )
     }
 
     /// Runs a query over the JSON records from one snapshot and returns one page (see
@@ -270,6 +287,7 @@ impl Database {
         crate::query::plan::execute(
             &txn,
             &self.inner.indexes,
+            &self.inner.codec,
             query,
             self.inner.clock.now_unix_ms(),
         )
@@ -332,6 +350,25 @@ impl Database {
         match self.prepare_transaction(operations)? {
             Some(submission) => submission.wait(&self.inner.commands),
             None => Ok(Vec::new()),
+        }
+    }
+
+    /// Re-encodes every record whose encoding differs from the current settings (after a key
+    /// rotation, or after turning compression or encryption on or off): values, etags,
+    /// expiries and content types are unchanged. Runs in batches through the writer, so the
+    /// database stays available. Returns how many records were rewritten.
+    pub fn rewrite_all(&self) -> Result<usize, Error> {
+        let mut after: Option<Vec<u8>> = None;
+        let mut total = 0;
+        loop {
+            let cursor = after.take();
+            let (count, next) = Submission::new(|tx| Command::Rewrite(cursor, REWRITE_BATCH, tx))
+                .wait(&self.inner.commands)?;
+            total += count;
+            match next {
+                Some(key) => after = Some(key),
+                None => return Ok(total),
+            }
         }
     }
 

@@ -76,6 +76,16 @@ pub enum Error {
     #[error("the database is corrupted: {0}; restore it from a backup")]
     Corrupted(String),
 
+    /// The encryption key is missing, wrong, malformed, or a record names a key not configured.
+    #[error("encryption key: {0}")]
+    EncryptionKey(String),
+
+    /// A record failed authentication (tampered or damaged); nothing of it is returned.
+    #[error(
+        "record {key:?} failed its integrity check (tampered or damaged); restore it from a backup or overwrite it"
+    )]
+    Integrity { key: String },
+
     /// The file was written by a newer Roost with a format this build cannot read.
     #[error(
         "the database format version is {found}, but this build reads up to {supported}; upgrade Roost"

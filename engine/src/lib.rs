@@ -28,6 +28,7 @@
 #![warn(missing_debug_implementations)]
 
 mod clock;
+mod codec;
 mod database;
 mod durability;
 mod error;
@@ -41,6 +42,7 @@ mod ttl;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use codec::{CodecOptions, Compression, EncryptionKey};
 pub use database::{AsyncDatabase, Database, Stats};
 pub use error::{Error, MismatchReason, Result};
 pub use etag::Etag;

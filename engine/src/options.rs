@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
+use crate::codec::CodecOptions;
 use crate::record::MAX_CONTENT_TYPE_BYTES;
 
 /// When a write is acknowledged.
@@ -71,6 +72,7 @@ pub struct Options {
     pub(crate) write_queue_capacity: usize,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) indexes: Vec<String>,
+    pub(crate) codec: CodecOptions,
 }
 
 impl Options {
@@ -91,6 +93,7 @@ impl Options {
             write_queue_capacity: 4096,
             clock: Arc::new(SystemClock),
             indexes: Vec::new(),
+            codec: CodecOptions::default(),
         }
     }
 
@@ -156,6 +159,12 @@ impl Options {
     /// existing records at open when first declared, and dropped when no longer declared.
     pub fn indexes<S: Into<String>>(mut self, paths: impl IntoIterator<Item = S>) -> Options {
         self.indexes = paths.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Compression and encryption at rest (see [`crate::CodecOptions`]).
+    pub fn codec(mut self, codec: CodecOptions) -> Options {
+        self.codec = codec;
         self
     }
 

@@ -5,12 +5,12 @@
 //! | bytes | field |
 //! | --- | --- |
 //! | 0 | format version, `1` |
-//! | 1 | flags: bit 0 expiry present, bit 1 content type present; bits 2 (compressed) and 3 (encrypted) are reserved for the codec and must be 0 in version 1; bits 4–7 must be 0 |
+//! | 1 | flags: bit 0 expiry present, bit 1 content type present, bit 2 payload is zstd-compressed, bit 3 payload is encrypted (see [`crate::codec`]); bits 4–7 must be 0 |
 //! | 2..10 | etag sequence (`u64`) |
 //! | 10..18 | expiry, Unix milliseconds (`u64`), only if bit 0 |
 //! | next 1 | content type length `n` (1–255), only if bit 1 |
 //! | next `n` | content type (UTF-8), only if bit 1 |
-//! | rest | the value, verbatim (may be empty) |
+//! | rest | the payload: the value verbatim (may be empty), or as the codec flags say |
 //!
 //! The decoder never trusts the bytes: every malformation is an [`Error::Corrupted`], never a
 //! panic. A version it does not know is [`Error::UnsupportedFormat`].
@@ -20,7 +20,9 @@ use crate::error::Error;
 pub(crate) const RECORD_VERSION: u8 = 1;
 const FLAG_EXPIRY: u8 = 1 << 0;
 const FLAG_CONTENT_TYPE: u8 = 1 << 1;
-const KNOWN_FLAGS: u8 = FLAG_EXPIRY | FLAG_CONTENT_TYPE;
+pub(crate) const FLAG_COMPRESSED: u8 = 1 << 2;
+pub(crate) const FLAG_ENCRYPTED: u8 = 1 << 3;
+const KNOWN_FLAGS: u8 = FLAG_EXPIRY | FLAG_CONTENT_TYPE | FLAG_COMPRESSED | FLAG_ENCRYPTED;
 /// The longest content type a record can carry.
 pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
 
@@ -30,7 +32,12 @@ pub(crate) struct RecordView<'a> {
     pub etag: u64,
     pub expires_at_ms: Option<u64>,
     pub content_type: Option<&'a str>,
+    /// The payload: the value itself unless a codec flag is set.
     pub value: &'a [u8],
+    /// Codec flags (compressed / encrypted) of the payload.
+    pub codec_flags: u8,
+    /// The bytes before the payload (bound into the encryption's associated data).
+    pub header: &'a [u8],
 }
 
 impl RecordView<'_> {
@@ -46,16 +53,30 @@ pub(crate) fn encoded_len(content_type: Option<&str>, value_len: usize) -> usize
 
 /// Encodes a record; `content_type` must be at most [`MAX_CONTENT_TYPE_BYTES`] (checked by the
 /// caller when the request is validated) and is left out when empty.
+#[cfg(test)]
 pub(crate) fn encode(
     etag: u64,
     expires_at_ms: Option<u64>,
     content_type: Option<&str>,
     value: &[u8],
 ) -> Vec<u8> {
+    let mut out = encode_header(etag, expires_at_ms, content_type, 0, value.len());
+    out.extend_from_slice(value);
+    out
+}
+
+/// The header of a record whose payload (of about `payload_len` bytes) follows.
+pub(crate) fn encode_header(
+    etag: u64,
+    expires_at_ms: Option<u64>,
+    content_type: Option<&str>,
+    codec_flags: u8,
+    payload_len: usize,
+) -> Vec<u8> {
     let content_type = content_type.filter(|ct| !ct.is_empty());
     debug_assert!(content_type.is_none_or(|ct| ct.len() <= MAX_CONTENT_TYPE_BYTES));
-    let mut out = Vec::with_capacity(encoded_len(content_type, value.len()));
-    let mut flags = 0;
+    let mut out = Vec::with_capacity(encoded_len(content_type, payload_len));
+    let mut flags = codec_flags & (FLAG_COMPRESSED | FLAG_ENCRYPTED);
     if expires_at_ms.is_some() {
         flags |= FLAG_EXPIRY;
     }
@@ -72,7 +93,6 @@ pub(crate) fn encode(
         out.push(ct.len() as u8);
         out.extend_from_slice(ct.as_bytes());
     }
-    out.extend_from_slice(value);
     out
 }
 
@@ -112,11 +132,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RecordView<'_>, Error> {
         content_type = Some(text);
         rest = &after[len..];
     }
+    let header_len = bytes.len() - rest.len();
     Ok(RecordView {
         etag,
         expires_at_ms,
         content_type,
         value: rest,
+        codec_flags: flags & (FLAG_COMPRESSED | FLAG_ENCRYPTED),
+        header: &bytes[..header_len],
     })
 }
 
@@ -156,7 +179,7 @@ mod tests {
         ));
         assert!(matches!(decode(&[1, 0, 0, 0]), Err(Error::Corrupted(_))));
         assert!(matches!(
-            decode(&[&[1u8, 0b100][..], &[0; 8]].concat()),
+            decode(&[&[1u8, 0b1_0000][..], &[0; 8]].concat()),
             Err(Error::Corrupted(_))
         ));
         assert!(matches!(
@@ -180,15 +203,16 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_decode_to_a_canonical_record_or_an_error(
-            flags in 0u8..16,
+            flags in 0u8..32,
             tail in proptest::collection::vec(any::<u8>(), 0..48),
         ) {
             let bytes = [&[RECORD_VERSION, flags][..], &tail].concat();
             match decode(&bytes) {
-                Ok(view) => prop_assert_eq!(
-                    encode(view.etag, view.expires_at_ms, view.content_type, view.value),
-                    bytes
-                ),
+                Ok(view) => {
+                    let mut again = encode_header(view.etag, view.expires_at_ms, view.content_type, view.codec_flags, 0);
+                    again.extend_from_slice(view.value);
+                    prop_assert_eq!(again, bytes)
+                }
                 Err(err) => prop_assert!(matches!(err, Error::Corrupted(_)), "{err}"),
             }
         }

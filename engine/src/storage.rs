@@ -16,6 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
+use crate::codec::Codec;
 use crate::error::{Error, MismatchReason};
 use crate::etag::Etag;
 use crate::options::Options;
@@ -54,9 +55,9 @@ impl Record {
         self.expires_at_unix_ms.map(crate::ttl::format_rfc3339)
     }
 
-    fn from_view(view: RecordView<'_>) -> Record {
+    fn from_view(view: RecordView<'_>, value: Vec<u8>) -> Record {
         Record {
-            value: view.value.to_vec(),
+            value,
             etag: Etag::new(view.etag),
             expires_at_unix_ms: view.expires_at_ms,
             content_type: view.content_type.map(str::to_owned),
@@ -69,6 +70,7 @@ pub(crate) struct Opened {
     pub db: redb::Database,
     pub last_etag: u64,
     pub indexes: Vec<IndexDef>,
+    pub codec: Codec,
 }
 
 /// Opens or creates the database file, checks that it is a Roost database of a known format,
@@ -119,11 +121,13 @@ pub(crate) fn open(options: &Options) -> Result<Opened, Error> {
                 "{shown}: the storage layer failed reading its metadata"
             )))
         })?;
-    let indexes = crate::query::index::reconcile(&db, &options.indexes)?;
+    let codec = crate::codec::prepare(&db, &options.codec, options.limits.max_value_bytes)?;
+    let indexes = crate::query::index::reconcile(&db, &options.indexes, &codec)?;
     Ok(Opened {
         db,
         last_etag,
         indexes,
+        codec,
     })
 }
 
@@ -268,6 +272,7 @@ pub(crate) fn mark_clean(db: &redb::Database, last_etag: u64) -> Result<(), Erro
 /// Reads live records for `keys` from one snapshot, in order.
 pub(crate) fn read_many<K: AsRef<[u8]>>(
     db: &redb::Database,
+    codec: &Codec,
     keys: &[K],
     now_ms: u64,
 ) -> Result<Vec<Option<Record>>, Error> {
@@ -279,7 +284,11 @@ pub(crate) fn read_many<K: AsRef<[u8]>>(
                 return Ok(None);
             };
             let view = record::decode(guard.value())?;
-            Ok(view.is_live(now_ms).then(|| Record::from_view(view)))
+            if !view.is_live(now_ms) {
+                return Ok(None);
+            }
+            let value = codec.open(key.as_ref(), &view)?.into_owned();
+            Ok(Some(Record::from_view(view, value)))
         })
         .collect()
 }
@@ -296,10 +305,12 @@ fn expiry_key(expires_at_ms: u64, key: &[u8]) -> Vec<u8> {
 type LiveEtag = Option<u64>;
 
 /// The final state of a key after a planned request.
-enum Final {
+enum Final<'v> {
     Put {
         record: Vec<u8>,
         expires_at: Option<u64>,
+        /// The plaintext value (for index entries).
+        value: &'v [u8],
     },
     Remove,
 }
@@ -310,6 +321,7 @@ pub(crate) struct Applier<'txn> {
     expiry: redb::Table<'txn, &'static [u8], ()>,
     index: redb::Table<'txn, &'static [u8], ()>,
     indexes: &'txn [IndexDef],
+    codec: &'txn Codec,
     now_ms: u64,
     /// The last etag sequence handed out; the next set gets `last_etag + 1`.
     pub last_etag: u64,
@@ -337,6 +349,7 @@ impl<'txn> Applier<'txn> {
     pub fn new(
         txn: &'txn WriteTransaction,
         indexes: &'txn [IndexDef],
+        codec: &'txn Codec,
         now_ms: u64,
         last_etag: u64,
     ) -> Result<Self, Error> {
@@ -345,6 +358,7 @@ impl<'txn> Applier<'txn> {
             expiry: txn.open_table(EXPIRY)?,
             index: txn.open_table(INDEX)?,
             indexes,
+            codec,
             now_ms,
             last_etag,
         })
@@ -392,9 +406,17 @@ impl<'txn> Applier<'txn> {
                     next_etag += 1;
                     let expires_at = ttl.expiry_from(self.now_ms);
                     let record =
-                        record::encode(next_etag, expires_at, content_type.as_deref(), value);
+                        self.codec
+                            .seal(key, next_etag, expires_at, content_type.as_deref(), value);
                     view.insert(key, Some(next_etag));
-                    finals.push((key, Final::Put { record, expires_at }));
+                    finals.push((
+                        key,
+                        Final::Put {
+                            record,
+                            expires_at,
+                            value,
+                        },
+                    ));
                     etags.push(Some(Etag::new(next_etag)));
                 }
                 CheckedOp::Delete { .. } => {
@@ -417,28 +439,37 @@ impl<'txn> Applier<'txn> {
 
     /// Writes one key's final state and keeps its expiry-index and secondary-index entries
     /// in step.
-    fn flush(&mut self, key: &[u8], state: Final) -> Result<(), Error> {
+    fn flush(&mut self, key: &[u8], state: Final<'_>) -> Result<(), Error> {
         let (old, new_expiry) = match &state {
-            Final::Put { record, expires_at } => {
-                (self.data.insert(key, record.as_slice())?, *expires_at)
-            }
+            Final::Put {
+                record, expires_at, ..
+            } => (self.data.insert(key, record.as_slice())?, *expires_at),
             Final::Remove => (self.data.remove(key)?, None),
         };
         let (old_expiry, old_entries) = match old {
             Some(guard) => {
                 let view = record::decode(guard.value())?;
-                (
-                    view.expires_at_ms,
-                    index::entries(self.indexes, key, view.value),
-                )
+                let entries = if self.indexes.is_empty() {
+                    Vec::new()
+                } else {
+                    match self.codec.open(key, &view) {
+                        Ok(plain) => index::entries(self.indexes, key, &plain),
+                        Err(err) => {
+                            // The old value cannot be read (its key is no longer configured,
+                            // or the record is damaged): its index entries stay behind.
+                            // Queries re-check every candidate against its record.
+                            tracing::warn!(error = %err, "index entries of an unreadable record left in place");
+                            Vec::new()
+                        }
+                    }
+                };
+                (view.expires_at_ms, entries)
             }
             None => (None, Vec::new()),
         };
         if !self.indexes.is_empty() {
             let new_entries = match &state {
-                Final::Put { record, .. } => {
-                    index::entries(self.indexes, key, record::decode(record)?.value)
-                }
+                Final::Put { value, .. } => index::entries(self.indexes, key, value),
                 Final::Remove => Vec::new(),
             };
             for entry in old_entries.iter().filter(|e| !new_entries.contains(e)) {
@@ -457,6 +488,46 @@ impl<'txn> Applier<'txn> {
             }
         }
         Ok(())
+    }
+
+    /// Re-encodes up to `limit` records after `after` (in key order) whose encoding differs
+    /// from the current codec settings: same value, etag, expiry and content type. Returns how
+    /// many were rewritten and the last key visited (`None` when the end was reached).
+    pub fn rewrite(
+        &mut self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(usize, Option<Vec<u8>>), Error> {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut last = None;
+        let mut visited = 0;
+        for item in self.data.range::<&[u8]>((start, Bound::Unbounded))? {
+            let (key, stored) = item?;
+            visited += 1;
+            let view = record::decode(stored.value())?;
+            if self.codec.needs_rewrite(&view) {
+                let plain = self.codec.open(key.value(), &view)?;
+                let resealed = self.codec.seal(
+                    key.value(),
+                    view.etag,
+                    view.expires_at_ms,
+                    view.content_type,
+                    &plain,
+                );
+                batch.push((key.value().to_vec(), resealed));
+            }
+            last = Some(key.value().to_vec());
+            if visited >= limit {
+                break;
+            }
+        }
+        for (key, record) in &batch {
+            self.data.insert(key.as_slice(), record.as_slice())?;
+        }
+        let more = visited >= limit;
+        Ok((batch.len(), if more { last } else { None }))
     }
 
     /// Deletes up to `limit` records that expired at or before now, oldest expiry first.

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use flume::{Receiver, RecvTimeoutError, Sender};
 
 use crate::clock::Clock;
+use crate::codec::Codec;
 use crate::durability::Committer;
 use crate::error::Error;
 use crate::etag::Etag;
@@ -39,6 +40,8 @@ pub(crate) enum Command {
     Bulk(Vec<CheckedOp>, Reply<BulkResults>),
     /// Operations applied in order, all or nothing.
     Transaction(Vec<CheckedOp>, Reply<Vec<Option<Etag>>>),
+    /// Re-encode records after a key (up to a count) under the current codec settings.
+    Rewrite(Option<Vec<u8>>, usize, Reply<(usize, Option<Vec<u8>>)>),
     /// Delete up to this many expired records.
     Sweep(usize, Reply<usize>),
     /// Make every acknowledged write durable before answering.
@@ -68,6 +71,7 @@ pub(crate) struct Writer {
     pub gate: Arc<Mutex<()>>,
     pub poisoned: Option<String>,
     pub indexes: Arc<Vec<IndexDef>>,
+    pub codec: Arc<Codec>,
 }
 
 /// A computed answer, sent only after the batch is durable (or abandoned).
@@ -79,6 +83,7 @@ enum Answer {
     ),
     Transaction(Reply<Vec<Option<Etag>>>, Result<Vec<Option<Etag>>, Error>),
     Sweep(Reply<usize>, usize),
+    Rewrite(Reply<(usize, Option<Vec<u8>>)>, (usize, Option<Vec<u8>>)),
     Sync(Reply<()>),
     Shutdown(Reply<()>),
 }
@@ -91,6 +96,7 @@ impl Answer {
             Answer::Bulk(reply, results) => drop(reply.send(Ok(results))),
             Answer::Transaction(reply, result) => drop(reply.send(result)),
             Answer::Sweep(reply, n) => drop(reply.send(Ok(n))),
+            Answer::Rewrite(reply, r) => drop(reply.send(Ok(r))),
             Answer::Sync(reply) | Answer::Shutdown(reply) => drop(reply.send(Ok(()))),
         }
     }
@@ -106,6 +112,7 @@ impl Answer {
             Answer::Bulk(reply, _) => drop(reply.send(Err(err()))),
             Answer::Transaction(reply, _) => drop(reply.send(Err(err()))),
             Answer::Sweep(reply, _) => drop(reply.send(Err(err()))),
+            Answer::Rewrite(reply, _) => drop(reply.send(Err(err()))),
             Answer::Sync(reply) | Answer::Shutdown(reply) => drop(reply.send(Err(err()))),
         }
     }
@@ -220,6 +227,7 @@ impl Writer {
             let mut applier = Applier::new(
                 &txn,
                 &self.indexes,
+                &self.codec,
                 self.clock.now_unix_ms(),
                 self.last_etag,
             )?;
@@ -289,6 +297,30 @@ impl Writer {
                             return Err(error);
                         }
                     },
+                    Command::Rewrite(after, limit, reply) => {
+                        match applier.rewrite(after.as_deref(), limit) {
+                            Ok(result) => {
+                                wrote |= result.0 > 0;
+                                Answer::Rewrite(reply, result)
+                            }
+                            Err(error)
+                                if error.is_request_error()
+                                    || matches!(
+                                        error,
+                                        Error::EncryptionKey(_) | Error::Integrity { .. }
+                                    ) =>
+                            {
+                                // Nothing was written by this command: report it to its caller.
+                                drop(reply.send(Err(error)));
+                                continue;
+                            }
+                            Err(error) => {
+                                answers.push(Answer::Rewrite(reply, (0, None)));
+                                answers.extend(iter.map(pending));
+                                return Err(error);
+                            }
+                        }
+                    }
                     Command::Sync(reply) => {
                         sync_requested = true;
                         Answer::Sync(reply)
@@ -344,6 +376,7 @@ fn pending(command: Command) -> Answer {
         Command::Bulk(_, reply) => Answer::Bulk(reply, Vec::new()),
         Command::Transaction(_, reply) => Answer::Transaction(reply, Err(Error::Closed)),
         Command::Sweep(_, reply) => Answer::Sweep(reply, 0),
+        Command::Rewrite(_, _, reply) => Answer::Rewrite(reply, (0, None)),
         Command::Sync(reply) => Answer::Sync(reply),
         Command::Shutdown(reply) => Answer::Shutdown(reply),
     }

@@ -13,8 +13,8 @@ use common::T0;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use roost_engine::{
-    Concurrency, Database, DeleteRequest, Durability, Error, ManualClock, Operation, Options,
-    SetRequest,
+    CodecOptions, Compression, Concurrency, Database, DeleteRequest, Durability, EncryptionKey,
+    Error, ManualClock, Operation, Options, SetRequest,
 };
 
 const KEYS: [&str; 5] = ["k0", "k1", "k2", "k3", "k4"];
@@ -216,18 +216,20 @@ struct Harness {
     dir: tempfile::TempDir,
     clock: ManualClock,
     durability: Durability,
+    codec: CodecOptions,
     db: Option<Database>,
     model: Model,
 }
 
 impl Harness {
-    fn new(durability: Durability) -> Harness {
+    fn new(durability: Durability, codec: CodecOptions) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(T0);
         let mut harness = Harness {
             dir,
             clock,
             durability,
+            codec,
             db: None,
             model: Model::default(),
         };
@@ -240,7 +242,8 @@ impl Harness {
             .clock(Arc::new(self.clock.clone()))
             .sweep_interval(None)
             .check_integrity_on_open(false)
-            .durability(self.durability);
+            .durability(self.durability)
+            .codec(self.codec.clone());
         self.db = Some(Database::open(options).unwrap());
     }
 
@@ -504,6 +507,7 @@ proptest! {
     #[test]
     fn engine_matches_the_model(
         immediate in prop::bool::weighted(0.15),
+        sealed in prop::bool::weighted(0.3),
         steps in prop::collection::vec(step(), 1..40),
     ) {
         let durability = if immediate {
@@ -511,7 +515,18 @@ proptest! {
         } else {
             Durability::Eventual { max_delay: Duration::from_secs(3600) }
         };
-        let mut harness = Harness::new(durability);
+        // Some cases run with compression (threshold 4 bytes, so small values compress when
+        // that helps) and encryption on: the codec must not change any answer.
+        let codec = if sealed {
+            CodecOptions {
+                compression: Some(Compression { level: 1, min_size: 4 }),
+                encryption_key: Some(EncryptionKey::from_bytes([9; 32])),
+                previous_encryption_key: None,
+            }
+        } else {
+            CodecOptions::default()
+        };
+        let mut harness = Harness::new(durability, codec);
         for step in &steps {
             harness.step(step)?;
         }

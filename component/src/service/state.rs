@@ -20,9 +20,9 @@ pub async fn init(
         .metadata
         .map(|m| m.properties)
         .unwrap_or_default();
-    let config = InstanceConfig::from_metadata(&properties)
+    let (config, secrets) = InstanceConfig::from_metadata(&properties)
         .map_err(|e| status::bad_request(format!("Init of instance {name:?}: {e}")))?;
-    registry.init(&name, config).await?;
+    registry.init(&name, config, secrets).await?;
     Ok(Response::new(proto::InitResponse {}))
 }
 

@@ -68,7 +68,11 @@ pub(crate) fn entry_key(entry: &[u8]) -> Option<&[u8]> {
 
 /// Brings the stored indexes in line with `declared` paths: builds new ones from existing
 /// records, deletes undeclared ones. Returns the active definitions.
-pub(crate) fn reconcile(db: &redb::Database, declared: &[String]) -> Result<Vec<IndexDef>, Error> {
+pub(crate) fn reconcile(
+    db: &redb::Database,
+    declared: &[String],
+    codec: &crate::codec::Codec,
+) -> Result<Vec<IndexDef>, Error> {
     for path in declared {
         parse::parse_path(path)?;
     }
@@ -109,6 +113,15 @@ pub(crate) fn reconcile(db: &redb::Database, declared: &[String]) -> Result<Vec<
             segments: parse::parse_path(path)?,
         });
     }
+    let unchanged = to_build.is_empty()
+        && stored.len() == active.len()
+        && active
+            .iter()
+            .all(|d| stored.iter().any(|(id, p)| *id == d.id && *p == d.path));
+    if unchanged {
+        txn.abort()?;
+        return Ok(active);
+    }
     {
         let mut table = txn.open_table(INDEX)?;
         for (id, path) in &stored {
@@ -134,13 +147,17 @@ pub(crate) fn reconcile(db: &redb::Database, declared: &[String]) -> Result<Vec<
         .cloned()
         .collect();
     if !building.is_empty() {
-        build(db, &building)?;
+        build(db, &building, codec)?;
     }
     Ok(active)
 }
 
 /// Indexes every existing record for `indexes`, in batches, logging progress.
-fn build(db: &redb::Database, indexes: &[IndexDef]) -> Result<(), Error> {
+fn build(
+    db: &redb::Database,
+    indexes: &[IndexDef],
+    codec: &crate::codec::Codec,
+) -> Result<(), Error> {
     let paths: Vec<&str> = indexes.iter().map(|d| d.path.as_str()).collect();
     tracing::info!(indexes = ?paths, "building indexes over existing records");
     let mut after: Option<Vec<u8>> = None;
@@ -162,7 +179,8 @@ fn build(db: &redb::Database, indexes: &[IndexDef]) -> Result<(), Error> {
             for item in range.take(BUILD_BATCH) {
                 let (key, record) = item?;
                 let view = crate::record::decode(record.value())?;
-                for entry in entries(indexes, key.value(), view.value) {
+                let plain = codec.open(key.value(), &view)?;
+                for entry in entries(indexes, key.value(), &plain) {
                     table.insert(entry.as_slice(), ())?;
                 }
                 last = Some(key.value().to_vec());

@@ -69,6 +69,7 @@ fn position_cmp(
 pub(crate) fn execute(
     txn: &ReadTransaction,
     indexes: &[IndexDef],
+    codec: &crate::codec::Codec,
     query: &Query,
     now_ms: u64,
 ) -> Result<QueryPage, Error> {
@@ -82,7 +83,8 @@ pub(crate) fn execute(
         if !view.is_live(now_ms) {
             return Ok(None);
         }
-        let Ok(doc) = serde_json::from_slice::<Value>(view.value) else {
+        let plain = codec.open(key, &view)?;
+        let Ok(doc) = serde_json::from_slice::<Value>(&plain) else {
             return Ok(None);
         };
         if !query.filter.matches(&doc) {
@@ -96,7 +98,7 @@ pub(crate) fn execute(
         Ok(Some(Candidate {
             row: QueryRow {
                 key: key.to_vec(),
-                value: view.value.to_vec(),
+                value: plain.into_owned(),
                 etag: Etag::new(view.etag),
                 content_type: view.content_type.map(str::to_owned),
             },

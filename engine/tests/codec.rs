@@ -1,0 +1,301 @@
+//! Compression and encryption at rest: no plaintext in the file, key rotation and rewrite,
+//! wrong or missing keys refused at open, tampering detected per record, settings changed
+//! later keep old records readable, and every feature keeps working.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::T0;
+use roost_engine::{
+    CodecOptions, Compression, Database, EncryptionKey, Error, ManualClock, Operation, Options,
+    Query, SetRequest,
+};
+
+const KEY_A: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf";
+const KEY_B: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+fn key(hex: &str) -> EncryptionKey {
+    EncryptionKey::from_hex(hex).unwrap()
+}
+
+fn options(dir: &std::path::Path, clock: &ManualClock, codec: CodecOptions) -> Options {
+    Options::new(dir.join("sealed.roost"))
+        .clock(Arc::new(clock.clone()))
+        .sweep_interval(None)
+        .codec(codec)
+}
+
+fn sealed(primary: &str, previous: Option<&str>, compress: bool) -> CodecOptions {
+    CodecOptions {
+        compression: compress.then(Compression::default),
+        encryption_key: Some(key(primary)),
+        previous_encryption_key: previous.map(key),
+    }
+}
+
+fn marker(i: usize) -> String {
+    format!("PLAINTEXT-MARKER-{i:04}-")
+}
+
+fn raw_file_contains(path: &std::path::Path, needle: &str) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn write_markers(db: &Database) {
+    for i in 0..50 {
+        let value = format!(r#"{{"secret":"{}","n":{i}}}"#, marker(i).repeat(3));
+        db.set(SetRequest::new(format!("k{i:02}"), value)).unwrap();
+    }
+}
+
+#[test]
+fn encrypted_keyspaces_leave_no_plaintext_values_in_the_file() {
+    for compress in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let db =
+            Database::open(options(dir.path(), &clock, sealed(KEY_A, None, compress))).unwrap();
+        write_markers(&db);
+        db.transact(vec![Operation::Set(SetRequest::new("tx", marker(999)))])
+            .unwrap();
+        db.close().unwrap();
+        drop(db);
+        let path = dir.path().join("sealed.roost");
+        for i in [0, 17, 49, 999] {
+            assert!(
+                !raw_file_contains(&path, &marker(i)),
+                "marker {i} found in the file"
+            );
+        }
+        // Reading back gives the plaintext.
+        let db =
+            Database::open(options(dir.path(), &clock, sealed(KEY_A, None, compress))).unwrap();
+        assert!(
+            String::from_utf8(db.get("k17").unwrap().unwrap().value)
+                .unwrap()
+                .contains(&marker(17))
+        );
+    }
+    // Control: the same check does see plaintext when encryption is off.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let db = Database::open(options(dir.path(), &clock, CodecOptions::default())).unwrap();
+    write_markers(&db);
+    db.close().unwrap();
+    drop(db);
+    assert!(raw_file_contains(
+        &dir.path().join("sealed.roost"),
+        &marker(17)
+    ));
+}
+
+#[test]
+fn wrong_or_missing_key_fails_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let db = Database::open(options(dir.path(), &clock, sealed(KEY_A, None, false))).unwrap();
+    write_markers(&db);
+    db.close().unwrap();
+    drop(db);
+    let err = Database::open(options(dir.path(), &clock, sealed(KEY_B, None, false))).unwrap_err();
+    assert!(matches!(err, Error::EncryptionKey(_)), "{err:?}");
+    let err = Database::open(options(dir.path(), &clock, CodecOptions::default())).unwrap_err();
+    assert!(matches!(err, Error::EncryptionKey(_)), "{err:?}");
+    assert!(err.to_string().contains("encrypted"), "{err}");
+    // The right key still opens it.
+    let db = Database::open(options(dir.path(), &clock, sealed(KEY_A, None, false))).unwrap();
+    assert!(db.get("k00").unwrap().is_some());
+}
+
+#[test]
+fn rotation_reads_old_records_writes_new_and_rewrite_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let db = Database::open(options(dir.path(), &clock, sealed(KEY_A, None, false))).unwrap();
+    write_markers(&db);
+    let etag = db.get("k05").unwrap().unwrap().etag;
+    db.close().unwrap();
+    drop(db);
+
+    // New primary, old key as previous: old records read, new writes use the primary.
+    let db = Database::open(options(
+        dir.path(),
+        &clock,
+        sealed(KEY_B, Some(KEY_A), false),
+    ))
+    .unwrap();
+    assert!(db.get("k05").unwrap().is_some());
+    db.set(SetRequest::new("new", "under B")).unwrap();
+    assert_eq!(
+        db.rewrite_all().unwrap(),
+        50,
+        "the 50 records under A are re-encrypted"
+    );
+    assert_eq!(db.rewrite_all().unwrap(), 0, "nothing left");
+    assert_eq!(
+        db.get("k05").unwrap().unwrap().etag,
+        etag,
+        "rewrite keeps etags"
+    );
+    db.close().unwrap();
+    drop(db);
+
+    // The previous key can go.
+    let db = Database::open(options(dir.path(), &clock, sealed(KEY_B, None, false))).unwrap();
+    for i in 0..50 {
+        let record = db.get(format!("k{i:02}")).unwrap().unwrap();
+        assert!(
+            String::from_utf8(record.value)
+                .unwrap()
+                .contains(&marker(i))
+        );
+    }
+    assert_eq!(db.get("new").unwrap().unwrap().value, b"under B");
+}
+
+#[test]
+fn a_record_under_a_key_no_longer_configured_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let db = Database::open(options(dir.path(), &clock, sealed(KEY_A, None, false))).unwrap();
+    write_markers(&db);
+    db.close().unwrap();
+    drop(db);
+    let db = Database::open(options(
+        dir.path(),
+        &clock,
+        sealed(KEY_B, Some(KEY_A), false),
+    ))
+    .unwrap();
+    db.close().unwrap();
+    drop(db);
+    // Previous key dropped before any rewrite: the key check is B's now, records are A's.
+    let db = Database::open(options(dir.path(), &clock, sealed(KEY_B, None, false))).unwrap();
+    let err = db.get("k01").unwrap_err();
+    assert!(matches!(err, Error::EncryptionKey(_)), "{err:?}");
+    assert!(err.to_string().contains("previousEncryptionKey"), "{err}");
+}
+
+#[test]
+fn a_tampered_record_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let path = dir.path().join("sealed.roost");
+    let db = Database::open(options(dir.path(), &clock, sealed(KEY_A, None, false))).unwrap();
+    write_markers(&db);
+    db.close().unwrap();
+    drop(db);
+    {
+        // Flip one ciphertext byte of k03 with redb directly.
+        use redb::ReadableTable;
+        let raw = redb::Database::open(&path).unwrap();
+        let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("roost_data");
+        let txn = raw.begin_write().unwrap();
+        {
+            let mut data = txn.open_table(table).unwrap();
+            let mut bytes = data.get(&b"k03"[..]).unwrap().unwrap().value().to_vec();
+            let last = bytes.len() - 20;
+            bytes[last] ^= 0x40;
+            data.insert(&b"k03"[..], bytes.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let db = Database::open(options(dir.path(), &clock, sealed(KEY_A, None, false))).unwrap();
+    let err = db.get("k03").unwrap_err();
+    assert!(
+        matches!(err, Error::Integrity { ref key } if key == "k03"),
+        "{err:?}"
+    );
+    assert!(db.get("k02").unwrap().is_some());
+    assert!(db.get("k04").unwrap().is_some());
+    // Overwriting the damaged record repairs it.
+    db.set(SetRequest::new("k03", "fresh")).unwrap();
+    assert_eq!(db.get("k03").unwrap().unwrap().value, b"fresh");
+}
+
+#[test]
+fn compression_can_be_turned_on_and_off_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let plain = CodecOptions::default();
+    let zstd = CodecOptions {
+        compression: Some(Compression::default()),
+        ..CodecOptions::default()
+    };
+    let big = format!(r#"{{"text":"{}"}}"#, "compressible ".repeat(200));
+    for (round, codec) in [plain.clone(), zstd.clone(), plain, zstd.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        let db = Database::open(options(dir.path(), &clock, codec)).unwrap();
+        db.set(SetRequest::new(format!("r{round}"), big.clone()))
+            .unwrap();
+        for earlier in 0..=round {
+            assert_eq!(
+                db.get(format!("r{earlier}")).unwrap().unwrap().value,
+                big.as_bytes()
+            );
+        }
+        db.close().unwrap();
+    }
+    // Rewrite under compression compresses the two records written without it.
+    let db = Database::open(options(dir.path(), &clock, zstd)).unwrap();
+    assert_eq!(db.rewrite_all().unwrap(), 2);
+}
+
+#[test]
+fn every_feature_works_on_an_encrypted_compressed_keyspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let db =
+        Database::open(options(dir.path(), &clock, sealed(KEY_A, None, true)).indexes(["status"]))
+            .unwrap();
+    let doc = |status: &str, n: usize| {
+        format!(
+            r#"{{"status":"{status}","n":{n},"pad":"{}"}}"#,
+            "p".repeat(400)
+        )
+    };
+    let e1 = db.set(SetRequest::new("a", doc("ACTIVE", 1))).unwrap();
+    db.set(SetRequest::new("b", doc("INACTIVE", 2)).ttl_in_seconds("10"))
+        .unwrap();
+    db.transact(vec![
+        SetRequest::new("c", doc("ACTIVE", 3)).into(),
+        SetRequest::new("a", doc("ACTIVE", 4))
+            .etag(e1.to_string())
+            .into(),
+    ])
+    .unwrap();
+    let err = db
+        .set(SetRequest::new("a", doc("X", 0)).etag(e1.to_string()))
+        .unwrap_err();
+    assert!(matches!(err, Error::EtagMismatch { .. }));
+    let page = db
+        .query(
+            &Query::parse_json(
+                r#"{"filter":{"EQ":{"status":"ACTIVE"}},"sort":[{"key":"n","order":"DESC"}]}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    let keys: Vec<&[u8]> = page.rows.iter().map(|r| r.key.as_slice()).collect();
+    assert_eq!(keys, [&b"a"[..], b"c"]);
+    assert_eq!(page.rows[0].value, doc("ACTIVE", 4).as_bytes());
+    clock.advance_ms(10_000);
+    assert_eq!(db.get("b").unwrap(), None);
+    assert_eq!(db.sweep_expired().unwrap(), 1);
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output_or_errors() {
+    let options = Options::new("x.roost").codec(sealed(KEY_A, Some(KEY_B), true));
+    let shown = format!("{options:?}");
+    for secret in [KEY_A, KEY_B, &KEY_A[..16], &KEY_B[..16]] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    let bad = format!("{}zz", &KEY_A[..62]);
+    let err = EncryptionKey::from_hex(&bad).unwrap_err().to_string();
+    assert!(!err.contains(&KEY_A[..16]), "{err}");
+}
