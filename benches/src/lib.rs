@@ -21,6 +21,47 @@ pub fn json_value(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// A JSON document of about `len` bytes shaped like application state: named fields, small
+/// vocabularies, numbers, nested objects and arrays (so compression sees realistic data).
+pub fn json_document(seed: u64, len: usize) -> Vec<u8> {
+    const NAMES: [&str; 8] = [
+        "ada", "grace", "linus", "barbara", "ken", "margaret", "dennis", "frances",
+    ];
+    const STATUS: [&str; 4] = ["ACTIVE", "INACTIVE", "PENDING", "ARCHIVED"];
+    const WORDS: [&str; 12] = [
+        "order", "shipment", "invoice", "agent", "task", "review", "draft", "approved", "queue",
+        "retry", "artifact", "summary",
+    ];
+    let mut rng = Rng::new(seed.wrapping_add(1));
+    let mut out = format!(
+        r#"{{"id":{seed},"owner":{{"name":"{}","team":"team-{}"}},"status":"{}","score":{},"tags":["{}","{}"],"events":["#,
+        NAMES[rng.below(8) as usize],
+        rng.below(20),
+        STATUS[rng.below(4) as usize],
+        rng.below(10_000),
+        WORDS[rng.below(12) as usize],
+        WORDS[rng.below(12) as usize],
+    );
+    let mut first = true;
+    while out.len() + 120 < len {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(&format!(
+            r#"{{"at":{},"kind":"{}","by":"{}","note":"{} {} {}"}}"#,
+            1_767_225_600 + rng.below(1_000_000),
+            WORDS[rng.below(12) as usize],
+            NAMES[rng.below(8) as usize],
+            WORDS[rng.below(12) as usize],
+            WORDS[rng.below(12) as usize],
+            WORDS[rng.below(12) as usize],
+        ));
+    }
+    out.push_str("]}");
+    out.into_bytes()
+}
+
 /// The key of preloaded record `i`.
 pub fn key(i: u64) -> String {
     format!("bench||key-{i:08}")
@@ -60,6 +101,20 @@ mod tests {
             }
         }
         assert_ne!(json_value(1, 1024), json_value(2, 1024));
+    }
+
+    #[test]
+    fn json_documents_are_json_of_about_the_requested_size() {
+        for seed in 0..20 {
+            let doc = json_document(seed, 1024);
+            assert!((900..=1024).contains(&doc.len()), "{}", doc.len());
+            let text = String::from_utf8(doc).unwrap();
+            assert!(
+                text.starts_with(&format!("{{\"id\":{seed},")) && text.ends_with("]}"),
+                "{text}"
+            );
+            assert_eq!(text.matches('{').count(), text.matches('}').count());
+        }
     }
 
     #[test]

@@ -451,3 +451,29 @@ async fn encrypted_instances_over_the_socket() {
             .ends_with(b"4711\"}")
     );
 }
+
+/// Secrets never reach the logs, even at debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_never_appear_in_logs() {
+    const KEY: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0";
+    let mut server = Server::start();
+    server.kill();
+    server.spawn_with_log_level(&[], "debug").unwrap();
+    let mut daprd = server.daprd("vault").await;
+    daprd.init(&[("encryptionKey", KEY)]).await.unwrap();
+    daprd.set(set("k", b"v".to_vec())).await.unwrap();
+    let err = daprd
+        .init(&[("encryptionKey", &KEY[..62])])
+        .await
+        .unwrap_err();
+    assert!(!err.message().contains(&KEY[..16]));
+    drop(daprd);
+    let logs = server.terminate_and_collect_logs();
+    assert!(
+        logs.contains("instance initialised"),
+        "debug logs were captured: {logs}"
+    );
+    for fragment in [KEY, &KEY[..16], &KEY[16..32], &KEY[48..]] {
+        assert!(!logs.contains(fragment), "key material in the logs: {logs}");
+    }
+}

@@ -146,6 +146,48 @@ fn aad(keyspace_id: &[u8; 16], key: &[u8], header: &[u8]) -> Vec<u8> {
     out
 }
 
+thread_local! {
+    /// zstd contexts are costly to create (the compressor's is about a megabyte at level 3):
+    /// each thread keeps one of each and reuses it.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(value: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, compressor) = slot.as_mut().expect("just set");
+        compressor.compress(value)
+    })
+}
+
+/// Decompresses a frame of at most `max` bytes of content. The frame's declared content size
+/// (Roost always writes it) sizes the buffer; a frame declaring more than `max` is refused.
+fn decompress(frame: &[u8], max: usize) -> std::io::Result<Vec<u8>> {
+    let declared = zstd::zstd_safe::get_frame_content_size(frame)
+        .ok()
+        .flatten()
+        .ok_or_else(|| std::io::Error::other("zstd frame without a content size"))?;
+    if declared > max as u64 {
+        return Err(std::io::Error::other(
+            "zstd frame larger than the value limit",
+        ));
+    }
+    let capacity = declared as usize;
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        slot.as_mut().expect("just set").decompress(frame, capacity)
+    })
+}
+
 fn random_nonce() -> [u8; NONCE_LEN] {
     let mut nonce = [0u8; NONCE_LEN];
     OsRng.fill_bytes(&mut nonce);
@@ -166,7 +208,7 @@ impl Codec {
         let mut payload: Cow<'_, [u8]> = Cow::Borrowed(value);
         if let Some(c) = self.compression
             && value.len() >= c.min_size
-            && let Ok(compressed) = zstd::bulk::compress(value, c.level)
+            && let Ok(compressed) = compress(value, c.level)
             && compressed.len() < value.len()
         {
             payload = Cow::Owned(compressed);
@@ -241,11 +283,10 @@ impl Codec {
             payload = Cow::Owned(plaintext);
         }
         if view.codec_flags & FLAG_COMPRESSED != 0 {
-            let plain = zstd::bulk::decompress(&payload, self.max_value.max(1)).map_err(|_| {
-                Error::Integrity {
+            let plain =
+                decompress(&payload, self.max_value.max(1)).map_err(|_| Error::Integrity {
                     key: display_key(key),
-                }
-            })?;
+                })?;
             payload = Cow::Owned(plain);
         }
         Ok(payload)

@@ -57,6 +57,26 @@ impl Limits {
     pub const MAX_CONTENT_TYPE_BYTES: usize = MAX_CONTENT_TYPE_BYTES;
 }
 
+/// Opens a redb database on a caller-supplied storage backend (taken once).
+type BackendOpener =
+    Box<dyn FnOnce(&redb::Builder) -> Result<redb::Database, redb::DatabaseError> + Send>;
+
+/// A storage backend handed to [`Options::storage_backend`], used by the next open.
+#[derive(Clone)]
+pub(crate) struct BackendSlot(Arc<std::sync::Mutex<Option<BackendOpener>>>);
+
+impl BackendSlot {
+    pub fn take(&self) -> Option<BackendOpener> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for BackendSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorageBackend(..)")
+    }
+}
+
 /// Options for [`crate::Database::open`]. Start from [`Options::new`] and chain setters.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -73,6 +93,7 @@ pub struct Options {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) indexes: Vec<String>,
     pub(crate) codec: CodecOptions,
+    pub(crate) backend: Option<BackendSlot>,
 }
 
 impl Options {
@@ -94,6 +115,7 @@ impl Options {
             clock: Arc::new(SystemClock),
             indexes: Vec::new(),
             codec: CodecOptions::default(),
+            backend: None,
         }
     }
 
@@ -165,6 +187,15 @@ impl Options {
     /// Compression and encryption at rest (see [`crate::CodecOptions`]).
     pub fn codec(mut self, codec: CodecOptions) -> Options {
         self.codec = codec;
+        self
+    }
+
+    /// Store the database on `backend` instead of the file at the path (which then only names
+    /// the database in messages). For fault-injection tests and special storage; the backend
+    /// is used by the first `open` with these options.
+    pub fn storage_backend<B: redb::StorageBackend>(mut self, backend: B) -> Options {
+        let opener: BackendOpener = Box::new(move |builder| builder.create_with_backend(backend));
+        self.backend = Some(BackendSlot(Arc::new(std::sync::Mutex::new(Some(opener)))));
         self
     }
 

@@ -78,6 +78,23 @@ pub(crate) struct Opened {
 pub(crate) fn open(options: &Options) -> Result<Opened, Error> {
     let path = &options.path;
     let shown = path.display().to_string();
+    if let Some(slot) = &options.backend {
+        let opener = slot.take().ok_or_else(|| {
+            Error::InvalidArgument("a storage backend can only be opened once".into())
+        })?;
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(options.cache_size_bytes);
+        let db = match catch_unwind(AssertUnwindSafe(|| opener(&builder))) {
+            Ok(Ok(db)) => db,
+            Ok(Err(err)) => return Err(open_error(&shown, err)),
+            Err(_) => {
+                return Err(Error::Corrupted(format!(
+                    "{shown} could not be opened: the storage layer failed on its contents"
+                )));
+            }
+        };
+        return finish_open(db, &shown, options);
+    }
     let exists = match fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
             return Err(Error::NotARoostDatabase {
@@ -115,8 +132,13 @@ pub(crate) fn open(options: &Options) -> Result<Opened, Error> {
             )));
         }
     };
+    finish_open(db, &shown, options)
+}
+
+/// Format checks, codec and indexes: everything after redb has opened the storage.
+fn finish_open(db: redb::Database, shown: &str, options: &Options) -> Result<Opened, Error> {
     let last_etag =
-        catch_unwind(AssertUnwindSafe(|| initialize(&db, &shown))).unwrap_or_else(|_| {
+        catch_unwind(AssertUnwindSafe(|| initialize(&db, shown))).unwrap_or_else(|_| {
             Err(Error::Corrupted(format!(
                 "{shown}: the storage layer failed reading its metadata"
             )))

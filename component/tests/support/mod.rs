@@ -58,6 +58,11 @@ impl Server {
     /// Starts `roost serve` and waits (at most 30 s) for its ready line. On failure returns
     /// what it printed on stderr.
     pub fn spawn(&mut self, extra: &[&str]) -> Result<(), String> {
+        self.spawn_with_log_level(extra, "warn")
+    }
+
+    /// Like [`Server::spawn`], with `ROOST_LOG` set to `level`.
+    pub fn spawn_with_log_level(&mut self, extra: &[&str], level: &str) -> Result<(), String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
             .arg("serve")
             .arg("--socket-folder")
@@ -67,7 +72,7 @@ impl Server {
             .arg("--name")
             .arg(&self.name)
             .args(extra)
-            .env("ROOST_LOG", "warn")
+            .env("ROOST_LOG", level)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -119,6 +124,14 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGTERM, then everything the process wrote on stderr (its logs).
+    pub fn terminate_and_collect_logs(&mut self) -> String {
+        let child = self.child.take().expect("running");
+        unsafe_sigterm(child.id());
+        let output = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
     pub async fn channel(&self) -> Channel {
