@@ -477,3 +477,53 @@ async fn keys_never_appear_in_logs() {
         assert!(!logs.contains(fragment), "key material in the logs: {logs}");
     }
 }
+
+/// Hostile or malformed inputs over the socket: each gets a clear client error (HTTP 400 for
+/// the app) and the server keeps serving.
+#[tokio::test]
+async fn bad_inputs_over_the_socket_are_clear_errors() {
+    let server = Server::start();
+    let mut daprd = server.daprd("statestore").await;
+    daprd.init(&[("someUnknownOption", "x")]).await.unwrap();
+    let long_key = "k".repeat(5000);
+    let err = daprd.set(set(&long_key, b"1".to_vec())).await.unwrap_err();
+    assert_kit_error(&err, Code::InvalidArgument, "400");
+    assert!(err.message().contains("key"), "{}", err.message());
+    let err = daprd.get(&long_key).await.unwrap_err();
+    assert_kit_error(&err, Code::InvalidArgument, "400");
+    let deep = (0..100).fold(r#"{"EQ":{"a":1}}"#.to_string(), |inner, _| {
+        format!(r#"[{inner},{{"EQ":{{"b":2}}}}]"#)
+    });
+    let request = roost_component::proto::QueryRequest {
+        query: Some(roost_component::proto::Query {
+            filter: [(
+                "AND".to_string(),
+                prost_types::Any {
+                    type_url: String::new(),
+                    value: deep.into_bytes(),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        }),
+        metadata: Default::default(),
+    };
+    let err = daprd
+        .query
+        .query(roost_component::client::for_instance("statestore", request))
+        .await
+        .unwrap_err();
+    assert_kit_error(&err, Code::InvalidArgument, "400");
+    for (key, value) in [
+        ("maxValueSize", "lots"),
+        ("cacheSizeMB", "-5"),
+        ("cleanupInterval", "often"),
+    ] {
+        let err = daprd.init(&[(key, value)]).await.unwrap_err();
+        assert_kit_error(&err, Code::InvalidArgument, "400");
+        assert!(err.message().contains(key), "{}", err.message());
+    }
+    // Still serving.
+    daprd.set(set("ok", b"1".to_vec())).await.unwrap();
+    assert_eq!(daprd.get("ok").await.unwrap().data.as_ref(), b"1");
+}

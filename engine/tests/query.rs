@@ -433,3 +433,87 @@ proptest! {
         }
     }
 }
+
+// --- Fuzzing the parser: arbitrary JSON never panics, and errors are InvalidQuery ----------
+
+fn arbitrary_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        "[A-Za-z.]{0,6}".prop_map(Value::String),
+        prop_oneof![
+            Just("EQ"),
+            Just("AND"),
+            Just("IN"),
+            Just("filter"),
+            Just("sort"),
+            Just("page")
+        ]
+        .prop_map(|s| json!(s)),
+    ];
+    leaf.prop_recursive(6, 64, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just("filter".to_string()),
+                    Just("sort".to_string()),
+                    Just("page".to_string()),
+                    Just("EQ".to_string()),
+                    Just("NEQ".to_string()),
+                    Just("IN".to_string()),
+                    Just("AND".to_string()),
+                    Just("OR".to_string()),
+                    Just("key".to_string()),
+                    Just("order".to_string()),
+                    Just("limit".to_string()),
+                    Just("token".to_string()),
+                    "[a-z.]{1,5}",
+                ],
+                inner,
+                0..3
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_query_parser_never_panics(doc in arbitrary_json(), raw in prop::collection::vec(any::<u8>(), 0..40)) {
+        for text in [doc.to_string().into_bytes(), raw] {
+            match Query::parse_json(&text) {
+                Ok(_) => {}
+                Err(err) => prop_assert!(matches!(err, roost_engine::Error::InvalidQuery(_)), "{err:?}"),
+            }
+        }
+        if let Some((op, operand)) = doc.as_object().and_then(|o| o.iter().next()) {
+            let _ = roost_engine::Filter::from_operator(op, operand.to_string().as_bytes());
+        }
+    }
+}
+
+#[test]
+fn hostile_query_documents_are_refused_cleanly() {
+    // Nesting beyond serde_json's own recursion limit, and beyond ours.
+    let deep_json = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    assert!(Query::parse_json(format!(r#"{{"filter":{deep_json}}}"#)).is_err());
+    let deep_filter = (0..200).fold(r#"{"EQ":{"a":1}}"#.to_string(), |inner, _| {
+        format!(
+            r#"{{"OR":[{inner},{inner_short}]}}"#,
+            inner_short = r#"{"EQ":{"b":1}}"#
+        )
+    });
+    let err = Query::parse_json(format!(r#"{{"filter":{deep_filter}}}"#)).unwrap_err();
+    assert!(
+        err.to_string().contains("nested") || err.to_string().contains("recursion"),
+        "{err}"
+    );
+    let long_path = vec!["p"; 100].join(".");
+    let err =
+        Query::parse_json(format!(r#"{{"filter":{{"EQ":{{"{long_path}":1}}}}}}"#)).unwrap_err();
+    assert!(err.to_string().contains("segments"), "{err}");
+}
