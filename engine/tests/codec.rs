@@ -43,6 +43,15 @@ fn raw_file_contains(path: &std::path::Path, needle: &str) -> bool {
     bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
+/// A keyspace encrypted under key A holding the 50 marker records.
+fn sealed_with_markers() -> (tempfile::TempDir, ManualClock, Database) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let db = Database::open(options(dir.path(), &clock, sealed(KEY_A, None, false))).unwrap();
+    write_markers(&db);
+    (dir, clock, db)
+}
+
 fn write_markers(db: &Database) {
     for i in 0..50 {
         let value = format!(r#"{{"secret":"{}","n":{i}}}"#, marker(i).repeat(3));
@@ -93,10 +102,7 @@ fn encrypted_keyspaces_leave_no_plaintext_values_in_the_file() {
 
 #[test]
 fn wrong_or_missing_key_fails_at_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let db = Database::open(options(dir.path(), &clock, sealed(KEY_A, None, false))).unwrap();
-    write_markers(&db);
+    let (dir, clock, db) = sealed_with_markers();
     db.close().unwrap();
     drop(db);
     let err = Database::open(options(dir.path(), &clock, sealed(KEY_B, None, false))).unwrap_err();
@@ -111,10 +117,7 @@ fn wrong_or_missing_key_fails_at_open() {
 
 #[test]
 fn rotation_reads_old_records_writes_new_and_rewrite_finishes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let db = Database::open(options(dir.path(), &clock, sealed(KEY_A, None, false))).unwrap();
-    write_markers(&db);
+    let (dir, clock, db) = sealed_with_markers();
     let etag = db.get("k05").unwrap().unwrap().etag;
     db.close().unwrap();
     drop(db);
@@ -157,10 +160,7 @@ fn rotation_reads_old_records_writes_new_and_rewrite_finishes_it() {
 
 #[test]
 fn a_record_under_a_key_no_longer_configured_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let db = Database::open(options(dir.path(), &clock, sealed(KEY_A, None, false))).unwrap();
-    write_markers(&db);
+    let (dir, clock, db) = sealed_with_markers();
     db.close().unwrap();
     drop(db);
     let db = Database::open(options(

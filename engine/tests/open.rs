@@ -91,21 +91,25 @@ fn close_releases_the_file_and_refuses_later_calls() {
     assert_eq!(reopened.get("k").unwrap().unwrap().value, b"v");
 }
 
+/// A closed database of 200 records of 512 bytes, to damage.
+fn sample_database() -> (tempfile::TempDir, ManualClock, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let path = dir.path().join("test.roost");
+    let db = open(dir.path(), &clock);
+    for i in 0..200 {
+        db.set(SetRequest::new(format!("key{i}"), vec![i as u8; 512]))
+            .unwrap();
+    }
+    db.close().unwrap();
+    (dir, clock, path)
+}
+
 /// Overwrites every page after the header with garbage and checks that opening fails with an
 /// error (not a panic, not silently wrong data).
 #[test]
 fn a_corrupted_file_gives_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let path = dir.path().join("test.roost");
-    {
-        let db = open(dir.path(), &clock);
-        for i in 0..200 {
-            db.set(SetRequest::new(format!("key{i}"), vec![i as u8; 512]))
-                .unwrap();
-        }
-        db.close().unwrap();
-    }
+    let (dir, clock, path) = sample_database();
     let len = fs::metadata(&path).unwrap().len();
     let mut file = fs::OpenOptions::new().write(true).open(&path).unwrap();
     let mut offset = 4096;
@@ -127,17 +131,7 @@ fn a_corrupted_file_gives_a_clear_error() {
 
 #[test]
 fn a_truncated_file_gives_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let path = dir.path().join("test.roost");
-    {
-        let db = open(dir.path(), &clock);
-        for i in 0..200 {
-            db.set(SetRequest::new(format!("key{i}"), vec![i as u8; 512]))
-                .unwrap();
-        }
-        db.close().unwrap();
-    }
+    let (dir, clock, path) = sample_database();
     let len = fs::metadata(&path).unwrap().len();
     fs::OpenOptions::new()
         .write(true)
