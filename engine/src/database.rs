@@ -293,6 +293,30 @@ impl Database {
         )
     }
 
+    /// Live records whose key starts with `prefix`, in key order, after the key `after` (the
+    /// `next` of the previous page), at most `limit` per page (0 = no limit). One snapshot.
+    pub fn scan(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<storage::ScanPage, Error> {
+        storage::scan(
+            &*self.redb()?,
+            &self.inner.codec,
+            prefix.as_ref(),
+            after,
+            limit,
+            self.inner.clock.now_unix_ms(),
+        )
+    }
+
+    /// Record, expired-pending and index-entry counts (expired-pending counts the due part of
+    /// the expiry index, so its cost is proportional to what awaits the sweeper).
+    pub fn keyspace_stats(&self) -> Result<storage::KeyspaceStats, Error> {
+        storage::keyspace_stats(&*self.redb()?, self.inner.clock.now_unix_ms())
+    }
+
     /// The dot paths that have a secondary index.
     pub fn indexed_paths(&self) -> Vec<String> {
         self.inner.indexes.iter().map(|d| d.path.clone()).collect()

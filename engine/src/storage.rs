@@ -315,6 +315,82 @@ pub(crate) fn read_many<K: AsRef<[u8]>>(
         .collect()
 }
 
+/// A page of a key-range scan.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScanPage {
+    /// Live records in key order, with their keys.
+    pub records: Vec<(Vec<u8>, Record)>,
+    /// The last key visited, to pass as `after` for the next page; `None` at the end.
+    pub next: Option<Vec<u8>>,
+}
+
+/// Live records whose key starts with `prefix`, in key order, strictly after `after`, at most
+/// `limit` of them (0 = no limit), from one snapshot.
+pub(crate) fn scan(
+    db: &redb::Database,
+    codec: &Codec,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+    now_ms: u64,
+) -> Result<ScanPage, Error> {
+    use std::ops::Bound;
+    let txn = db.begin_read()?;
+    let table = txn.open_table(DATA)?;
+    let start = match after {
+        Some(key) if key >= prefix => Bound::Excluded(key),
+        _ => Bound::Included(prefix),
+    };
+    let mut page = ScanPage::default();
+    for item in table.range::<&[u8]>((start, Bound::Unbounded))? {
+        let (key, stored) = item?;
+        let key = key.value();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        let view = record::decode(stored.value())?;
+        if !view.is_live(now_ms) {
+            continue;
+        }
+        if limit > 0 && page.records.len() == limit {
+            page.next = page.records.last().map(|(k, _)| k.clone());
+            break;
+        }
+        let value = codec.open(key, &view)?.into_owned();
+        page.records
+            .push((key.to_vec(), Record::from_view(view, value)));
+    }
+    Ok(page)
+}
+
+/// Counts describing a keyspace's contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyspaceStats {
+    /// Records stored, live or expired but not yet swept.
+    pub records: u64,
+    /// Records expired and waiting for the sweeper.
+    pub expired_pending: u64,
+    /// Entries in the secondary indexes.
+    pub index_entries: u64,
+}
+
+pub(crate) fn keyspace_stats(db: &redb::Database, now_ms: u64) -> Result<KeyspaceStats, Error> {
+    use redb::ReadableTableMetadata;
+    let txn = db.begin_read()?;
+    let records = txn.open_table(DATA)?.len()?;
+    let end = expiry_key(now_ms.saturating_add(1), &[]);
+    let expired_pending = txn
+        .open_table(EXPIRY)?
+        .range::<&[u8]>(..end.as_slice())?
+        .count() as u64;
+    let index_entries = txn.open_table(INDEX)?.len()?;
+    Ok(KeyspaceStats {
+        records,
+        expired_pending,
+        index_entries,
+    })
+}
+
 /// Expiry-index key: `expiry_ms (u64 BE) ‖ key`, so entries sort by expiry.
 fn expiry_key(expires_at_ms: u64, key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + key.len());

@@ -519,3 +519,45 @@ fn transaction_op_limit_is_enforced() {
         .collect();
     assert!(matches!(db.transact(ops), Err(Error::InvalidArgument(_))));
 }
+
+#[test]
+fn scan_pages_through_a_prefix_skipping_expired_records() {
+    let (_dir, clock, db) = setup();
+    for i in 0..25 {
+        db.set(SetRequest::new(format!("app||k{i:02}"), format!("{i}")))
+            .unwrap();
+    }
+    db.set(SetRequest::new("app||k05", "short").ttl_in_seconds("1"))
+        .unwrap();
+    db.set(SetRequest::new("other||k", "x")).unwrap();
+    db.set(SetRequest::new("app|", "not in the prefix"))
+        .unwrap();
+    clock.advance_ms(1000);
+    let mut seen = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = db.scan("app||", after.as_deref(), 10).unwrap();
+        assert!(page.records.len() <= 10);
+        seen.extend(
+            page.records
+                .iter()
+                .map(|(k, _)| String::from_utf8(k.clone()).unwrap()),
+        );
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25)
+        .filter(|i| *i != 5)
+        .map(|i| format!("app||k{i:02}"))
+        .collect();
+    assert_eq!(seen, expected);
+    let all = db.scan("", None, 0).unwrap();
+    assert_eq!(all.records.len(), 26);
+    assert!(all.next.is_none());
+    let stats = db.keyspace_stats().unwrap();
+    assert_eq!((stats.records, stats.expired_pending), (27, 1));
+    db.sweep_expired().unwrap();
+    assert_eq!(db.keyspace_stats().unwrap().expired_pending, 0);
+}
