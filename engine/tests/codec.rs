@@ -299,3 +299,43 @@ fn secrets_never_appear_in_debug_output_or_errors() {
     let err = EncryptionKey::from_hex(&bad).unwrap_err().to_string();
     assert!(!err.contains(&KEY_A[..16]), "{err}");
 }
+
+#[test]
+fn stale_index_entries_of_unreadable_records_never_change_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let open = |codec: CodecOptions| {
+        Database::open(options(dir.path(), &clock, codec).indexes(["n"])).unwrap()
+    };
+    let db = open(sealed(KEY_A, None, false));
+    db.set(SetRequest::new("k", r#"{"n":1}"#)).unwrap();
+    db.set(SetRequest::new("j", r#"{"n":3}"#)).unwrap();
+    db.close().unwrap();
+    drop(db);
+    // Rotate, then drop the previous key before any rewrite: the old records are unreadable.
+    let db = open(sealed(KEY_B, Some(KEY_A), false));
+    db.close().unwrap();
+    drop(db);
+    let db = open(sealed(KEY_B, None, false));
+    // Overwriting an unreadable record leaves its old index entry (n = 1) behind.
+    db.set(SetRequest::new("k", r#"{"n":5}"#)).unwrap();
+    db.set(SetRequest::new("j", r#"{"n":6}"#)).unwrap();
+    let keys = |text: &str| -> Vec<Vec<u8>> {
+        db.query(&Query::parse_json(text).unwrap())
+            .unwrap()
+            .rows
+            .into_iter()
+            .map(|r| r.key)
+            .collect()
+    };
+    assert_eq!(
+        keys(r#"{"sort":[{"key":"n"}]}"#),
+        [b"k".to_vec(), b"j".to_vec()]
+    );
+    assert_eq!(
+        keys(r#"{"sort":[{"key":"n","order":"DESC"}]}"#),
+        [b"j".to_vec(), b"k".to_vec()]
+    );
+    assert!(keys(r#"{"filter":{"EQ":{"n":1}}}"#).is_empty());
+    assert_eq!(keys(r#"{"filter":{"EQ":{"n":5}}}"#), [b"k".to_vec()]);
+}

@@ -266,6 +266,15 @@ fn index_order_page(
                 .ok_or_else(|| Error::Corrupted("malformed index entry".into()))?
                 .to_vec();
             if let Some(candidate) = fetch(&key)? {
+                // Only the entry matching the record's current value counts: an entry left
+                // behind by an unreadable old version must not place the row twice or out
+                // of order.
+                let mut current = prefix.clone();
+                value::encode_sortable(candidate.sort_values[0].as_ref(), &mut current);
+                current.extend_from_slice(&key);
+                if current.as_slice() != entry.value() {
+                    continue;
+                }
                 keys_in_order.push(candidate);
                 produced += 1;
                 // One row beyond the limit tells whether a token is needed.
