@@ -167,34 +167,35 @@ async fn sigkill_under_load_loses_no_acknowledged_write() {
         // Restart without Init, as after a component crash under daprd.
         server.spawn(&[]).expect("restart after SIGKILL");
         let mut daprd = server.daprd("statestore").await;
-        for (key, etag, value) in &all.sets {
-            let got = daprd.get(key).await.unwrap();
-            assert_eq!(
-                got.etag.map(|e| e.value).as_deref(),
-                Some(etag.as_str()),
-                "round {round}: {key}"
-            );
-            assert_eq!(got.data.as_ref(), value.as_slice(), "round {round}: {key}");
-        }
-        for tag in &all.begun {
-            let mut present = Vec::new();
-            for p in ["a", "b", "c"] {
-                present.push(
-                    !daprd
-                        .get(&format!("{tag}-tx-{p}"))
-                        .await
-                        .unwrap()
-                        .data
-                        .is_empty(),
-                );
+        // Every acknowledged write so far, read back in bulk (100 keys a call).
+        for chunk in all.sets.chunks(100) {
+            let keys: Vec<&str> = chunk.iter().map(|(k, _, _)| k.as_str()).collect();
+            let items = daprd.bulk_get(&keys).await.unwrap();
+            for ((key, etag, value), item) in chunk.iter().zip(items) {
+                assert_eq!(&item.key, key);
+                let got = item.etag.map(|e| e.value);
+                assert_eq!(got.as_deref(), Some(etag.as_str()), "round {round}: {key}");
+                assert_eq!(item.data.as_ref(), value.as_slice(), "round {round}: {key}");
             }
-            let whole = present.iter().all(|p| *p);
-            assert!(
-                whole || present.iter().all(|p| !*p),
-                "round {round}: transaction {tag} half applied"
-            );
-            if all.transactions.contains_key(tag) {
-                assert!(whole, "round {round}: acknowledged transaction {tag} lost");
+        }
+        // Every transaction ever begun: all three keys or none; acknowledged ones whole.
+        for chunk in all.begun.chunks(30) {
+            let keys: Vec<String> = chunk
+                .iter()
+                .flat_map(|tag| ["a", "b", "c"].map(|p| format!("{tag}-tx-{p}")))
+                .collect();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let items = daprd.bulk_get(&keys).await.unwrap();
+            for (tag, parts) in chunk.iter().zip(items.chunks(3)) {
+                let present: Vec<bool> = parts.iter().map(|i| !i.data.is_empty()).collect();
+                let whole = present.iter().all(|p| *p);
+                assert!(
+                    whole || present.iter().all(|p| !*p),
+                    "round {round}: transaction {tag} half applied"
+                );
+                if all.transactions.contains_key(tag) {
+                    assert!(whole, "round {round}: acknowledged transaction {tag} lost");
+                }
             }
         }
         for (counter, (n, etag)) in &all.counters {
