@@ -61,6 +61,10 @@ struct ServeArgs {
     /// Largest request message accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
+    /// Shut down (gracefully) when standard input reaches end of file — for supervisors and
+    /// tests that start `roost serve` with a pipe: if they die, the server stops by itself.
+    #[arg(long)]
+    stop_when_stdin_closes: bool,
     /// Seconds in-flight calls may run after SIGTERM/SIGINT before connections are closed.
     #[arg(long, default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs())]
     shutdown_grace_seconds: u64,
@@ -136,7 +140,24 @@ async fn serve(args: ServeArgs) -> ExitCode {
         max_request_bytes: args.max_request_bytes,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
     };
-    let result = server::serve(config, server::termination_signal(), |config| {
+    let stdin_closed = args.stop_when_stdin_closes;
+    let shutdown = async move {
+        if stdin_closed {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                let mut sink = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+                let _ = tx.send(());
+            });
+            tokio::select! {
+                () = server::termination_signal() => {}
+                _ = rx => tracing::info!("standard input closed: shutting down"),
+            }
+        } else {
+            server::termination_signal().await;
+        }
+    };
+    let result = server::serve(config, shutdown, |config| {
         println!(
             "roost ready: state.{} on {} (data dir {})",
             config.name.to_lowercase(),

@@ -527,3 +527,17 @@ async fn bad_inputs_over_the_socket_are_clear_errors() {
     daprd.set(set("ok", b"1".to_vec())).await.unwrap();
     assert_eq!(daprd.get("ok").await.unwrap().data.as_ref(), b"1");
 }
+
+/// A server whose parent goes away (its stdin pipe closes) stops by itself, cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_stops_when_the_process_that_started_it_goes_away() {
+    let mut server = Server::start();
+    let mut daprd = server.daprd("statestore").await;
+    daprd.init(&[]).await.unwrap();
+    daprd.set(set("k", b"v".to_vec())).await.unwrap();
+    assert!(
+        server.close_stdin_and_wait(),
+        "clean exit when stdin closes"
+    );
+    assert!(!path_exists(&server.socket_path()), "socket removed");
+}

@@ -27,6 +27,9 @@ pub struct Server {
     child: Option<Child>,
 }
 
+// Servers run with `--stop-when-stdin-closes` and a piped stdin held by the `Child`: if the
+// test process dies without running `Drop`, the pipe closes and the server stops by itself.
+
 impl Server {
     pub fn start() -> Server {
         Server::start_named("roost")
@@ -71,8 +74,10 @@ impl Server {
             .arg(self.data_dir())
             .arg("--name")
             .arg(&self.name)
+            .arg("--stop-when-stdin-closes")
             .args(extra)
             .env("ROOST_LOG", level)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -95,6 +100,25 @@ impl Server {
                 let output = child.wait_with_output().unwrap();
                 Err(String::from_utf8_lossy(&output.stderr).into_owned())
             }
+        }
+    }
+
+    /// Closes the server's stdin, as the death of the process that started it would, and
+    /// waits (at most 30 s) for it to exit; returns whether it exited cleanly.
+    pub fn close_stdin_and_wait(&mut self) -> bool {
+        let mut child = self.child.take().expect("running");
+        drop(child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
