@@ -56,17 +56,27 @@ pub struct InstanceRegistry {
     open: RwLock<HashMap<String, Arc<Instance>>>,
     /// Serialises opening, reinitialising and closing.
     lifecycle: tokio::sync::Mutex<()>,
+    /// The largest request message the server accepts: a value limit above it could never be
+    /// reached, so `Init` refuses one.
+    max_request_bytes: usize,
 }
+
+/// Room in a request for everything but the value (key, etag, metadata, framing).
+const REQUEST_OVERHEAD_BYTES: usize = 64 * 1024;
 
 impl InstanceRegistry {
     /// A registry keeping its instances under `data_dir` (created, mode 0700, if missing).
-    pub fn new(data_dir: impl Into<PathBuf>) -> std::io::Result<InstanceRegistry> {
+    pub fn new(
+        data_dir: impl Into<PathBuf>,
+        max_request_bytes: usize,
+    ) -> std::io::Result<InstanceRegistry> {
         let data_dir = data_dir.into();
         create_private_dir(&data_dir.join("instances"))?;
         Ok(InstanceRegistry {
             data_dir,
             open: RwLock::new(HashMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
+            max_request_bytes,
         })
     }
 
@@ -102,6 +112,16 @@ impl InstanceRegistry {
         secrets: InstanceSecrets,
     ) -> Result<Arc<Instance>, Status> {
         let dir = self.instance_dir(name)?;
+        let largest = self
+            .max_request_bytes
+            .saturating_sub(REQUEST_OVERHEAD_BYTES);
+        if config.max_value_size > largest {
+            return Err(status::bad_request(format!(
+                "Init of instance {name:?}: maxValueSize {} is above the largest value a request can carry \
+                 ({largest} bytes with roost serve --max-request-bytes {}); lower it or raise --max-request-bytes",
+                config.max_value_size, self.max_request_bytes
+            )));
+        }
         let _guard = self.lifecycle.lock().await;
         let existing = self.lookup(name);
         if let Some(existing) = &existing

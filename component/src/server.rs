@@ -62,12 +62,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(&ServeConfig),
 ) -> Result<(), ServeError> {
-    let registry = Arc::new(InstanceRegistry::new(&config.data_dir).map_err(|e| {
-        ServeError(format!(
-            "cannot use data dir {}: {e}",
-            config.data_dir.display()
-        ))
-    })?);
+    let registry = Arc::new(
+        InstanceRegistry::new(&config.data_dir, config.max_request_bytes).map_err(|e| {
+            ServeError(format!(
+                "cannot use data dir {}: {e}",
+                config.data_dir.display()
+            ))
+        })?,
+    );
     socket::prepare(&config.socket_path).map_err(|e| ServeError(e.to_string()))?;
     let listener = UnixListener::bind(&config.socket_path)
         .map_err(|e| ServeError(format!("cannot bind {}: {e}", config.socket_path.display())))?;

@@ -541,3 +541,28 @@ async fn the_server_stops_when_the_process_that_started_it_goes_away() {
     );
     assert!(!path_exists(&server.socket_path()), "socket removed");
 }
+
+/// A value limit no request could ever carry is refused at Init; one that fits is accepted
+/// and reachable.
+#[tokio::test]
+async fn value_limits_must_fit_the_request_limit() {
+    let server = Server::start();
+    let mut daprd = server.daprd("statestore").await;
+    let err = daprd
+        .init(&[("maxValueSize", &(20 * 1024 * 1024).to_string())])
+        .await
+        .unwrap_err();
+    assert_kit_error(&err, Code::InvalidArgument, "400");
+    assert!(
+        err.message().contains("--max-request-bytes"),
+        "{}",
+        err.message()
+    );
+    let fits = 16 * 1024 * 1024 - 64 * 1024;
+    daprd
+        .init(&[("maxValueSize", &fits.to_string())])
+        .await
+        .unwrap();
+    daprd.set(set("big", vec![1u8; fits])).await.unwrap();
+    assert_eq!(daprd.bulk_get(&["nothing"]).await.unwrap().len(), 1);
+}
