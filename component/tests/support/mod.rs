@@ -108,18 +108,7 @@ impl Server {
     pub fn close_stdin_and_wait(&mut self) -> bool {
         let mut child = self.child.take().expect("running");
         drop(child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.success();
-            }
-            if Instant::now() > deadline {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_exit(child)
     }
 
     /// The server's process id.
@@ -137,22 +126,11 @@ impl Server {
 
     /// SIGTERM, then wait (at most 30 s) for a clean exit; returns whether it exited cleanly.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return false;
         };
         unsafe_sigterm(child.id());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.success();
-            }
-            if Instant::now() > deadline {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_exit(child)
     }
 
     /// SIGTERM, then everything the process wrote on stderr (its logs).
@@ -180,6 +158,22 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Waits at most 30 s for `child` to exit (killing it after that); whether it exited cleanly.
+fn wait_for_exit(mut child: Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.success();
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
