@@ -396,6 +396,33 @@ impl Database {
         }
     }
 
+    /// Writes records exactly as exported — same etags, expiries and content types —
+    /// replacing what is stored under their keys; the etag sequence moves above every imported
+    /// etag, so later writes never reuse one. Used by `roost import` and restores.
+    pub fn import(&self, records: Vec<storage::ImportRecord>) -> Result<usize, Error> {
+        let limits = &self.inner.limits;
+        for record in &records {
+            crate::request::check_key(&record.key, limits)?;
+            if record.value.len() > limits.max_value_bytes {
+                return Err(Error::InvalidArgument(format!(
+                    "an imported value is {} bytes, above the limit of {} bytes",
+                    record.value.len(),
+                    limits.max_value_bytes
+                )));
+            }
+            if record
+                .content_type
+                .as_ref()
+                .is_some_and(|ct| ct.len() > Limits::MAX_CONTENT_TYPE_BYTES)
+            {
+                return Err(Error::InvalidArgument(
+                    "an imported content type is too long".into(),
+                ));
+            }
+        }
+        Submission::new(|tx| Command::Import(records, tx)).wait(&self.inner.commands)
+    }
+
     /// Deletes up to one sweep batch of expired records now; returns how many.
     pub fn sweep_expired(&self) -> Result<usize, Error> {
         let batch = self.inner.sweep_batch;

@@ -49,5 +49,5 @@ pub use etag::Etag;
 pub use options::{Durability, Limits, Options};
 pub use query::{CmpOp, Filter, Query, QueryPage, QueryRow, SortKey};
 pub use request::{Concurrency, DeleteRequest, Operation, SetRequest};
-pub use storage::{KeyspaceStats, Record, ScanPage};
+pub use storage::{ImportRecord, KeyspaceStats, Record, ScanPage};
 pub use ttl::{Ttl, format_rfc3339};

@@ -315,6 +315,17 @@ pub(crate) fn read_many<K: AsRef<[u8]>>(
         .collect()
 }
 
+/// A record to import exactly as it was exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRecord {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// The etag sequence number to keep.
+    pub etag: u64,
+    pub expires_at_unix_ms: Option<u64>,
+    pub content_type: Option<String>,
+}
+
 /// A page of a key-range scan.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ScanPage {
@@ -586,6 +597,30 @@ impl<'txn> Applier<'txn> {
             }
         }
         Ok(())
+    }
+
+    /// Writes records exactly as given (etag, expiry, content type), replacing what is there;
+    /// the etag sequence moves above every imported etag. Returns how many were written.
+    pub fn import(&mut self, records: &[crate::storage::ImportRecord]) -> Result<usize, Error> {
+        for record in records {
+            let sealed = self.codec.seal(
+                &record.key,
+                record.etag,
+                record.expires_at_unix_ms,
+                record.content_type.as_deref(),
+                &record.value,
+            );
+            self.flush(
+                &record.key,
+                Final::Put {
+                    record: sealed,
+                    expires_at: record.expires_at_unix_ms,
+                    value: &record.value,
+                },
+            )?;
+            self.last_etag = self.last_etag.max(record.etag);
+        }
+        Ok(records.len())
     }
 
     /// Re-encodes up to `limit` records after `after` (in key order) whose encoding differs

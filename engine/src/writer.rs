@@ -42,6 +42,8 @@ pub(crate) enum Command {
     Transaction(Vec<CheckedOp>, Reply<Vec<Option<Etag>>>),
     /// Re-encode records after a key (up to a count) under the current codec settings.
     Rewrite(Option<Vec<u8>>, usize, Reply<(usize, Option<Vec<u8>>)>),
+    /// Write records exactly as exported.
+    Import(Vec<crate::storage::ImportRecord>, Reply<usize>),
     /// Delete up to this many expired records.
     Sweep(usize, Reply<usize>),
     /// Make every acknowledged write durable before answering.
@@ -82,7 +84,8 @@ enum Answer {
         Vec<Result<Option<Etag>, Error>>,
     ),
     Transaction(Reply<Vec<Option<Etag>>>, Result<Vec<Option<Etag>>, Error>),
-    Sweep(Reply<usize>, usize),
+    /// A count: expired records swept, or records imported.
+    Count(Reply<usize>, usize),
     Rewrite(Reply<(usize, Option<Vec<u8>>)>, (usize, Option<Vec<u8>>)),
     Sync(Reply<()>),
     Shutdown(Reply<()>),
@@ -95,7 +98,7 @@ impl Answer {
             Answer::Single(reply, result) => drop(reply.send(result)),
             Answer::Bulk(reply, results) => drop(reply.send(Ok(results))),
             Answer::Transaction(reply, result) => drop(reply.send(result)),
-            Answer::Sweep(reply, n) => drop(reply.send(Ok(n))),
+            Answer::Count(reply, n) => drop(reply.send(Ok(n))),
             Answer::Rewrite(reply, r) => drop(reply.send(Ok(r))),
             Answer::Sync(reply) | Answer::Shutdown(reply) => drop(reply.send(Ok(()))),
         }
@@ -111,7 +114,7 @@ impl Answer {
             Answer::Single(reply, _) => drop(reply.send(Err(err()))),
             Answer::Bulk(reply, _) => drop(reply.send(Err(err()))),
             Answer::Transaction(reply, _) => drop(reply.send(Err(err()))),
-            Answer::Sweep(reply, _) => drop(reply.send(Err(err()))),
+            Answer::Count(reply, _) => drop(reply.send(Err(err()))),
             Answer::Rewrite(reply, _) => drop(reply.send(Err(err()))),
             Answer::Sync(reply) | Answer::Shutdown(reply) => drop(reply.send(Err(err()))),
         }
@@ -289,10 +292,10 @@ impl Writer {
                         Ok(n) => {
                             wrote |= n > 0;
                             self.counters.swept.fetch_add(n as u64, Ordering::Relaxed);
-                            Answer::Sweep(reply, n)
+                            Answer::Count(reply, n)
                         }
                         Err(error) => {
-                            answers.push(Answer::Sweep(reply, 0));
+                            answers.push(Answer::Count(reply, 0));
                             answers.extend(iter.map(pending));
                             return Err(error);
                         }
@@ -321,6 +324,17 @@ impl Writer {
                             }
                         }
                     }
+                    Command::Import(records, reply) => match applier.import(&records) {
+                        Ok(n) => {
+                            wrote |= n > 0;
+                            Answer::Count(reply, n)
+                        }
+                        Err(error) => {
+                            answers.push(Answer::Count(reply, 0));
+                            answers.extend(iter.map(pending));
+                            return Err(error);
+                        }
+                    },
                     Command::Sync(reply) => {
                         sync_requested = true;
                         Answer::Sync(reply)
@@ -375,7 +389,7 @@ fn pending(command: Command) -> Answer {
         Command::Single(_, reply) => Answer::Single(reply, Err(Error::Closed)),
         Command::Bulk(_, reply) => Answer::Bulk(reply, Vec::new()),
         Command::Transaction(_, reply) => Answer::Transaction(reply, Err(Error::Closed)),
-        Command::Sweep(_, reply) => Answer::Sweep(reply, 0),
+        Command::Sweep(_, reply) | Command::Import(_, reply) => Answer::Count(reply, 0),
         Command::Rewrite(_, _, reply) => Answer::Rewrite(reply, (0, None)),
         Command::Sync(reply) => Answer::Sync(reply),
         Command::Shutdown(reply) => Answer::Shutdown(reply),
