@@ -32,8 +32,8 @@ pub const INSTANCE_HEADER: &str = "x-component-instance";
 pub const DEFAULT_INSTANCE: &str = "#default__instance#";
 /// The longest accepted instance name (a Kubernetes object name's limit).
 pub const MAX_INSTANCE_NAME_BYTES: usize = 253;
-const CONFIG_FILE: &str = "instance.json";
-const DATA_FILE: &str = "data.roost";
+pub(crate) const CONFIG_FILE: &str = "instance.json";
+pub(crate) const DATA_FILE: &str = "data.roost";
 
 /// An open instance: its name, configuration and keyspace.
 #[derive(Debug)]
@@ -44,9 +44,9 @@ pub struct Instance {
 }
 
 #[derive(Serialize, Deserialize)]
-struct PersistedInstance {
-    name: String,
-    config: InstanceConfig,
+pub(crate) struct PersistedInstance {
+    pub name: String,
+    pub config: InstanceConfig,
 }
 
 /// All instances this process serves.
@@ -306,7 +306,7 @@ async fn open_instance(
     })
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -315,7 +315,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Writes `instance.json` atomically (temporary file, fsync, rename, fsync of the directory).
-fn write_config(dir: &Path, persisted: &PersistedInstance) -> std::io::Result<()> {
+pub(crate) fn write_config(dir: &Path, persisted: &PersistedInstance) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(persisted).map_err(std::io::Error::other)?;
     let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
     {
@@ -327,7 +327,7 @@ fn write_config(dir: &Path, persisted: &PersistedInstance) -> std::io::Result<()
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn validate_name(name: &str) -> Result<(), Status> {
+pub(crate) fn validate_name(name: &str) -> Result<(), Status> {
     if name.is_empty() {
         return Err(status::bad_request("the component instance name is empty"));
     }

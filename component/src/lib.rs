@@ -16,6 +16,7 @@
 
 #![deny(clippy::all)]
 
+pub mod admin;
 pub mod client;
 pub mod config;
 pub mod doctor;

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use roost_component::server::{
     self, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SHUTDOWN_GRACE, ServeConfig,
 };
-use roost_component::{doctor, socket};
+use roost_component::{admin, doctor, socket};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +39,93 @@ enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Print one record (offline: no `roost serve` may hold the instance).
+    Get {
+        #[command(flatten)]
+        keyspace: Keyspace,
+        key: String,
+        /// Print the record as JSON (value in base64).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one record (offline).
+    Set {
+        #[command(flatten)]
+        keyspace: Keyspace,
+        key: String,
+        value: String,
+        #[arg(long)]
+        etag: Option<String>,
+        /// ttlInSeconds.
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long)]
+        content_type: Option<String>,
+    },
+    /// Delete one record (offline).
+    Delete {
+        #[command(flatten)]
+        keyspace: Keyspace,
+        key: String,
+        #[arg(long)]
+        etag: Option<String>,
+    },
+    /// List records whose key starts with a prefix, as JSON Lines (offline).
+    Scan {
+        #[command(flatten)]
+        keyspace: Keyspace,
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Most records to list (0 = all).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Run a state query (`{"filter":...,"sort":...,"page":...}`), rows as JSON Lines (offline).
+    Query {
+        #[command(flatten)]
+        keyspace: Keyspace,
+        query: String,
+    },
+    /// Record counts, file size and configuration (no secrets), as JSON (offline).
+    Stats {
+        #[command(flatten)]
+        keyspace: Keyspace,
+    },
+    /// Write every live record as JSON Lines (offline).
+    Export {
+        #[command(flatten)]
+        keyspace: Keyspace,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Read JSON Lines from `export` and write the records exactly, same etags (offline);
+    /// creates the instance if it does not exist.
+    Import {
+        #[command(flatten)]
+        keyspace: Keyspace,
+        /// Input file (default: standard input).
+        #[arg(long = "in")]
+        input: Option<PathBuf>,
+    },
+    /// Re-encode every record under the current compression and encryption settings, e.g.
+    /// after a key rotation (offline; keys from ROOST_ENCRYPTION_KEY /
+    /// ROOST_PREVIOUS_ENCRYPTION_KEY).
+    Rekey {
+        #[command(flatten)]
+        keyspace: Keyspace,
+    },
+}
+
+/// Which keyspace an offline admin command works on.
+#[derive(clap::Args)]
+struct Keyspace {
+    /// The data directory of `roost serve` (same default).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The component instance (the component YAML's metadata.name).
+    #[arg(long)]
+    instance: String,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +184,18 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    let command = match cli.command {
+        Command::Serve(_) | Command::Doctor { .. } => cli.command,
+        admin => {
+            return match run_admin(admin) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("roost: {message}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,7 +207,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Serve(args) => serve(args).await,
             Command::Doctor { socket } => {
                 let path = socket.unwrap_or_else(|| socket::socket_folder(None).join("roost.sock"));
@@ -122,8 +221,148 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+            _ => unreachable!("admin commands run before the runtime starts"),
         }
     })
+}
+
+fn open_keyspace(
+    keyspace: &Keyspace,
+    create: bool,
+) -> Result<(roost_engine::Database, PathBuf), String> {
+    let data_dir = keyspace.data_dir.clone().unwrap_or_else(default_data_dir);
+    let db = admin::open_offline(&data_dir, &keyspace.instance, create)?;
+    Ok((db, data_dir))
+}
+
+fn run_admin(command: Command) -> Result<(), String> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut progress = std::io::stderr();
+    let text = |e: roost_engine::Error| e.to_string();
+    let io = |e: std::io::Error| e.to_string();
+    match command {
+        Command::Get {
+            keyspace,
+            key,
+            json,
+        } => {
+            let (db, _) = open_keyspace(&keyspace, false)?;
+            let record = db
+                .get(&key)
+                .map_err(text)?
+                .ok_or_else(|| format!("{key:?} not found"))?;
+            if json {
+                writeln!(out, "{}", admin::record_json(key.as_bytes(), &record)).map_err(io)?;
+            } else {
+                out.write_all(&record.value).map_err(io)?;
+                writeln!(out).map_err(io)?;
+                let expiry = record
+                    .expire_time_rfc3339()
+                    .map(|t| format!(", expires {t}"))
+                    .unwrap_or_default();
+                eprintln!("etag {}{expiry}", record.etag);
+            }
+        }
+        Command::Set {
+            keyspace,
+            key,
+            value,
+            etag,
+            ttl,
+            content_type,
+        } => {
+            let (db, _) = open_keyspace(&keyspace, false)?;
+            let mut request = roost_engine::SetRequest::new(key, value.into_bytes());
+            request.etag = etag;
+            request.ttl_in_seconds = ttl;
+            request.content_type = content_type;
+            let etag = db.set(request).map_err(text)?;
+            writeln!(out, "etag {etag}").map_err(io)?;
+        }
+        Command::Delete {
+            keyspace,
+            key,
+            etag,
+        } => {
+            let (db, _) = open_keyspace(&keyspace, false)?;
+            let mut request = roost_engine::DeleteRequest::new(key);
+            request.etag = etag;
+            db.delete(request).map_err(text)?;
+        }
+        Command::Scan {
+            keyspace,
+            prefix,
+            limit,
+        } => {
+            let (db, _) = open_keyspace(&keyspace, false)?;
+            let page = db.scan(prefix, None, limit).map_err(text)?;
+            for (key, record) in &page.records {
+                writeln!(out, "{}", admin::record_json(key, record)).map_err(io)?;
+            }
+            if page.next.is_some() {
+                eprintln!("(more records follow; raise --limit)");
+            }
+        }
+        Command::Query { keyspace, query } => {
+            let (db, _) = open_keyspace(&keyspace, false)?;
+            let query = roost_engine::Query::parse_json(&query).map_err(text)?;
+            let page = db.query(&query).map_err(text)?;
+            for row in &page.rows {
+                let line = serde_json::json!({
+                    "key": String::from_utf8_lossy(&row.key),
+                    "value": String::from_utf8_lossy(&row.value),
+                    "etag": row.etag.to_string(),
+                });
+                writeln!(out, "{line}").map_err(io)?;
+            }
+            if let Some(token) = page.token {
+                eprintln!("next page token: {token}");
+            }
+        }
+        Command::Stats { keyspace } => {
+            let (db, data_dir) = open_keyspace(&keyspace, false)?;
+            let stats = admin::stats(&db, &data_dir, &keyspace.instance)?;
+            writeln!(out, "{stats:#}").map_err(io)?;
+        }
+        Command::Export {
+            keyspace,
+            out: file,
+        } => {
+            let (db, _) = open_keyspace(&keyspace, false)?;
+            match file {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    admin::export(&db, &mut std::io::BufWriter::new(file), &mut progress)?;
+                }
+                None => {
+                    admin::export(&db, &mut out, &mut progress)?;
+                }
+            }
+        }
+        Command::Import { keyspace, input } => {
+            let (db, _) = open_keyspace(&keyspace, true)?;
+            match input {
+                Some(path) => {
+                    let file = std::fs::File::open(&path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    admin::import(&db, &mut std::io::BufReader::new(file), &mut progress)?;
+                }
+                None => {
+                    admin::import(&db, &mut std::io::stdin().lock(), &mut progress)?;
+                }
+            }
+        }
+        Command::Rekey { keyspace } => {
+            let (db, _) = open_keyspace(&keyspace, false)?;
+            let n = db.rewrite_all().map_err(text)?;
+            writeln!(out, "rewrote {n} records").map_err(io)?;
+        }
+        Command::Serve(_) | Command::Doctor { .. } => unreachable!("handled by main"),
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
