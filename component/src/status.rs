@@ -56,7 +56,12 @@ pub fn bad_request(message: impl Into<String>) -> Status {
 
 /// Maps an engine error to the status daprd expects.
 pub fn from_engine(error: &Error) -> Status {
-    let message = error.to_string();
+    with_message(error, error.to_string())
+}
+
+/// The status `from_engine` gives `error`, carrying `message` instead of the error's own text
+/// (e.g. with a count of failed bulk items in front).
+pub fn with_message(error: &Error, message: String) -> Status {
     match error.root() {
         Error::EtagMismatch { .. } => etag_status(Code::FailedPrecondition, message),
         Error::InvalidEtag { .. } => etag_status(Code::InvalidArgument, message),

@@ -90,26 +90,15 @@ fn first_failure<'a>(
     let Some(first) = failed.first() else {
         return Ok(());
     };
-    let status = status::from_engine(first);
     if failed.len() == 1 {
-        return Err(status);
+        return Err(status::from_engine(first));
     }
     // Same code and details shape, with the count in the message.
-    let message = format!(
-        "{} items failed (the others were applied); first: {}",
-        failed.len(),
-        status.message()
-    );
-    Err(match first.root() {
-        roost_engine::Error::EtagMismatch { .. } => {
-            status::etag_status(tonic::Code::FailedPrecondition, message)
-        }
-        roost_engine::Error::InvalidEtag { .. } => {
-            status::etag_status(tonic::Code::InvalidArgument, message)
-        }
-        roost_engine::Error::InvalidTtl { .. } | roost_engine::Error::InvalidArgument(_) => {
-            status::bad_request(message)
-        }
-        _ => Status::new(status.code(), message),
-    })
+    Err(status::with_message(
+        first,
+        format!(
+            "{} items failed (the others were applied); first: {first}",
+            failed.len()
+        ),
+    ))
 }
