@@ -1,4 +1,7 @@
-//! Shared pieces of Roost's benchmarks: workload data that every benchmark uses the same way.
+//! Shared pieces of Roost's benchmarks: workload data that every benchmark uses the same way,
+//! and the comparison harness ([`harness`]) behind the `roost-bench` binary.
+
+pub mod harness;
 
 /// A value of exactly `len` bytes (`len >= 2`) of JSON that differs per `seed`: an object with
 /// an id, a status and a random text field, or for lengths too short for that, a JSON string.
@@ -76,11 +79,17 @@ impl Rng {
         Rng(seed.max(1))
     }
 
-    pub fn below(&mut self, n: u64) -> u64 {
+    /// The next 64 random bits.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
     }
 }
 

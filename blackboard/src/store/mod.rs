@@ -1,0 +1,186 @@
+//! The store contract (Flock's `BlackboardStore`, with its loose ends pinned down) and the
+//! in-memory and embedded implementations.
+//!
+//! Semantics every store keeps:
+//! - `publish` is an upsert by id;
+//! - order is `(created_at, id)`;
+//! - a filter's `tags` require **all** the tags (a subscription's tags require any);
+//! - `limit == 0` means no limit; `query` returns the page and the total;
+//! - `publish_outputs` writes the outputs of an agent run and the consumption records of its
+//!   inputs together: outputs first, and all-or-nothing where the store has transactions, so a
+//!   crash never leaves inputs marked consumed without their outputs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Serialize;
+
+use crate::artifact::{Artifact, Consumption};
+use crate::error::Result;
+use crate::time::Timestamp;
+
+pub mod embedded;
+pub mod memory;
+
+pub use embedded::EmbeddedStore;
+pub use memory::MemoryStore;
+
+/// A boxed store future.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// Which artifacts a query selects; every field that is set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Any of these types.
+    pub type_names: Option<BTreeSet<String>>,
+    /// Produced by any of these.
+    pub produced_by: Option<BTreeSet<String>>,
+    pub correlation_id: Option<String>,
+    /// Carrying **all** these tags.
+    pub tags: Option<BTreeSet<String>>,
+    /// Visibility of any of these kinds (`Public`, `Private`, ...).
+    pub visibility_kinds: Option<BTreeSet<String>>,
+    /// `created_at >= start`.
+    pub start: Option<Timestamp>,
+    /// `created_at <= end`.
+    pub end: Option<Timestamp>,
+}
+
+impl Filter {
+    pub fn of_type(type_name: impl Into<String>) -> Filter {
+        Filter {
+            type_names: Some([type_name.into()].into()),
+            ..Filter::default()
+        }
+    }
+
+    pub fn correlation(mut self, id: impl Into<String>) -> Filter {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Whether `artifact` passes (the reference every store's answers must equal).
+    pub fn matches(&self, artifact: &Artifact) -> bool {
+        let within = |set: &Option<BTreeSet<String>>, value: &str| {
+            set.as_ref().is_none_or(|set| set.contains(value))
+        };
+        within(&self.type_names, &artifact.type_name)
+            && within(&self.produced_by, &artifact.produced_by)
+            && within(&self.visibility_kinds, artifact.visibility.kind())
+            && self
+                .correlation_id
+                .as_ref()
+                .is_none_or(|id| artifact.correlation_id.as_ref() == Some(id))
+            && self
+                .tags
+                .as_ref()
+                .is_none_or(|tags| tags.is_subset(&artifact.tags))
+            && self.start.is_none_or(|start| artifact.created_at >= start)
+            && self.end.is_none_or(|end| artifact.created_at <= end)
+    }
+}
+
+/// One page of a query and the number of artifacts the filter selects in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub artifacts: Vec<Artifact>,
+    pub total: usize,
+}
+
+/// Aggregates over the artifacts a filter selects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub total: usize,
+    pub by_type: BTreeMap<String, usize>,
+    pub by_producer: BTreeMap<String, usize>,
+    pub by_visibility: BTreeMap<String, usize>,
+    pub tag_counts: BTreeMap<String, usize>,
+    pub earliest_created_at: Option<Timestamp>,
+    pub latest_created_at: Option<Timestamp>,
+}
+
+impl Summary {
+    pub fn add(&mut self, artifact: &Artifact) {
+        self.total += 1;
+        *self.by_type.entry(artifact.type_name.clone()).or_default() += 1;
+        *self
+            .by_producer
+            .entry(artifact.produced_by.clone())
+            .or_default() += 1;
+        *self
+            .by_visibility
+            .entry(artifact.visibility.kind().to_string())
+            .or_default() += 1;
+        for tag in &artifact.tags {
+            *self.tag_counts.entry(tag.clone()).or_default() += 1;
+        }
+        let at = artifact.created_at;
+        self.earliest_created_at = Some(self.earliest_created_at.map_or(at, |e| e.min(at)));
+        self.latest_created_at = Some(self.latest_created_at.map_or(at, |l| l.max(at)));
+    }
+}
+
+/// Where artifacts live. Agent code never sees which implementation it runs on.
+pub trait BlackboardStore: Send + Sync {
+    /// Upserts an artifact by id.
+    fn publish<'a>(&'a self, artifact: &'a Artifact) -> StoreFuture<'a, ()>;
+
+    /// Persists an agent run's outputs, then the consumption records of its inputs (see the
+    /// module docs).
+    fn publish_outputs<'a>(
+        &'a self,
+        outputs: &'a [Artifact],
+        consumptions: &'a [Consumption],
+    ) -> StoreFuture<'a, ()>;
+
+    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Artifact>>;
+
+    /// Artifacts of one type, in `(created_at, id)` order.
+    fn list_by_type<'a>(&'a self, type_name: &'a str) -> StoreFuture<'a, Vec<Artifact>> {
+        Box::pin(async move {
+            Ok(self
+                .query(&Filter::of_type(type_name), 0, 0)
+                .await?
+                .artifacts)
+        })
+    }
+
+    /// A page of the artifacts `filter` selects, in `(created_at, id)` order, skipping
+    /// `offset`; `limit == 0` means all. Returns the total as well.
+    fn query<'a>(
+        &'a self,
+        filter: &'a Filter,
+        limit: usize,
+        offset: usize,
+    ) -> StoreFuture<'a, Page>;
+
+    /// Appends consumption records.
+    fn record_consumptions<'a>(&'a self, records: &'a [Consumption]) -> StoreFuture<'a, ()>;
+
+    /// The consumption records of one artifact.
+    fn consumptions<'a>(&'a self, artifact_id: &'a str) -> StoreFuture<'a, Vec<Consumption>>;
+
+    fn summary<'a>(&'a self, filter: &'a Filter) -> StoreFuture<'a, Summary> {
+        Box::pin(async move {
+            let page = self.query(filter, 0, 0).await?;
+            let mut summary = Summary::default();
+            for artifact in &page.artifacts {
+                summary.add(artifact);
+            }
+            Ok(summary)
+        })
+    }
+}
+
+/// Sorts by `(created_at, id)` and cuts the page: the reference every store's `query` equals.
+pub fn page_of(mut selected: Vec<Artifact>, limit: usize, offset: usize) -> Page {
+    selected.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let total = selected.len();
+    let artifacts = selected
+        .into_iter()
+        .skip(offset)
+        .take(if limit == 0 { usize::MAX } else { limit })
+        .collect();
+    Page { artifacts, total }
+}
