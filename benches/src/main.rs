@@ -46,8 +46,9 @@ struct Args {
     /// Value size in bytes.
     #[arg(long, default_value_t = 1024)]
     value_size: usize,
-    /// Every target and workload for about a second each, on a small keyspace (for CI);
-    /// exits non-zero if any operation failed.
+    /// Every target and workload for about a second each, on a small keyspace (for CI).
+    /// Any run exits non-zero if a Roost target failed an operation or another target failed
+    /// every operation of a run.
     #[arg(long)]
     smoke: bool,
     /// Where the report files go.
@@ -114,9 +115,34 @@ fn main() -> ExitCode {
         eprintln!("roost-bench: cannot write the report: {err}");
         return ExitCode::FAILURE;
     }
-    let errors: u64 = report.results.iter().map(|r| r.errors).sum();
-    if errors > 0 {
-        eprintln!("roost-bench: {errors} operations failed (see the Errors section of the report)");
+    // Errors are part of the measurement (SQLite's "database is locked" under write
+    // contention is its component's documented behaviour), so the run fails only when Roost
+    // failed an operation or a target could not be operated at all (a harness fault).
+    let broken: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| {
+            r.errors > 0
+                && (matches!(
+                    r.target,
+                    Target::Roost
+                        | Target::RoostEventual
+                        | Target::Embedded
+                        | Target::EmbeddedEventual
+                ) || r.ops == 0)
+        })
+        .map(|r| {
+            format!(
+                "{} {} x{}: {}",
+                r.target.name(),
+                r.workload.name(),
+                r.concurrency,
+                r.first_error.as_deref().unwrap_or("?")
+            )
+        })
+        .collect();
+    if !broken.is_empty() {
+        eprintln!("roost-bench: failed runs:\n  {}", broken.join("\n  "));
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

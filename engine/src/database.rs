@@ -168,7 +168,7 @@ impl Database {
         let writer = Writer {
             db: Arc::clone(&db),
             commands: queue,
-            committer: Committer::new(options.durability),
+            committer: Committer::new(options.durability, opened.wal, options.checkpoint_interval),
             clock: Arc::clone(&options.clock),
             last_etag: opened.last_etag,
             max_batch_requests: options.max_batch_requests,

@@ -39,6 +39,7 @@ mod record;
 mod request;
 mod storage;
 mod ttl;
+mod wal;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};

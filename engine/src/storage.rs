@@ -23,6 +23,7 @@ use crate::options::Options;
 use crate::query::index::{self, INDEX, IndexDef};
 use crate::record::{self, RecordView};
 use crate::request::{CheckedOp, Concurrency};
+use crate::wal::{self, Wal, WalOp};
 
 pub(crate) const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("roost_data");
 pub(crate) const EXPIRY: TableDefinition<&[u8], ()> = TableDefinition::new("roost_expiry");
@@ -31,6 +32,8 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("roos
 const META_FORMAT: &str = "format";
 const META_ETAG_SEQ: &str = "etag_seq";
 const META_CLEAN: &str = "clean";
+/// The sequence number of the last write-ahead-log batch included in this state.
+const META_WAL_SEQ: &str = "wal_seq";
 const FORMAT_MAGIC: &[u8; 5] = b"roost";
 /// Version of the database layout (tables and their meaning), stored after the magic.
 pub(crate) const DATABASE_FORMAT: u32 = 1;
@@ -71,6 +74,8 @@ pub(crate) struct Opened {
     pub last_etag: u64,
     pub indexes: Vec<IndexDef>,
     pub codec: Codec,
+    /// The write-ahead log and the sequence it continues from (file-backed databases).
+    pub wal: Option<(Wal, u64)>,
 }
 
 /// Opens or creates the database file, checks that it is a Roost database of a known format,
@@ -93,7 +98,7 @@ pub(crate) fn open(options: &Options) -> Result<Opened, Error> {
                 )));
             }
         };
-        return finish_open(db, &shown, options);
+        return finish_open(db, &shown, options, None);
     }
     let exists = match fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
@@ -132,12 +137,18 @@ pub(crate) fn open(options: &Options) -> Result<Opened, Error> {
             )));
         }
     };
-    finish_open(db, &shown, options)
+    finish_open(db, &shown, options, Some(wal::path_for(path)))
 }
 
-/// Format checks, codec and indexes: everything after redb has opened the storage.
-fn finish_open(db: redb::Database, shown: &str, options: &Options) -> Result<Opened, Error> {
-    let last_etag =
+/// Format checks, codec, indexes and write-ahead-log replay: everything after redb has opened
+/// the storage. `wal_path` is `None` for a custom storage backend (no log).
+fn finish_open(
+    db: redb::Database,
+    shown: &str,
+    options: &Options,
+    wal_path: Option<std::path::PathBuf>,
+) -> Result<Opened, Error> {
+    let mut last_etag =
         catch_unwind(AssertUnwindSafe(|| initialize(&db, shown))).unwrap_or_else(|_| {
             Err(Error::Corrupted(format!(
                 "{shown}: the storage layer failed reading its metadata"
@@ -145,12 +156,95 @@ fn finish_open(db: redb::Database, shown: &str, options: &Options) -> Result<Ope
         })?;
     let codec = crate::codec::prepare(&db, &options.codec, options.limits.max_value_bytes)?;
     let indexes = crate::query::index::reconcile(&db, &options.indexes, &codec)?;
+    let wal = match wal_path {
+        Some(path) => {
+            let (wal, seq) = recover(&db, &path, &indexes, &codec, &mut last_etag, options)?;
+            match options.durability {
+                crate::options::Durability::Immediate => Some((wal, seq)),
+                crate::options::Durability::Eventual { .. } => {
+                    // Eventual durability does not log; the (replayed, empty) log goes.
+                    drop(wal);
+                    if let Err(err) = fs::remove_file(&path)
+                        && err.kind() != std::io::ErrorKind::NotFound
+                    {
+                        return Err(Error::Storage(format!(
+                            "cannot remove {}: {err}",
+                            path.display()
+                        )));
+                    }
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     Ok(Opened {
         db,
         last_etag,
         indexes,
         codec,
+        wal,
     })
+}
+
+/// Opens the write-ahead log at `path` and re-applies the batches it holds beyond the
+/// checkpointed sequence, in one durable commit; then empties it. Returns the log and the
+/// sequence the next batch follows.
+fn recover(
+    db: &redb::Database,
+    path: &std::path::Path,
+    indexes: &[IndexDef],
+    codec: &Codec,
+    last_etag: &mut u64,
+    options: &Options,
+) -> Result<(Wal, u64), Error> {
+    let checkpointed = {
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        read_u64(&meta, META_WAL_SEQ)?.unwrap_or(0)
+    };
+    let log_error = |err: std::io::Error| {
+        Error::Storage(format!(
+            "cannot read the write-ahead log {}: {err}",
+            path.display()
+        ))
+    };
+    let (mut wal, batches) = Wal::open(path, checkpointed).map_err(log_error)?;
+    let Some(last) = batches.last() else {
+        return Ok((wal, checkpointed));
+    };
+    let replayed_seq = last.seq;
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
+    {
+        let mut applier = Applier::new(
+            &txn,
+            indexes,
+            codec,
+            options.clock.now_unix_ms(),
+            *last_etag,
+        )?;
+        let mut logged_etag = 0;
+        for batch in &batches {
+            for op in &batch.ops {
+                applier.replay(op)?;
+            }
+            logged_etag = logged_etag.max(batch.last_etag);
+        }
+        // A replay means the last run did not close cleanly: keep the usual gap above
+        // every etag it may have handed out.
+        *last_etag = (*last_etag).max(logged_etag.saturating_add(ETAG_GAP_AFTER_UNCLEAN_SHUTDOWN));
+    }
+    store_etag_sequence(&txn, *last_etag)?;
+    store_wal_seq(&txn, replayed_seq)?;
+    txn.commit()?;
+    wal.reset().map_err(log_error)?;
+    tracing::info!(
+        batches = batches.len(),
+        path = %path.display(),
+        "replayed the write-ahead log"
+    );
+    Ok((wal, replayed_seq))
 }
 
 fn open_error(path: &str, err: redb::DatabaseError) -> Error {
@@ -275,6 +369,13 @@ fn read_u64(
 pub(crate) fn store_etag_sequence(txn: &WriteTransaction, last_etag: u64) -> Result<(), Error> {
     let mut meta = txn.open_table(META)?;
     meta.insert(META_ETAG_SEQ, last_etag.to_be_bytes().as_slice())?;
+    Ok(())
+}
+
+/// Records, in the batch's transaction, the write-ahead-log sequence it was logged under.
+pub(crate) fn store_wal_seq(txn: &WriteTransaction, seq: u64) -> Result<(), Error> {
+    let mut meta = txn.open_table(META)?;
+    meta.insert(META_WAL_SEQ, seq.to_be_bytes().as_slice())?;
     Ok(())
 }
 
@@ -434,6 +535,9 @@ pub(crate) struct Applier<'txn> {
     now_ms: u64,
     /// The last etag sequence handed out; the next set gets `last_etag + 1`.
     pub last_etag: u64,
+    /// Every key's final state as written, in order, when the batch goes to the
+    /// write-ahead log.
+    pub log: Option<Vec<WalOp>>,
 }
 
 /// A request error (nothing written) or a storage error (the transaction is unusable).
@@ -470,7 +574,32 @@ impl<'txn> Applier<'txn> {
             codec,
             now_ms,
             last_etag,
+            log: None,
         })
+    }
+
+    /// Re-applies one logged final state (write-ahead-log replay), keeping the expiry and
+    /// secondary indexes in step exactly as the original write did.
+    pub fn replay(&mut self, op: &WalOp) -> Result<(), Error> {
+        match op {
+            WalOp::Put { key, record } => {
+                let view = record::decode(record)?;
+                let plain: std::borrow::Cow<'_, [u8]> = if self.indexes.is_empty() {
+                    std::borrow::Cow::Borrowed(&[])
+                } else {
+                    self.codec.open(key, &view)?
+                };
+                self.flush(
+                    key,
+                    Final::Put {
+                        record: record.clone(),
+                        expires_at: view.expires_at_ms,
+                        value: &plain,
+                    },
+                )
+            }
+            WalOp::Remove { key } => self.flush(key, Final::Remove),
+        }
     }
 
     fn stored_live_etag(&self, key: &[u8]) -> Result<LiveEtag, Error> {
@@ -549,6 +678,15 @@ impl<'txn> Applier<'txn> {
     /// Writes one key's final state and keeps its expiry-index and secondary-index entries
     /// in step.
     fn flush(&mut self, key: &[u8], state: Final<'_>) -> Result<(), Error> {
+        if let Some(log) = &mut self.log {
+            log.push(match &state {
+                Final::Put { record, .. } => WalOp::Put {
+                    key: key.to_vec(),
+                    record: record.clone(),
+                },
+                Final::Remove => WalOp::Remove { key: key.to_vec() },
+            });
+        }
         let (old, new_expiry) = match &state {
             Final::Put {
                 record, expires_at, ..
@@ -656,11 +794,15 @@ impl<'txn> Applier<'txn> {
                 break;
             }
         }
-        for (key, record) in &batch {
+        let rewritten = batch.len();
+        for (key, record) in batch {
             self.data.insert(key.as_slice(), record.as_slice())?;
+            if let Some(log) = &mut self.log {
+                log.push(WalOp::Put { key, record });
+            }
         }
         let more = visited >= limit;
-        Ok((batch.len(), if more { last } else { None }))
+        Ok((rewritten, if more { last } else { None }))
     }
 
     /// Deletes up to `limit` records that expired at or before now, oldest expiry first.

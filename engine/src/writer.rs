@@ -28,6 +28,7 @@ use crate::etag::Etag;
 use crate::query::index::IndexDef;
 use crate::request::CheckedOp;
 use crate::storage::{self, Applier, ApplyError};
+use crate::wal::WalOp;
 
 pub(crate) type Reply<T> = Sender<Result<T, Error>>;
 /// Per-item results of a bulk request.
@@ -226,7 +227,8 @@ impl Writer {
         let mut answers = Vec::with_capacity(batch.len());
         let mut wrote = false;
         let mut sync_requested = false;
-        let outcome: Result<u64, Error> = (|| {
+        let logging = self.committer.logging();
+        let outcome: Result<(u64, Vec<WalOp>), Error> = (|| {
             let mut applier = Applier::new(
                 &txn,
                 &self.indexes,
@@ -234,6 +236,9 @@ impl Writer {
                 self.clock.now_unix_ms(),
                 self.last_etag,
             )?;
+            if logging {
+                applier.log = Some(Vec::new());
+            }
             let mut iter = batch.into_iter();
             while let Some(command) = iter.next() {
                 let answer = match command {
@@ -343,10 +348,10 @@ impl Writer {
                 };
                 answers.push(answer);
             }
-            Ok(applier.last_etag)
+            Ok((applier.last_etag, applier.log.take().unwrap_or_default()))
         })();
-        let last_etag = match outcome {
-            Ok(last_etag) => last_etag,
+        let (last_etag, ops) = match outcome {
+            Ok(done) => done,
             Err(error) => {
                 let _ = txn.abort();
                 return Err((error, answers));
@@ -354,7 +359,7 @@ impl Writer {
         };
         if wrote {
             let committed = storage::store_etag_sequence(&txn, last_etag)
-                .and_then(|()| self.committer.commit(txn));
+                .and_then(|()| self.committer.commit(&self.db, txn, &ops, last_etag));
             if let Err(error) = committed {
                 return Err((error, answers));
             }

@@ -5,6 +5,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::T0;
 use roost_engine::{
@@ -56,6 +57,40 @@ fn write_markers(db: &Database) {
     for i in 0..50 {
         let value = format!(r#"{{"secret":"{}","n":{i}}}"#, marker(i).repeat(3));
         db.set(SetRequest::new(format!("k{i:02}"), value)).unwrap();
+    }
+}
+
+#[test]
+fn the_write_ahead_log_holds_sealed_records_only() {
+    // Checkpoints held off, so every write stays in the log until close.
+    let wal_of = |dir: &std::path::Path| dir.join("sealed.roost-wal");
+    for (codec, encrypted) in [
+        (sealed(KEY_A, None, false), true),
+        (sealed(KEY_A, None, true), true),
+        (CodecOptions::default(), false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let db = Database::open(
+            options(dir.path(), &clock, codec).checkpoint_interval(Duration::from_secs(3600)),
+        )
+        .unwrap();
+        write_markers(&db);
+        let log = std::fs::metadata(wal_of(dir.path())).unwrap().len();
+        assert!(log > 50 * 60, "50 writes are in the log ({log} bytes)");
+        for i in [0, 17, 49] {
+            assert_eq!(
+                raw_file_contains(&wal_of(dir.path()), &marker(i)),
+                !encrypted,
+                "marker {i} in the log (encrypted: {encrypted})"
+            );
+        }
+        db.close().unwrap();
+        assert_eq!(
+            std::fs::metadata(wal_of(dir.path())).unwrap().len(),
+            0,
+            "close checkpoints and empties the log"
+        );
     }
 }
 
