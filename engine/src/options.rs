@@ -95,6 +95,7 @@ pub struct Options {
     pub(crate) codec: CodecOptions,
     pub(crate) backend: Option<BackendSlot>,
     pub(crate) checkpoint_interval: Duration,
+    pub(crate) write_ahead_log: bool,
 }
 
 impl Options {
@@ -118,6 +119,7 @@ impl Options {
             codec: CodecOptions::default(),
             backend: None,
             checkpoint_interval: Duration::from_secs(1),
+            write_ahead_log: true,
         }
     }
 
@@ -155,6 +157,14 @@ impl Options {
     /// fewer full-file fsyncs and a longer replay after a crash. Default 1 s.
     pub fn checkpoint_interval(mut self, interval: Duration) -> Options {
         self.checkpoint_interval = interval;
+        self
+    }
+
+    /// With `Immediate` durability, whether batches go through the write-ahead log (the
+    /// default) or each commits to redb with its own fsync (slower; kept for comparison). A log
+    /// left by an earlier run is replayed either way.
+    pub fn write_ahead_log(mut self, yes: bool) -> Options {
+        self.write_ahead_log = yes;
         self
     }
 

@@ -160,9 +160,12 @@ fn finish_open(
         Some(path) => {
             let (wal, seq) = recover(&db, &path, &indexes, &codec, &mut last_etag, options)?;
             match options.durability {
-                crate::options::Durability::Immediate => Some((wal, seq)),
-                crate::options::Durability::Eventual { .. } => {
-                    // Eventual durability does not log; the (replayed, empty) log goes.
+                crate::options::Durability::Immediate if options.write_ahead_log => {
+                    Some((wal, seq))
+                }
+                _ => {
+                    // Eventual durability (or a log turned off) does not log; the
+                    // (replayed, empty) log goes.
                     drop(wal);
                     if let Err(err) = fs::remove_file(&path)
                         && err.kind() != std::io::ErrorKind::NotFound

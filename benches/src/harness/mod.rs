@@ -53,6 +53,9 @@ pub enum Target {
     Embedded,
     /// The engine in the harness process, eventual durability.
     EmbeddedEventual,
+    /// The engine in process, immediate durability without the write-ahead log (one redb
+    /// fsync'ed commit per batch): the WAL's before/after in one run.
+    EmbeddedNowal,
     /// `state.redis` on redis-server with `appendfsync always`.
     Redis,
     /// `state.redis` on redis-server with persistence off.
@@ -66,11 +69,12 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 9] = [
+    pub const ALL: [Target; 10] = [
         Target::Roost,
         Target::RoostEventual,
         Target::Embedded,
         Target::EmbeddedEventual,
+        Target::EmbeddedNowal,
         Target::Redis,
         Target::RedisNopersist,
         Target::Postgres,
@@ -84,6 +88,7 @@ impl Target {
             Target::RoostEventual => "roost-eventual",
             Target::Embedded => "embedded",
             Target::EmbeddedEventual => "embedded-eventual",
+            Target::EmbeddedNowal => "embedded-nowal",
             Target::Redis => "redis",
             Target::RedisNopersist => "redis-nopersist",
             Target::Postgres => "postgres",
@@ -95,7 +100,10 @@ impl Target {
     /// When a write is acknowledged, in words.
     pub fn durability(self) -> &'static str {
         match self {
-            Target::Roost | Target::Embedded => "fsync per commit (group commit)",
+            Target::Roost | Target::Embedded => {
+                "fsync per batch: write-ahead log append (group commit)"
+            }
+            Target::EmbeddedNowal => "fsync per batch: redb durable commit (group commit)",
             Target::RoostEventual | Target::EmbeddedEventual => "relaxed: flushed within 100 ms",
             Target::Redis => "fsync per write (appendfsync always)",
             Target::RedisNopersist => "none: memory only",
@@ -110,6 +118,7 @@ impl Target {
         match self {
             Target::Roost
             | Target::Embedded
+            | Target::EmbeddedNowal
             | Target::Redis
             | Target::Postgres
             | Target::Sqlite => "durable",
@@ -124,7 +133,7 @@ impl Target {
     pub fn transport(self) -> &'static str {
         match self {
             Target::Roost | Target::RoostEventual => "gRPC over a Unix socket (components API)",
-            Target::Embedded | Target::EmbeddedEventual => "in-process",
+            Target::Embedded | Target::EmbeddedEventual | Target::EmbeddedNowal => "in-process",
             Target::Redis | Target::RedisNopersist => "RESP over loopback TCP",
             Target::Postgres | Target::PostgresAsync => "PostgreSQL protocol over loopback TCP",
             Target::Sqlite => "in-process library (the component links SQLite)",
@@ -135,6 +144,8 @@ impl Target {
 /// The workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum Workload {
+    /// The protocol's cheapest round trip (the transport floor).
+    Ping,
     /// Get of a random preloaded key.
     Get,
     /// Unconditional set (last-write) of a random preloaded key.
@@ -156,7 +167,8 @@ pub enum Workload {
 }
 
 impl Workload {
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 10] = [
+        Workload::Ping,
         Workload::Get,
         Workload::Set,
         Workload::SetEtag,
@@ -170,6 +182,7 @@ impl Workload {
 
     pub fn name(self) -> &'static str {
         match self {
+            Workload::Ping => "ping",
             Workload::Get => "get",
             Workload::Set => "set",
             Workload::SetEtag => "set-etag",
@@ -184,6 +197,7 @@ impl Workload {
 
     pub fn describe(self) -> &'static str {
         match self {
+            Workload::Ping => "the protocol's cheapest round trip: Roost's Ping RPC, Redis PING, PostgreSQL SELECT 1 (the transport floor)",
             Workload::Get => "get of a random preloaded key",
             Workload::Set => "set (last-write, no etag) of a random preloaded key",
             Workload::SetEtag => {

@@ -198,18 +198,20 @@ impl Servers {
                 }
                 Ok(Connector::Socket { channel, instance })
             }
-            Target::Embedded | Target::EmbeddedEventual => {
+            Target::Embedded | Target::EmbeddedEventual | Target::EmbeddedNowal => {
                 let dir = tempfile::Builder::new()
                     .prefix("roost-bench-embedded")
                     .tempdir()?;
-                let durability = if target == Target::Embedded {
-                    roost_engine::Durability::Immediate
-                } else {
+                let durability = if target == Target::EmbeddedEventual {
                     roost_engine::Durability::EVENTUAL
+                } else {
+                    roost_engine::Durability::Immediate
                 };
+                let wal = target != Target::EmbeddedNowal;
                 let path = dir.path().to_path_buf();
-                let embedded =
-                    tokio::task::spawn_blocking(move || roost::Embedded::open(&path, durability))
+                let embedded = tokio::task::spawn_blocking(move || {
+                    roost::Embedded::open(&path, durability, wal)
+                })
                         .await
                         .map_err(|e| HarnessError(e.to_string()))??;
                 self.dirs.push(dir);
@@ -305,6 +307,7 @@ async fn worker(
         let k = key(rng.below(keys as u64) as usize);
         let start = Instant::now();
         let outcome: Result<(), OpError> = match workload {
+            Workload::Ping => client.ping().await,
             Workload::Get => match client.get(&k).await {
                 Ok(Some(_)) => Ok(()),
                 Ok(None) => Err(OpError::Failed(format!("preloaded key {k} is missing"))),

@@ -37,6 +37,9 @@ pub type Item = (Vec<u8>, String);
 /// One client connection of a target, owned by one worker (Roost's socket clients share one
 /// HTTP/2 connection, as daprd does with a component).
 pub trait Client: Send + Sync {
+    /// The cheapest round trip the store's protocol has (the transport floor): Roost's
+    /// `Ping` RPC, Redis `PING`, PostgreSQL `SELECT 1`; nothing in process.
+    fn ping(&self) -> Fut<'_, ()>;
     /// Dapr `Get`; `None` when the key has no live value.
     fn get<'a>(&'a self, key: &'a str) -> Fut<'a, Option<Item>>;
     /// Dapr `Set`: with `etag`, a conditional update; with `first_write` and no etag, an

@@ -46,6 +46,7 @@ pub async fn create_schema(connection_string: &str, prefix: &str) -> Result<(), 
 }
 
 struct Prepared {
+    ping: Statement,
     get: Statement,
     bulk_get: Statement,
     upsert: Statement,
@@ -81,6 +82,7 @@ impl PostgresClient {
         let t = format!("{prefix}state");
         let live = "(expires_at IS NULL OR expires_at >= now())";
         let prepared = Prepared {
+            ping: client.prepare("SELECT 1").await.map_err(failed)?,
             get: client
                 .prepare(&format!(
                     "SELECT value, etag::text, expires_at::text FROM {t} WHERE key = $1 AND {live}"
@@ -146,6 +148,14 @@ fn is_uuid(text: &str) -> bool {
 }
 
 impl Client for PostgresClient {
+    fn ping(&self) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let client = self.client.lock().await;
+            client.query_one(&self.prepared.ping, &[]).await.map_err(failed)?;
+            Ok(())
+        })
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> Fut<'a, Option<Item>> {
         Box::pin(async move {
             let client = self.client.lock().await;

@@ -201,6 +201,16 @@ fn set_args<'a>(key: &'a str, value: &'a [u8], version: &'a str, fw: &'a str) ->
 }
 
 impl Client for RedisClient {
+    fn ping(&self) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let mut c = self.connection.lock().await;
+            match c.call(&[b"PING"]).await? {
+                Reply::Simple(_) => Ok(()),
+                other => Err(OpError::Failed(format!("PING answered {other:?}"))),
+            }
+        })
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> Fut<'a, Option<Item>> {
         Box::pin(async move {
             let mut c = self.connection.lock().await;

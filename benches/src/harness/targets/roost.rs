@@ -147,6 +147,17 @@ impl SocketClient {
 }
 
 impl Client for SocketClient {
+    fn ping(&self) -> Fut<'_, ()> {
+        Box::pin(async move {
+            self.state
+                .clone()
+                .ping(for_instance(&self.instance, proto::PingRequest {}))
+                .await
+                .map_err(status)?;
+            Ok(())
+        })
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> Fut<'a, Option<Item>> {
         Box::pin(async move {
             let request = proto::GetRequest {
@@ -285,8 +296,9 @@ pub struct Embedded {
 }
 
 impl Embedded {
-    /// Opens the keyspaces in `dir`; `durability` applies to the main one.
-    pub fn open(dir: &Path, durability: Durability) -> Result<Embedded, OpError> {
+    /// Opens the keyspaces in `dir`; `durability` and `wal` (the write-ahead log) apply to the
+    /// main one.
+    pub fn open(dir: &Path, durability: Durability, wal: bool) -> Result<Embedded, OpError> {
         let open = |name: &str, options: Options| {
             roost_engine::Database::open(options)
                 .map(|db| db.into_async())
@@ -295,7 +307,9 @@ impl Embedded {
         Ok(Embedded {
             main: open(
                 "main",
-                Options::new(dir.join("main.redb")).durability(durability),
+                Options::new(dir.join("main.redb"))
+                    .durability(durability)
+                    .write_ahead_log(wal),
             )?,
             query_indexed: open(
                 "query-indexed",
@@ -336,6 +350,10 @@ async fn bulk_set(db: &AsyncDatabase, items: &[(String, Vec<u8>)]) -> Result<(),
 }
 
 impl Client for EmbeddedClient {
+    fn ping(&self) -> Fut<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> Fut<'a, Option<Item>> {
         Box::pin(async move {
             let record = self.0.main.get(key).await.map_err(engine)?;
