@@ -197,7 +197,9 @@ impl Workload {
 
     pub fn describe(self) -> &'static str {
         match self {
-            Workload::Ping => "the protocol's cheapest round trip: Roost's Ping RPC, Redis PING, PostgreSQL SELECT 1 (the transport floor)",
+            Workload::Ping => {
+                "the protocol's cheapest round trip: Roost's Ping RPC, Redis PING, PostgreSQL SELECT 1 (the transport floor)"
+            }
             Workload::Get => "get of a random preloaded key",
             Workload::Set => "set (last-write, no etag) of a random preloaded key",
             Workload::SetEtag => {

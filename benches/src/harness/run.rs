@@ -212,8 +212,8 @@ impl Servers {
                 let embedded = tokio::task::spawn_blocking(move || {
                     roost::Embedded::open(&path, durability, wal)
                 })
-                        .await
-                        .map_err(|e| HarnessError(e.to_string()))??;
+                .await
+                .map_err(|e| HarnessError(e.to_string()))??;
                 self.dirs.push(dir);
                 Ok(Connector::Embedded(Arc::new(embedded)))
             }

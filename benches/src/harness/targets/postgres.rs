@@ -151,7 +151,10 @@ impl Client for PostgresClient {
     fn ping(&self) -> Fut<'_, ()> {
         Box::pin(async move {
             let client = self.client.lock().await;
-            client.query_one(&self.prepared.ping, &[]).await.map_err(failed)?;
+            client
+                .query_one(&self.prepared.ping, &[])
+                .await
+                .map_err(failed)?;
             Ok(())
         })
     }
