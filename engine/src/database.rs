@@ -555,8 +555,10 @@ fn sweep_loop(commands: Sender<Command>, stop: Receiver<()>, interval: Duration,
     }
 }
 
-/// The async face of a [`Database`]: the same operations, as futures that never block a
-/// tokio worker thread. Requires a tokio runtime (reads use `spawn_blocking`).
+/// The async face of a [`Database`]: the same operations, as futures that never stall the
+/// tokio runtime. Requires a tokio runtime: writes wait on the writer's queue; point reads run
+/// inside `block_in_place` on a multi-thread runtime (other tasks move off the worker first)
+/// and on the blocking pool otherwise; queries and scans run on the blocking pool.
 #[derive(Clone, Debug)]
 pub struct AsyncDatabase {
     db: Database,
@@ -578,13 +580,29 @@ impl AsyncDatabase {
             .map_err(|err| Error::Storage(format!("read task failed: {err}")))?
     }
 
+    /// Point reads (microseconds from redb's page cache): on a multi-thread runtime they run
+    /// on the calling worker inside `block_in_place`, which first hands the worker's other
+    /// tasks to another thread, so the runtime never stalls and the read costs no thread
+    /// hand-off; elsewhere (a current-thread runtime) they go to the blocking pool.
+    async fn point_read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        if tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        {
+            return tokio::task::block_in_place(|| f(&self.db));
+        }
+        self.read(f).await
+    }
+
     pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<Record>, Error> {
         let key = key.into();
-        self.read(move |db| db.get(key)).await
+        self.point_read(move |db| db.get(key)).await
     }
 
     pub async fn bulk_get(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Record>>, Error> {
-        self.read(move |db| db.bulk_get(&keys)).await
+        self.point_read(move |db| db.bulk_get(&keys)).await
     }
 
     pub async fn query(&self, query: Query) -> Result<QueryPage, Error> {

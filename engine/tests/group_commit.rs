@@ -216,3 +216,45 @@ fn eventual_durability_acknowledges_and_persists_on_close() {
         }
     }
 }
+
+/// Point reads take `block_in_place` on a multi-thread runtime and the blocking pool on a
+/// current-thread one (where `block_in_place` would panic): both answer the same.
+#[test]
+fn async_point_reads_work_on_both_runtime_flavors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(roost_engine::Options::new(dir.path().join("rt.roost")))
+        .unwrap()
+        .into_async();
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    current.block_on(async {
+        db.set(SetRequest::new("k", b"v".to_vec())).await.unwrap();
+    });
+    for runtime in [&current, &multi] {
+        let db = db.clone();
+        let (one, many) = runtime.block_on(async move {
+            // From a spawned task (a worker thread) as a server would call it.
+            tokio::spawn(async move {
+                let one = db.get("k").await.unwrap().unwrap().value;
+                let many = db
+                    .bulk_get(vec![b"k".to_vec(), b"missing".to_vec()])
+                    .await
+                    .unwrap();
+                (one, many.iter().map(Option::is_some).collect::<Vec<_>>())
+            })
+            .await
+            .unwrap()
+        });
+        assert_eq!(one, b"v");
+        assert_eq!(many, [true, false]);
+    }
+    // From `block_on` itself on the multi-thread runtime (not a worker thread).
+    assert!(multi.block_on(db.get("k")).unwrap().is_some());
+}
