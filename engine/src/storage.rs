@@ -116,6 +116,19 @@ pub(crate) fn open(options: &Options) -> Result<Opened, Error> {
             "{shown} does not exist (and create_if_missing is off)"
         )));
     }
+    if !exists {
+        // A log beside a missing or empty file belongs to a database that is gone; replaying
+        // it into a new one would resurrect its records.
+        let stale = wal::path_for(path);
+        if let Err(err) = fs::remove_file(&stale)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(Error::Storage(format!(
+                "cannot remove the stale write-ahead log {}: {err}",
+                stale.display()
+            )));
+        }
+    }
     let mut builder = redb::Builder::new();
     builder
         .set_cache_size(options.cache_size_bytes)

@@ -150,3 +150,41 @@ fn a_truncated_file_gives_a_clear_error() {
         "{err:?}"
     );
 }
+
+/// A write-ahead log is replayed into its own database only: left beside a deleted database
+/// file, it must not resurrect records into a new one; beside its database it is replayed.
+#[test]
+fn a_log_is_replayed_only_into_its_own_database() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.roost");
+    let wal = dir.path().join("db.roost-wal");
+    let saved = dir.path().join("saved-wal");
+    let db = Database::open(
+        roost_engine::Options::new(&path).checkpoint_interval(Duration::from_secs(3600)),
+    )
+    .unwrap();
+    db.set(roost_engine::SetRequest::new("ghost", b"boo".to_vec()))
+        .unwrap();
+    // Snapshot the log while it holds the write (close empties it).
+    std::fs::copy(&wal, &saved).unwrap();
+    assert!(std::fs::metadata(&saved).unwrap().len() > 0);
+    db.close().unwrap();
+    drop(db);
+
+    // Beside its own (cleanly closed) database the log's batch is already checkpointed.
+    std::fs::copy(&saved, &wal).unwrap();
+    let db = Database::open(roost_engine::Options::new(&path)).unwrap();
+    assert_eq!(db.get("ghost").unwrap().unwrap().value, b"boo");
+    db.close().unwrap();
+    drop(db);
+
+    // The database file is deleted; the log is put back beside the new one.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::copy(&saved, &wal).unwrap();
+    let db = Database::open(roost_engine::Options::new(&path)).unwrap();
+    assert!(
+        db.get("ghost").unwrap().is_none(),
+        "a deleted database's log was replayed"
+    );
+}
