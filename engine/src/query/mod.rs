@@ -9,6 +9,7 @@
 pub(crate) mod index;
 pub(crate) mod parse;
 pub(crate) mod plan;
+pub(crate) mod project;
 pub(crate) mod value;
 
 use serde_json::Value;

@@ -78,13 +78,16 @@ pub(crate) fn execute(
         None => None,
     };
     let data = txn.open_table(DATA)?;
+    // Only the members the filter and the sort read are built; the rest is validated and
+    // skipped.
+    let wanted = super::project::Wanted::of(query);
     let check = |key: &[u8], stored: &[u8]| -> Result<Option<Candidate>, Error> {
         let view = record::decode(stored)?;
         if !view.is_live(now_ms) {
             return Ok(None);
         }
         let plain = codec.open(key, &view)?;
-        let Ok(doc) = serde_json::from_slice::<Value>(&plain) else {
+        let Ok(doc) = wanted.parse(&plain) else {
             return Ok(None);
         };
         if !query.filter.matches(&doc) {
