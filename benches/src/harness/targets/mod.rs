@@ -72,17 +72,7 @@ pub fn uuid_v4(rng: &mut crate::Rng) -> String {
     for chunk in bytes.chunks_mut(8) {
         chunk.copy_from_slice(&rng.next().to_le_bytes());
     }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    roost_blackboard::artifact::uuid_v4_text(bytes)
 }
 
 #[cfg(test)]
