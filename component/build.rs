@@ -1,6 +1,11 @@
-//! Compiles the Dapr components API protos in `../proto` with protox (pure Rust, no system
-//! `protoc`) and generates the tonic services with tonic-prost-build. The encoded descriptor
-//! set is also written to `OUT_DIR` for gRPC reflection and for the descriptor test.
+//! Compiles the Dapr protos in `../proto` with protox (pure Rust, no system `protoc`) and
+//! generates the tonic code with tonic-prost-build:
+//!
+//! - the components API (`dapr.proto.components.v1`), client and server: `roost serve` is the
+//!   server, `roost sidecar`, `roost doctor` and the tests are clients. Its encoded descriptor
+//!   set goes to `OUT_DIR` for gRPC reflection and for the descriptor test.
+//! - the state part of the app-facing runtime API (`dapr.proto.runtime.v1`), server only:
+//!   `roost sidecar` serves it.
 
 use std::path::PathBuf;
 
@@ -8,15 +13,21 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
-    let files = [
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+
+    let components = [
         root.join("dapr/proto/components/v1/common.proto"),
         root.join("dapr/proto/components/v1/state.proto"),
     ];
-    for file in &files {
+    let runtime = [
+        root.join("dapr/proto/common/v1/common.proto"),
+        root.join("dapr/proto/runtime/v1/dapr.proto"),
+    ];
+    for file in components.iter().chain(&runtime) {
         println!("cargo:rerun-if-changed={}", file.display());
     }
-    let descriptors = protox::compile(&files, [&root])?;
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+
+    let descriptors = protox::compile(&components, [&root])?;
     std::fs::write(
         out_dir.join("dapr_components_descriptor.bin"),
         descriptors.encode_to_vec(),
@@ -25,6 +36,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Values and data stay `bytes::Bytes`: no copy between the wire and the engine.
         .bytes(".dapr.proto.components.v1")
         .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+
+    let descriptors = protox::compile(&runtime, [&root])?;
+    tonic_prost_build::configure()
+        .bytes(".dapr.proto.runtime.v1")
+        .bytes(".dapr.proto.common.v1")
+        .build_client(false)
         .build_server(true)
         .compile_fds(descriptors)?;
     Ok(())

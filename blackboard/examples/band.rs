@@ -4,7 +4,12 @@
 //! ```text
 //! cargo run -p roost-blackboard --example band -- --store memory
 //! cargo run -p roost-blackboard --example band -- --store embedded [--path band.roost]
+//! cargo run -p roost-blackboard --example band -- --store dapr [--dapr-store statestore]
 //! ```
+//!
+//! `--store dapr` talks to a Dapr sidecar's gRPC API (`DAPR_GRPC_ENDPOINT`, else
+//! `127.0.0.1:$DAPR_GRPC_PORT`, default 50001): real daprd, or `roost sidecar` in front of
+//! `roost serve` (see the README).
 //!
 //! It publishes one BandConcept, runs until idle, and prints every artifact of the workflow
 //! with its lineage (which agent produced it, from which input).
@@ -14,7 +19,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use roost_blackboard::{
-    Artifact, ArtifactType, BlackboardStore, EmbeddedStore, Filter, Flock, MemoryStore, Output,
+    Artifact, ArtifactType, BlackboardStore, DaprStore, EmbeddedStore, Filter, Flock, MemoryStore,
+    Output,
 };
 use serde::{Deserialize, Serialize};
 
@@ -193,7 +199,7 @@ fn capitalise(word: &str) -> String {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: band --store memory|embedded [--path FILE]");
+    eprintln!("usage: band --store memory|embedded|dapr [--path FILE] [--dapr-store NAME]");
     ExitCode::from(2)
 }
 
@@ -202,11 +208,16 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut store_kind = "memory".to_string();
     let mut path = std::env::temp_dir().join(format!("roost-band-{}.roost", std::process::id()));
+    let mut dapr_store = "statestore".to_string();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--store" => match it.next() {
                 Some(kind) => store_kind = kind.clone(),
+                None => return usage(),
+            },
+            "--dapr-store" => match it.next() {
+                Some(name) => dapr_store = name.clone(),
                 None => return usage(),
             },
             "--path" => match it.next() {
@@ -228,13 +239,16 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        "dapr" => {
-            eprintln!(
-                "band: the Dapr store is not built yet (it needs `roost sidecar` to be tested \
-                 here); use --store memory or --store embedded"
-            );
-            return ExitCode::from(2);
-        }
+        "dapr" => match DaprStore::from_env(&dapr_store).await {
+            Ok(store) => {
+                println!("store: Dapr state store {:?}", store.capabilities());
+                Arc::new(store)
+            }
+            Err(err) => {
+                eprintln!("band: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
         _ => return usage(),
     };
     let flock = Flock::with_store(Arc::clone(&store));

@@ -114,26 +114,10 @@ impl Artifact {
 
 /// A random UUID v4, in its text form.
 pub fn new_id() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::getrandom(&mut bytes).expect("the OS random source is available");
-    uuid_v4_text(bytes)
+    roost_engine::uuid_v4()
 }
 
-/// The text form of a version 4 UUID made from 16 random bytes (the version and variant bits
-/// are set here).
-pub fn uuid_v4_text(mut bytes: [u8; 16]) -> String {
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    )
-}
+pub use roost_engine::uuid_v4_text;
 
 /// Flock's system artifact for a failed agent run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -30,5 +30,7 @@ pub use artifact::{Artifact, ArtifactType, Consumption, WorkflowError};
 pub use error::{Error, Result};
 pub use flock::{Flock, PublishOptions};
 pub use store::{BlackboardStore, EmbeddedStore, Filter, MemoryStore, Page, Summary};
+#[cfg(feature = "dapr")]
+pub use store::{DaprCapabilities, DaprStore};
 pub use time::Timestamp;
 pub use visibility::{Identity, Visibility};

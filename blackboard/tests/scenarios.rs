@@ -1,7 +1,9 @@
 //! One scenario table, run against every store implementation: the store contract (upserts,
 //! filters and pages against a reference, consumptions, summaries) and the orchestration
 //! rules on top of it (visibility, subscriptions, failures, circuit breaker, concurrency).
-//! Restart safety runs on the durable store.
+//! Restart safety runs on the durable store. The Dapr store runs against a real `roost serve`
+//! and `roost sidecar` (both in process, on a temporary socket folder and loopback ports), so
+//! the path is the one a Dapr app takes: Dapr state API → sidecar → pluggable component.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,8 +11,9 @@ use std::time::Duration;
 
 use roost_blackboard::store::page_of;
 use roost_blackboard::{
-    AgentError, Artifact, ArtifactType, BlackboardStore, Consumption, EmbeddedStore, Filter, Flock,
-    MemoryStore, Output, PublishOptions, Summary, Timestamp, Visibility, WorkflowError,
+    AgentError, Artifact, ArtifactType, BlackboardStore, Consumption, DaprStore, EmbeddedStore,
+    Filter, Flock, MemoryStore, Output, PublishOptions, Summary, Timestamp, Visibility,
+    WorkflowError,
 };
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
@@ -49,13 +52,127 @@ impl ArtifactType for Review {
     const NAME: &'static str = "test.Review";
 }
 
+/// `roost serve` and `roost sidecar` on their own runtime thread, stopped when dropped.
+struct DaprStack {
+    endpoint: String,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: TempDir,
+}
+
+const STACK_COMPONENT: &str = r#"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: board
+spec:
+  type: state.roost
+  version: v1
+  metadata:
+  - name: indexedFields
+    value: "type, produced_by, correlation_id, artifact_id"
+"#;
+
+impl DaprStack {
+    fn start() -> DaprStack {
+        use roost_component::server::{self, ServeConfig};
+        use roost_component::sidecar::{self, SidecarConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let sockets = dir.path().join("sockets");
+        let resources = dir.path().join("resources");
+        std::fs::create_dir_all(&resources).unwrap();
+        std::fs::write(resources.join("board.yaml"), STACK_COMPONENT).unwrap();
+        let serve = ServeConfig {
+            socket_path: sockets.join("roost.sock"),
+            name: "roost".into(),
+            data_dir: dir.path().join("data"),
+            socket_mode: 0o600,
+            max_request_bytes: 4 << 20,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let sidecar = SidecarConfig {
+            app_id: "board-app".into(),
+            namespace: None,
+            resources_paths: vec![resources],
+            socket_folder: sockets,
+            grpc_addr: loopback,
+            http_addr: loopback,
+            max_body_bytes: 4 << 20,
+            shutdown_grace: Duration::from_millis(100),
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                let (serving_tx, serving_rx) = tokio::sync::oneshot::channel();
+                let server =
+                    tokio::spawn(server::serve(serve, until_stopped(stopped.clone()), |_| {
+                        let _ = serving_tx.send(());
+                    }));
+                serving_rx.await.expect("roost serve started");
+                let result = sidecar::run(sidecar, until_stopped(stopped), |ready| {
+                    let _ = ready_tx.send(format!("http://{}", ready.grpc_addr));
+                })
+                .await;
+                result.expect("roost sidecar ran");
+                server.await.unwrap().expect("roost serve ran");
+            });
+        });
+        let endpoint = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("roost sidecar became ready");
+        DaprStack {
+            endpoint,
+            stop: Some(stop),
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for DaprStack {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What keeps a store alive for the length of a test.
+#[allow(dead_code)]
+enum Keep {
+    Nothing,
+    Dir(TempDir),
+    Dapr(DaprStack),
+}
+
 /// Every store under test, with what keeps it alive.
-fn stores() -> Vec<(&'static str, Arc<dyn BlackboardStore>, Option<TempDir>)> {
+async fn stores() -> Vec<(&'static str, Arc<dyn BlackboardStore>, Keep)> {
     let dir = tempfile::tempdir().unwrap();
     let embedded = EmbeddedStore::open(dir.path().join("board.roost")).unwrap();
+    let stack = DaprStack::start();
+    let dapr = DaprStore::connect(&stack.endpoint, "board").await.unwrap();
+    let caps = dapr.capabilities();
+    assert!(
+        caps.transactions && caps.etag && caps.query && caps.ttl,
+        "{caps:?}"
+    );
     vec![
-        ("memory", Arc::new(MemoryStore::new()), None),
-        ("embedded", Arc::new(embedded), Some(dir)),
+        ("memory", Arc::new(MemoryStore::new()), Keep::Nothing),
+        ("embedded", Arc::new(embedded), Keep::Dir(dir)),
+        ("dapr", Arc::new(dapr), Keep::Dapr(stack)),
     ]
 }
 
@@ -152,7 +269,7 @@ fn filters() -> Vec<Filter> {
 
 #[tokio::test]
 async fn publish_is_an_upsert_and_get_returns_what_was_written() {
-    for (name, store, _keep) in stores() {
+    for (name, store, _keep) in stores().await {
         let mut a = Artifact::of(&idea("first", 1), "ada").unwrap();
         store.publish(&a).await.unwrap();
         assert_eq!(store.get(&a.id).await.unwrap().as_ref(), Some(&a), "{name}");
@@ -171,7 +288,7 @@ async fn publish_is_an_upsert_and_get_returns_what_was_written() {
 
 #[tokio::test]
 async fn queries_match_the_reference_filter_with_order_pages_and_totals() {
-    for (name, store, _keep) in stores() {
+    for (name, store, _keep) in stores().await {
         let corpus = corpus();
         // Published out of order: the store must order by (created_at, id) itself.
         for a in corpus.iter().rev() {
@@ -215,7 +332,7 @@ async fn queries_match_the_reference_filter_with_order_pages_and_totals() {
 
 #[tokio::test]
 async fn consumptions_are_kept_per_artifact_and_never_match_artifact_queries() {
-    for (name, store, _keep) in stores() {
+    for (name, store, _keep) in stores().await {
         let a = Artifact::of(&idea("x", 1), "ada").unwrap();
         let b = Artifact::of(&idea("y", 2), "ada").unwrap();
         let record = |artifact: &Artifact, consumer: &str, run: &str| Consumption {
@@ -296,7 +413,7 @@ fn pipeline(flock: &Flock, runs: Arc<AtomicUsize>) {
 
 #[tokio::test]
 async fn a_pipeline_runs_to_idle_with_lineage_and_correlation() {
-    for (name, store, _keep) in stores() {
+    for (name, store, _keep) in stores().await {
         let flock = Flock::with_store(Arc::clone(&store));
         let runs = Arc::new(AtomicUsize::new(0));
         pipeline(&flock, Arc::clone(&runs));
@@ -345,7 +462,7 @@ async fn a_pipeline_runs_to_idle_with_lineage_and_correlation() {
 
 #[tokio::test]
 async fn visibility_is_checked_before_an_agent_is_triggered() {
-    for (name, store, _keep) in stores() {
+    for (name, store, _keep) in stores().await {
         let flock = Flock::with_store(Arc::clone(&store));
         let seen: Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
         for (agent, labels, tenant) in [("ada", vec!["x"], Some("acme")), ("bob", vec![], None)] {
@@ -417,7 +534,7 @@ async fn visibility_is_checked_before_an_agent_is_triggered() {
 
 #[tokio::test]
 async fn subscriptions_filter_by_predicate_producer_and_any_tag() {
-    for (name, store, _keep) in stores() {
+    for (name, store, _keep) in stores().await {
         let flock = Flock::with_store(Arc::clone(&store));
         let seen: Arc<std::sync::Mutex<Vec<String>>> = Default::default();
         let record = |seen: &Arc<std::sync::Mutex<Vec<String>>>| {
@@ -472,7 +589,7 @@ async fn subscriptions_filter_by_predicate_producer_and_any_tag() {
 
 #[tokio::test]
 async fn a_failing_or_lying_handler_becomes_a_workflow_error() {
-    for (name, store, _keep) in stores() {
+    for (name, store, _keep) in stores().await {
         let flock = Flock::with_store(Arc::clone(&store));
         flock
             .agent("broken")
@@ -531,7 +648,7 @@ async fn a_failing_or_lying_handler_becomes_a_workflow_error() {
 
 #[tokio::test]
 async fn self_triggering_is_prevented_by_default_and_bounded_by_the_circuit_breaker() {
-    for (name, store, _keep) in stores() {
+    for (name, store, _keep) in stores().await {
         let runs = Arc::new(AtomicUsize::new(0));
         let flock = Flock::with_store(Arc::clone(&store)).max_agent_iterations(5);
         for (agent, prevent) in [("polite", true), ("echo", false)] {
@@ -569,7 +686,7 @@ async fn self_triggering_is_prevented_by_default_and_bounded_by_the_circuit_brea
 
 #[tokio::test]
 async fn max_concurrency_bounds_parallel_runs_of_an_agent() {
-    for (name, store, _keep) in stores() {
+    for (name, store, _keep) in stores().await {
         let flock = Flock::with_store(Arc::clone(&store));
         let now = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));

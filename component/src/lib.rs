@@ -12,7 +12,9 @@
 //! - [`config`]: `Init` metadata;
 //! - [`service`]: the Dapr RPCs, one module per operation family;
 //! - [`status`]: errors in the exact shapes daprd decodes;
-//! - [`client`] and [`doctor`]: talking to a socket as daprd does.
+//! - [`client`] and [`doctor`]: talking to a socket as daprd does;
+//! - [`sidecar`]: `roost sidecar`, a stand-in for daprd's state API that calls components as
+//!   daprd does.
 
 #![deny(clippy::all)]
 
@@ -24,5 +26,6 @@ pub mod instances;
 pub mod proto;
 pub mod server;
 pub mod service;
+pub mod sidecar;
 pub mod socket;
 pub mod status;

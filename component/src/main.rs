@@ -33,6 +33,10 @@ enum LogFormat {
 enum Command {
     /// Serve the Dapr state store API on `<socket folder>/<name>.sock`.
     Serve(ServeArgs),
+    /// Serve the Dapr state API (gRPC and HTTP) to an app, calling the pluggable components of
+    /// a resources path exactly as daprd does: a stand-in for daprd's state building block on
+    /// machines without Dapr (no pub/sub, actors, invocation or mTLS).
+    Sidecar(SidecarArgs),
     /// Check a component socket the way daprd discovers it.
     Doctor {
         /// The socket to check (default: `<socket folder>/roost.sock`).
@@ -157,6 +161,40 @@ struct ServeArgs {
     shutdown_grace_seconds: u64,
 }
 
+#[derive(clap::Args)]
+struct SidecarArgs {
+    /// The app id: the default key prefix (`<app id>||<key>`) and the metadata API's id.
+    #[arg(long, env = "APP_ID")]
+    app_id: String,
+    /// Folder (or file) of Dapr resource YAMLs; repeat for several.
+    #[arg(long, required = true)]
+    resources_path: Vec<PathBuf>,
+    /// Port of the gRPC API (0: any free port, printed on the ready line).
+    #[arg(long, default_value_t = 50001)]
+    grpc_port: u16,
+    /// Port of the HTTP API (0: any free port, printed on the ready line).
+    #[arg(long, default_value_t = 3500)]
+    http_port: u16,
+    /// Address both APIs listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    listen_address: std::net::IpAddr,
+    /// Namespace, for `keyPrefix: namespace` and the `{namespace}` placeholder.
+    #[arg(long, env = "NAMESPACE")]
+    namespace: Option<String>,
+    /// Socket folder of the pluggable components (same default as `roost serve` and daprd).
+    #[arg(long)]
+    socket_folder: Option<PathBuf>,
+    /// Largest app request body, in bytes (daprd's default: 4 MiB).
+    #[arg(long, default_value_t = roost_component::sidecar::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Stop when standard input reaches end of file (for tests and supervisors).
+    #[arg(long)]
+    stop_when_stdin_closes: bool,
+    /// Seconds open app connections may keep the sidecar running after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = roost_component::sidecar::DEFAULT_SHUTDOWN_GRACE.as_secs())]
+    shutdown_grace_seconds: u64,
+}
+
 fn default_data_dir() -> PathBuf {
     let env = |name| {
         std::env::var_os(name)
@@ -185,7 +223,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let command = match cli.command {
-        Command::Serve(_) | Command::Doctor { .. } => cli.command,
+        Command::Serve(_) | Command::Sidecar(_) | Command::Doctor { .. } => cli.command,
         admin => {
             return match run_admin(admin) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -209,6 +247,7 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match command {
             Command::Serve(args) => serve(args).await,
+            Command::Sidecar(args) => sidecar(args).await,
             Command::Doctor { socket } => {
                 let path = socket.unwrap_or_else(|| socket::socket_folder(None).join("roost.sock"));
                 let diagnosis = doctor::diagnose(&path).await;
@@ -360,7 +399,9 @@ fn run_admin(command: Command) -> Result<(), String> {
             let n = db.rewrite_all().map_err(text)?;
             writeln!(out, "rewrote {n} records").map_err(io)?;
         }
-        Command::Serve(_) | Command::Doctor { .. } => unreachable!("handled by main"),
+        Command::Serve(_) | Command::Sidecar(_) | Command::Doctor { .. } => {
+            unreachable!("handled by main")
+        }
     }
     Ok(())
 }
@@ -379,23 +420,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         max_request_bytes: args.max_request_bytes,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
     };
-    let stdin_closed = args.stop_when_stdin_closes;
-    let shutdown = async move {
-        if stdin_closed {
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            std::thread::spawn(move || {
-                let mut sink = Vec::new();
-                let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
-                let _ = tx.send(());
-            });
-            tokio::select! {
-                () = server::termination_signal() => {}
-                _ = rx => tracing::info!("standard input closed: shutting down"),
-            }
-        } else {
-            server::termination_signal().await;
-        }
-    };
+    let shutdown = shutdown_signal(args.stop_when_stdin_closes);
     let result = server::serve(config, shutdown, |config| {
         println!(
             "roost ready: state.{} on {} (data dir {})",
@@ -412,6 +437,68 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
         Err(err) => {
             eprintln!("roost: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM/SIGINT, or when standard input closes if `stdin_closes` is set.
+async fn shutdown_signal(stdin_closes: bool) {
+    if stdin_closes {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            let _ = tx.send(());
+        });
+        tokio::select! {
+            () = server::termination_signal() => {}
+            _ = rx => tracing::info!("standard input closed: shutting down"),
+        }
+    } else {
+        server::termination_signal().await;
+    }
+}
+
+async fn sidecar(args: SidecarArgs) -> ExitCode {
+    use roost_component::sidecar::{self, SidecarConfig};
+    let config = SidecarConfig {
+        app_id: args.app_id,
+        namespace: args.namespace.filter(|n| !n.is_empty()),
+        resources_paths: args.resources_path,
+        socket_folder: socket::socket_folder(args.socket_folder.as_deref()),
+        grpc_addr: std::net::SocketAddr::new(args.listen_address, args.grpc_port),
+        http_addr: std::net::SocketAddr::new(args.listen_address, args.http_port),
+        max_body_bytes: args.max_body_bytes,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
+    };
+    tracing::info!(
+        app_id = %config.app_id,
+        resources = ?config.resources_paths,
+        socket_folder = %config.socket_folder.display(),
+        "starting roost sidecar (state building block only)"
+    );
+    let shutdown = shutdown_signal(args.stop_when_stdin_closes);
+    let result = sidecar::run(config, shutdown, |ready| {
+        println!(
+            "roost sidecar ready: gRPC {} HTTP {} state stores: {}",
+            ready.grpc_addr,
+            ready.http_addr,
+            if ready.stores.is_empty() {
+                "none".to_string()
+            } else {
+                ready.stores.join(", ")
+            }
+        );
+    })
+    .await;
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("roost sidecar: {err}");
             ExitCode::FAILURE
         }
     }

@@ -1,5 +1,5 @@
-//! The store contract (Flock's `BlackboardStore`, with its loose ends pinned down) and the
-//! in-memory and embedded implementations.
+//! The store contract (Flock's `BlackboardStore`, with its loose ends pinned down) and its
+//! implementations: in memory, the embedded engine, and any Dapr state store (`dapr` feature).
 //!
 //! Semantics every store keeps:
 //! - `publish` is an upsert by id;
@@ -20,9 +20,13 @@ use crate::artifact::{Artifact, Consumption};
 use crate::error::Result;
 use crate::time::Timestamp;
 
+#[cfg(feature = "dapr")]
+pub mod dapr;
 pub mod embedded;
 pub mod memory;
 
+#[cfg(feature = "dapr")]
+pub use dapr::{DaprCapabilities, DaprStore};
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
 
