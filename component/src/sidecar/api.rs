@@ -617,6 +617,54 @@ mod tests {
         assert!(empty.pagination.is_some());
     }
 
+    #[tokio::test]
+    async fn missing_features_refuse_before_the_component_is_called() {
+        let api = StateApi::new(
+            "app".into(),
+            vec![StateComponent::unconnected("plain", &["ETAG"])],
+        );
+        let op = TxOp::Upsert(SaveItem {
+            key: "k".into(),
+            value: Bytes::from_static(b"1"),
+            ..SaveItem::default()
+        });
+        let err = api
+            .transact("plain", vec![op], HashMap::new())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.http, err.code.as_str(), err.grpc),
+            (500, "ERR_STATE_STORE_NOT_SUPPORTED", Code::Unimplemented)
+        );
+        let err = api.query("plain", b"{}", HashMap::new()).await.unwrap_err();
+        assert_eq!(
+            (err.http, err.code.as_str(), err.grpc),
+            (500, "ERR_STATE_STORE_NOT_SUPPORTED", Code::Unimplemented)
+        );
+        // The same calls reach the (unreachable) component when the features are there: the
+        // refusals above came from the checks, not from the connection.
+        let api = StateApi::new(
+            "app".into(),
+            vec![StateComponent::unconnected(
+                "full",
+                &["ETAG", "TRANSACTIONAL", "QUERY_API"],
+            )],
+        );
+        let err = api.query("full", b"{}", HashMap::new()).await.unwrap_err();
+        assert_eq!(err.code, "ERR_STATE_QUERY");
+        let err = api.get("nope", "k", 0, HashMap::new()).await.unwrap_err();
+        assert_eq!(
+            (err.http, err.code.as_str()),
+            (400, "ERR_STATE_STORE_NOT_FOUND")
+        );
+        let none = StateApi::new("app".into(), Vec::new());
+        let err = none.get("any", "k", 0, HashMap::new()).await.unwrap_err();
+        assert_eq!(
+            (err.http, err.code.as_str()),
+            (500, "ERR_STATE_STORE_NOT_CONFIGURED")
+        );
+    }
+
     #[test]
     fn bad_filters_are_refused() {
         for bad in [

@@ -236,6 +236,23 @@ impl StateComponent {
         })
     }
 
+    /// A component with the given features whose connection is never opened: for tests of
+    /// the checks made before a component is called.
+    #[cfg(test)]
+    pub(crate) fn unconnected(name: &str, features: &[&str]) -> StateComponent {
+        let channel = tonic::transport::Endpoint::from_static("http://[::1]:1").connect_lazy();
+        StateComponent {
+            name: name.to_string(),
+            component_type: "state.test".to_string(),
+            version: "v1".to_string(),
+            features: features.iter().map(|f| f.to_string()).collect(),
+            key_prefix: KeyPrefix::resolve(&Default::default(), name, "app", None)
+                .expect("default prefix"),
+            channel,
+            multi_max_size: OnceCell::new(),
+        }
+    }
+
     pub fn has_feature(&self, feature: &str) -> bool {
         self.features.iter().any(|f| f == feature)
     }
