@@ -2,13 +2,19 @@
 //! stores) and end-to-end artifacts/s through a three-agent pipeline, per store.
 //!
 //! `cargo bench -p roost-bench --bench blackboard` (ROOST_BB_PUBLISHES, ROOST_BB_INPUTS tune it).
+//!
+//! Stores: `memory`, `embedded` (durable per publish), and `dapr`: the `DaprStore` through a
+//! real `roost sidecar` → `roost serve` (in process, loopback gRPC + Unix socket), durable
+//! per write, indexes on the pushed-down fields.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roost_blackboard::{
-    Artifact, ArtifactType, BlackboardStore, EmbeddedStore, Filter, Flock, MemoryStore, Output,
+    Artifact, ArtifactType, BlackboardStore, DaprStore, EmbeddedStore, Filter, Flock, MemoryStore,
+    Output,
 };
+use roost_component::sidecar::local::LocalDapr;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,11 +131,31 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     println!("store | publishes | p50 ms | p95 ms | p99 ms | max ms | pipeline artifacts/s");
     println!("--- | ---: | ---: | ---: | ---: | ---: | ---:");
-    for name in ["memory", "embedded"] {
-        let make = |file: &str| -> Arc<dyn BlackboardStore> {
+    let component = r#"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {name: board}
+spec:
+  type: state.roost
+  version: v1
+  metadata:
+  - {name: indexedFields, value: "type, produced_by, correlation_id, artifact_id"}
+"#;
+    let mut stacks = Vec::new();
+    for name in ["memory", "embedded", "dapr"] {
+        let mut make = |file: &str| -> Arc<dyn BlackboardStore> {
             match name {
                 "memory" => Arc::new(MemoryStore::new()),
-                _ => Arc::new(EmbeddedStore::open(dir.path().join(file)).expect("open")),
+                "embedded" => Arc::new(EmbeddedStore::open(dir.path().join(file)).expect("open")),
+                _ => {
+                    let stack = LocalDapr::start(&dir.path().join(file), "bench", component)
+                        .expect("roost serve + roost sidecar");
+                    let store = runtime
+                        .block_on(DaprStore::connect(&stack.grpc_endpoint, "board"))
+                        .expect("connect");
+                    stacks.push(stack);
+                    Arc::new(store)
+                }
             }
         };
         let latencies = runtime.block_on(publish_latency(make("publish.roost"), publishes));

@@ -2,8 +2,9 @@
 //! filters and pages against a reference, consumptions, summaries) and the orchestration
 //! rules on top of it (visibility, subscriptions, failures, circuit breaker, concurrency).
 //! Restart safety runs on the durable store. The Dapr store runs against a real `roost serve`
-//! and `roost sidecar` (both in process, on a temporary socket folder and loopback ports), so
-//! the path is the one a Dapr app takes: Dapr state API → sidecar → pluggable component.
+//! and `roost sidecar` (`LocalDapr`: both in process, on a temporary socket folder and
+//! loopback ports), so the path is the one a Dapr app takes: Dapr state API → sidecar →
+//! pluggable component.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +16,7 @@ use roost_blackboard::{
     Filter, Flock, MemoryStore, Output, PublishOptions, Summary, Timestamp, Visibility,
     WorkflowError,
 };
+use roost_component::sidecar::local::LocalDapr;
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
 
@@ -52,14 +54,6 @@ impl ArtifactType for Review {
     const NAME: &'static str = "test.Review";
 }
 
-/// `roost serve` and `roost sidecar` on their own runtime thread, stopped when dropped.
-struct DaprStack {
-    endpoint: String,
-    stop: Option<tokio::sync::watch::Sender<bool>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _dir: TempDir,
-}
-
 const STACK_COMPONENT: &str = r#"
 apiVersion: dapr.io/v1alpha1
 kind: Component
@@ -73,97 +67,23 @@ spec:
     value: "type, produced_by, correlation_id, artifact_id"
 "#;
 
-impl DaprStack {
-    fn start() -> DaprStack {
-        use roost_component::server::{self, ServeConfig};
-        use roost_component::sidecar::{self, SidecarConfig};
-        let dir = tempfile::tempdir().unwrap();
-        let sockets = dir.path().join("sockets");
-        let resources = dir.path().join("resources");
-        std::fs::create_dir_all(&resources).unwrap();
-        std::fs::write(resources.join("board.yaml"), STACK_COMPONENT).unwrap();
-        let serve = ServeConfig {
-            socket_path: sockets.join("roost.sock"),
-            name: "roost".into(),
-            data_dir: dir.path().join("data"),
-            socket_mode: 0o600,
-            max_request_bytes: 4 << 20,
-            shutdown_grace: Duration::from_secs(1),
-        };
-        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let sidecar = SidecarConfig {
-            app_id: "board-app".into(),
-            namespace: None,
-            resources_paths: vec![resources],
-            socket_folder: sockets,
-            grpc_addr: loopback,
-            http_addr: loopback,
-            max_body_bytes: 4 << 20,
-            shutdown_grace: Duration::from_millis(100),
-        };
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                };
-                let (serving_tx, serving_rx) = tokio::sync::oneshot::channel();
-                let server =
-                    tokio::spawn(server::serve(serve, until_stopped(stopped.clone()), |_| {
-                        let _ = serving_tx.send(());
-                    }));
-                serving_rx.await.expect("roost serve started");
-                let result = sidecar::run(sidecar, until_stopped(stopped), |ready| {
-                    let _ = ready_tx.send(format!("http://{}", ready.grpc_addr));
-                })
-                .await;
-                result.expect("roost sidecar ran");
-                server.await.unwrap().expect("roost serve ran");
-            });
-        });
-        let endpoint = ready_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("roost sidecar became ready");
-        DaprStack {
-            endpoint,
-            stop: Some(stop),
-            thread: Some(thread),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for DaprStack {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(true);
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// What keeps a store alive for the length of a test.
 #[allow(dead_code)]
 enum Keep {
     Nothing,
     Dir(TempDir),
-    Dapr(DaprStack),
+    Dapr(LocalDapr, TempDir),
 }
 
 /// Every store under test, with what keeps it alive.
 async fn stores() -> Vec<(&'static str, Arc<dyn BlackboardStore>, Keep)> {
     let dir = tempfile::tempdir().unwrap();
     let embedded = EmbeddedStore::open(dir.path().join("board.roost")).unwrap();
-    let stack = DaprStack::start();
-    let dapr = DaprStore::connect(&stack.endpoint, "board").await.unwrap();
+    let stack_dir = tempfile::tempdir().unwrap();
+    let stack = LocalDapr::start(stack_dir.path(), "board-app", STACK_COMPONENT).unwrap();
+    let dapr = DaprStore::connect(&stack.grpc_endpoint, "board")
+        .await
+        .unwrap();
     let caps = dapr.capabilities();
     assert!(
         caps.transactions && caps.etag && caps.query && caps.ttl,
@@ -172,7 +92,7 @@ async fn stores() -> Vec<(&'static str, Arc<dyn BlackboardStore>, Keep)> {
     vec![
         ("memory", Arc::new(MemoryStore::new()), Keep::Nothing),
         ("embedded", Arc::new(embedded), Keep::Dir(dir)),
-        ("dapr", Arc::new(dapr), Keep::Dapr(stack)),
+        ("dapr", Arc::new(dapr), Keep::Dapr(stack, stack_dir)),
     ]
 }
 

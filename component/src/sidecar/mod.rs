@@ -10,6 +10,7 @@ pub mod gojson;
 pub mod grpc;
 pub mod http;
 pub mod keys;
+pub mod local;
 pub mod pluggable;
 pub mod resources;
 

@@ -1,0 +1,115 @@
+//! The whole Dapr state path in one process: `roost serve` on a private socket folder and
+//! `roost sidecar` on loopback ports in front of it, on their own runtime thread. For tests and
+//! benchmarks of Dapr apps (the blackboard's `DaprStore` uses it): the app talks to a real
+//! sidecar over gRPC/HTTP, the sidecar to a real component over its socket.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::server::{self, ServeConfig};
+use crate::sidecar::{self, SidecarConfig};
+
+/// A running `roost serve` + `roost sidecar` pair; both stop when it is dropped.
+pub struct LocalDapr {
+    /// `http://127.0.0.1:<port>` of the sidecar's gRPC API.
+    pub grpc_endpoint: String,
+    /// The sidecar's HTTP API.
+    pub http_addr: SocketAddr,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LocalDapr {
+    /// Starts both under `dir` (socket folder, data dir and resources path are created in it)
+    /// with `components_yaml` as the resources (state stores of `type: state.roost`), for app
+    /// id `app_id`. Waits (at most 30 s) until the sidecar serves.
+    pub fn start(dir: &Path, app_id: &str, components_yaml: &str) -> Result<LocalDapr, String> {
+        let sockets = dir.join("sockets");
+        let resources = dir.join("resources");
+        std::fs::create_dir_all(&resources).map_err(|e| e.to_string())?;
+        std::fs::write(resources.join("components.yaml"), components_yaml)
+            .map_err(|e| e.to_string())?;
+        let serve = ServeConfig {
+            socket_path: sockets.join("roost.sock"),
+            name: "roost".into(),
+            data_dir: dir.join("data"),
+            socket_mode: 0o600,
+            max_request_bytes: server::DEFAULT_MAX_REQUEST_BYTES,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let sidecar = SidecarConfig {
+            app_id: app_id.to_string(),
+            namespace: None,
+            resources_paths: vec![resources],
+            socket_folder: sockets,
+            grpc_addr: loopback,
+            http_addr: loopback,
+            max_body_bytes: sidecar::DEFAULT_MAX_BODY_BYTES,
+            shutdown_grace: Duration::from_millis(100),
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<sidecar::Ready, String>>();
+        let thread = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                };
+                let (serving_tx, serving_rx) = tokio::sync::oneshot::channel();
+                let component =
+                    tokio::spawn(server::serve(serve, until_stopped(stopped.clone()), |_| {
+                        let _ = serving_tx.send(());
+                    }));
+                if serving_rx.await.is_err() {
+                    let why = match component.await {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "roost serve stopped".to_string(),
+                    };
+                    let _ = ready_tx.send(Err(why));
+                    return;
+                }
+                let ready = ready_tx.clone();
+                let result = sidecar::run(sidecar, until_stopped(stopped), move |r| {
+                    let _ = ready.send(Ok(r.clone()));
+                })
+                .await;
+                if let Err(why) = result {
+                    let _ = ready_tx.send(Err(why));
+                }
+                let _ = component.await;
+            });
+        });
+        let ready = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "roost sidecar did not become ready within 30 s".to_string())??;
+        Ok(LocalDapr {
+            grpc_endpoint: format!("http://{}", ready.grpc_addr),
+            http_addr: ready.http_addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for LocalDapr {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
