@@ -12,6 +12,7 @@
 //! - [`config`]: `Init` metadata;
 //! - [`service`]: the Dapr RPCs, one module per operation family;
 //! - [`status`]: errors in the exact shapes daprd decodes;
+//! - [`metrics`]: the Prometheus endpoint (`--metrics-addr`);
 //! - [`client`] and [`doctor`]: talking to a socket as daprd does;
 //! - [`sidecar`]: `roost sidecar`, a stand-in for daprd's state API that calls components as
 //!   daprd does.
@@ -23,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod doctor;
 pub mod instances;
+pub mod metrics;
 pub mod proto;
 pub mod server;
 pub mod service;

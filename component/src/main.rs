@@ -159,6 +159,9 @@ struct ServeArgs {
     /// Seconds in-flight calls may run after SIGTERM/SIGINT before connections are closed.
     #[arg(long, default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs())]
     shutdown_grace_seconds: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off by default.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -419,6 +422,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         socket_mode: args.socket_mode,
         max_request_bytes: args.max_request_bytes,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
+        metrics_addr: args.metrics_addr,
     };
     let shutdown = shutdown_signal(args.stop_when_stdin_closes);
     let result = server::serve(config, shutdown, |config| {

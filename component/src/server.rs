@@ -37,6 +37,8 @@ pub struct ServeConfig {
     pub max_request_bytes: usize,
     /// How long in-flight calls may run after a shutdown signal.
     pub shutdown_grace: std::time::Duration,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Default `--max-request-bytes`: room for a transaction of several large values.
@@ -99,8 +101,32 @@ pub async fn serve(
         .set_serving::<StateStoreServer<RoostComponent>>()
         .await;
 
+    let requests = Arc::new(crate::metrics::RequestMetrics::default());
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = match config.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError(format!("cannot listen on {addr} for metrics: {e}")))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| ServeError(e.to_string()))?;
+            tracing::info!(address = %bound, "Prometheus metrics at http://{bound}/metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                Arc::clone(&requests),
+                Arc::clone(&registry),
+                async move {
+                    let _ = metrics_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
+
     let max = config.max_request_bytes;
     let router = Server::builder()
+        .layer(crate::metrics::MetricsLayer(requests))
         .add_service(
             StateStoreServer::new(component.clone())
                 .max_decoding_message_size(max)
@@ -123,6 +149,7 @@ pub async fn serve(
         data_dir = %config.data_dir.display(),
         socket_mode = %format!("{:o}", config.socket_mode),
         max_request_bytes = config.max_request_bytes,
+        metrics = ?config.metrics_addr,
         "roost serving the Dapr state store API"
     );
     ready(&config);
@@ -148,6 +175,10 @@ pub async fn serve(
             }
         }
     };
+    let _ = metrics_stop.send(());
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     registry.close_all().await;
     if let Err(err) = std::fs::remove_file(&config.socket_path)
         && err.kind() != std::io::ErrorKind::NotFound

@@ -237,6 +237,15 @@ impl Database {
         }
     }
 
+    /// The writer's histograms: group-commit batch sizes and commit times.
+    pub fn writer_metrics(&self) -> crate::metrics::WriterMetrics {
+        let c = &self.inner.counters;
+        crate::metrics::WriterMetrics {
+            batch_size: c.batch_size.snapshot(),
+            commit_seconds: c.commit_time.snapshot(),
+        }
+    }
+
     /// A handle whose methods are `async` and never block a tokio worker.
     pub fn into_async(self) -> AsyncDatabase {
         AsyncDatabase { db: self }

@@ -34,6 +34,7 @@ mod durability;
 mod error;
 mod etag;
 mod id;
+pub mod metrics;
 mod options;
 mod query;
 mod record;

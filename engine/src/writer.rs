@@ -54,12 +54,27 @@ pub(crate) enum Command {
 }
 
 /// Counters of the writer's work, readable at any time.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct WriterCounters {
     pub batches: AtomicU64,
     pub requests: AtomicU64,
     pub largest_batch: AtomicU64,
     pub swept: AtomicU64,
+    pub batch_size: crate::metrics::Histogram,
+    pub commit_time: crate::metrics::Histogram,
+}
+
+impl Default for WriterCounters {
+    fn default() -> Self {
+        WriterCounters {
+            batches: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            largest_batch: AtomicU64::new(0),
+            swept: AtomicU64::new(0),
+            batch_size: crate::metrics::Histogram::new(crate::metrics::BATCH_BOUNDS, 1.0),
+            commit_time: crate::metrics::Histogram::latency(),
+        }
+    }
 }
 
 pub(crate) struct Writer {
@@ -220,6 +235,7 @@ impl Writer {
         &mut self,
         batch: Vec<Command>,
     ) -> Result<Vec<Answer>, (Error, Vec<Answer>)> {
+        let requests = batch.len() as u64;
         let txn = match self.db.begin_write() {
             Ok(txn) => txn,
             Err(err) => return Err((Error::from(err), batch.into_iter().map(pending).collect())),
@@ -358,8 +374,13 @@ impl Writer {
             }
         };
         if wrote {
+            let started = std::time::Instant::now();
             let committed = storage::store_etag_sequence(&txn, last_etag)
                 .and_then(|()| self.committer.commit(&self.db, txn, &ops, last_etag));
+            self.counters
+                .commit_time
+                .observe_duration(started.elapsed());
+            self.counters.batch_size.observe(requests);
             if let Err(error) = committed {
                 return Err((error, answers));
             }

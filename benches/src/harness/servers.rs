@@ -357,6 +357,7 @@ pub fn serve_roost(socket_folder: &Path, data_dir: &Path) -> Result<(), HarnessE
         socket_mode: 0o660,
         max_request_bytes: roost_component::server::DEFAULT_MAX_REQUEST_BYTES,
         shutdown_grace: roost_component::server::DEFAULT_SHUTDOWN_GRACE,
+        metrics_addr: None,
     };
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -37,6 +37,7 @@ impl LocalDapr {
             socket_mode: 0o600,
             max_request_bytes: server::DEFAULT_MAX_REQUEST_BYTES,
             shutdown_grace: Duration::from_secs(1),
+            metrics_addr: None,
         };
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let sidecar = SidecarConfig {

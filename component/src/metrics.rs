@@ -1,0 +1,352 @@
+//! Prometheus metrics of `roost serve` (`--metrics-addr`): the Dapr RPCs by operation and
+//! outcome with latency histograms (a tower layer on the socket server), and per open
+//! instance the writer's group-commit batch sizes and commit (fsync) times, expired records
+//! swept, keyspace sizes and file bytes. Text exposition format 0.0.4 at `GET /metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use roost_engine::metrics::{Histogram, HistogramSnapshot};
+
+use crate::instances::{DATA_FILE, InstanceRegistry};
+
+/// Requests seen by the socket server.
+#[derive(Debug, Default)]
+pub struct RequestMetrics {
+    /// (operation, gRPC code) → count.
+    outcomes: Mutex<BTreeMap<(String, String), u64>>,
+    /// operation → latency.
+    latencies: Mutex<BTreeMap<String, Arc<Histogram>>>,
+}
+
+impl RequestMetrics {
+    pub fn record(&self, operation: &str, code: &str, elapsed: std::time::Duration) {
+        *self
+            .outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((operation.to_string(), code.to_string()))
+            .or_default() += 1;
+        let histogram = self
+            .latencies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(operation.to_string())
+            .or_insert_with(|| Arc::new(Histogram::latency()))
+            .clone();
+        histogram.observe_duration(elapsed);
+    }
+}
+
+/// `StateStore/Get` from `/dapr.proto.components.v1.StateStore/Get`.
+fn operation(path: &str) -> String {
+    let mut parts = path.rsplit('/');
+    let method = parts.next().unwrap_or_default();
+    let service = parts.next().unwrap_or_default();
+    let service = service.rsplit('.').next().unwrap_or_default();
+    format!("{service}/{method}")
+}
+
+/// Records every call that passes through it.
+#[derive(Clone)]
+pub struct MetricsLayer(pub Arc<RequestMetrics>);
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> MetricsService<S> {
+        MetricsService {
+            inner,
+            metrics: Arc::clone(&self.0),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct MetricsService<S> {
+    inner: S,
+    metrics: Arc<RequestMetrics>,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for MetricsService<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let operation = operation(request.uri().path());
+        let started = Instant::now();
+        let metrics = Arc::clone(&self.metrics);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let result = response.await;
+            // Errors answer "trailers-only": the status is in the headers. A success carries
+            // it in the trailers, after the body.
+            let code = match &result {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map(|c| format!("{:?}", tonic::Code::from_i32(c)))
+                    .unwrap_or_else(|| "Ok".to_string()),
+                Err(_) => "TransportError".to_string(),
+            };
+            metrics.record(&operation, &code, started.elapsed());
+            result
+        })
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (bound, count) in h.bounds.iter().zip(&h.cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+/// The exposition text: request metrics, then one block per open instance.
+pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> String {
+    let mut out = String::new();
+    header(
+        &mut out,
+        "roost_requests_total",
+        "counter",
+        "Dapr component RPCs handled, by operation and gRPC outcome.",
+    );
+    for ((op, code), n) in requests
+        .outcomes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        let _ = writeln!(
+            out,
+            "roost_requests_total{{operation=\"{}\",code=\"{}\"}} {n}",
+            escape(op),
+            escape(code)
+        );
+    }
+    header(
+        &mut out,
+        "roost_request_duration_seconds",
+        "histogram",
+        "Time to answer a Dapr component RPC.",
+    );
+    let latencies: Vec<(String, Arc<Histogram>)> = requests
+        .latencies
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(k, v)| (k.clone(), Arc::clone(v)))
+        .collect();
+    for (op, h) in latencies {
+        let labels = format!("operation=\"{}\"", escape(&op));
+        histogram(
+            &mut out,
+            "roost_request_duration_seconds",
+            &labels,
+            &h.snapshot(),
+        );
+    }
+
+    struct InstanceSample {
+        labels: String,
+        stats: roost_engine::Stats,
+        writer: roost_engine::metrics::WriterMetrics,
+        keyspace: Option<roost_engine::KeyspaceStats>,
+        file_bytes: u64,
+    }
+    let mut samples = Vec::new();
+    for name in registry.open_instances() {
+        let Ok(instance) = registry.get(&name).await else {
+            continue;
+        };
+        let db = instance.db.blocking().clone();
+        let dir = registry.instance_dir(&name).ok();
+        let sample = tokio::task::spawn_blocking(move || {
+            let file_bytes = dir
+                .map(|dir| {
+                    [DATA_FILE.to_string(), format!("{DATA_FILE}-wal")]
+                        .iter()
+                        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+                        .map(|m| m.len())
+                        .sum()
+                })
+                .unwrap_or(0);
+            (
+                db.stats(),
+                db.writer_metrics(),
+                db.keyspace_stats().ok(),
+                file_bytes,
+            )
+        })
+        .await;
+        if let Ok((stats, writer, keyspace, file_bytes)) = sample {
+            samples.push(InstanceSample {
+                labels: format!("instance=\"{}\"", escape(&name)),
+                stats,
+                writer,
+                keyspace,
+                file_bytes,
+            });
+        }
+    }
+    type Series<T> = (&'static str, &'static str, fn(&InstanceSample) -> T);
+    let counters: [Series<u64>; 3] = [
+        (
+            "roost_commits_total",
+            "Write transactions committed (group commits; one fsync each when durable).",
+            |s| s.stats.batches,
+        ),
+        (
+            "roost_write_requests_total",
+            "Write requests received by the writer (a bulk or transaction counts once).",
+            |s| s.stats.requests,
+        ),
+        (
+            "roost_expired_swept_total",
+            "Expired records deleted by the sweeper.",
+            |s| s.stats.swept,
+        ),
+    ];
+    for (name, help, value) in counters {
+        header(&mut out, name, "counter", help);
+        for s in &samples {
+            let _ = writeln!(out, "{name}{{{}}} {}", s.labels, value(s));
+        }
+    }
+    let gauges: [Series<Option<u64>>; 4] = [
+        (
+            "roost_keyspace_records",
+            "Records stored, live or expired but not yet swept.",
+            |s| s.keyspace.as_ref().map(|k| k.records),
+        ),
+        (
+            "roost_keyspace_expired_pending",
+            "Records expired and waiting for the sweeper.",
+            |s| s.keyspace.as_ref().map(|k| k.expired_pending),
+        ),
+        (
+            "roost_keyspace_index_entries",
+            "Entries in the secondary indexes.",
+            |s| s.keyspace.as_ref().map(|k| k.index_entries),
+        ),
+        (
+            "roost_keyspace_file_bytes",
+            "Bytes on disk: the data file and its write-ahead log.",
+            |s| Some(s.file_bytes),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        header(&mut out, name, "gauge", help);
+        for s in &samples {
+            if let Some(v) = value(s) {
+                let _ = writeln!(out, "{name}{{{}}} {v}", s.labels);
+            }
+        }
+    }
+    header(
+        &mut out,
+        "roost_commit_batch_size",
+        "histogram",
+        "Requests group-committed per write transaction.",
+    );
+    for s in &samples {
+        histogram(
+            &mut out,
+            "roost_commit_batch_size",
+            &s.labels,
+            &s.writer.batch_size,
+        );
+    }
+    header(
+        &mut out,
+        "roost_commit_duration_seconds",
+        "histogram",
+        "Time to make one write transaction durable (log append and fdatasync, or the durable redb commit).",
+    );
+    for s in &samples {
+        histogram(
+            &mut out,
+            "roost_commit_duration_seconds",
+            &s.labels,
+            &s.writer.commit_seconds,
+        );
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    requests: Arc<RequestMetrics>,
+    registry: Arc<InstanceRegistry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let requests = Arc::clone(&requests);
+            let registry = Arc::clone(&registry);
+            async move {
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    render(&requests, &registry).await,
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::operation;
+
+    #[test]
+    fn operations_are_service_and_method() {
+        assert_eq!(
+            operation("/dapr.proto.components.v1.StateStore/Get"),
+            "StateStore/Get"
+        );
+        assert_eq!(
+            operation("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+            "ServerReflection/ServerReflectionInfo"
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! `roost serve --metrics-addr`: the Prometheus endpoint counts the RPCs daprd makes, by
+//! outcome, and shows each open instance's writer and keyspace.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{Server, set, with_etag};
+use tonic::Code;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(addr: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("text/plain; version=0.0.4"), "{response}");
+    response
+}
+
+/// The value of the sample whose name and labels are exactly `series`.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_operations_outcomes_commits_and_records() {
+    let mut server = Server::start();
+    server.kill();
+    let addr = format!("127.0.0.1:{}", free_port());
+    server.spawn(&["--metrics-addr", &addr]).unwrap();
+
+    let mut daprd = server.daprd("orders").await;
+    daprd.init(&[]).await.unwrap();
+    for i in 0..3 {
+        daprd
+            .set(set(&format!("k{i}"), b"v".to_vec()))
+            .await
+            .unwrap();
+    }
+    daprd.get("k0").await.unwrap();
+    let stale = with_etag(set("k0", b"w".to_vec()), "999999");
+    assert_eq!(
+        daprd.set(stale).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+
+    let text = scrape(&addr);
+    assert_eq!(
+        sample(
+            &text,
+            r#"roost_requests_total{operation="StateStore/Set",code="Ok"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"roost_requests_total{operation="StateStore/Set",code="FailedPrecondition"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"roost_request_duration_seconds_count{operation="StateStore/Get"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"roost_keyspace_records{instance="orders"}"#),
+        3.0
+    );
+    let commits = sample(&text, r#"roost_commits_total{instance="orders"}"#);
+    assert!((1.0..=3.0).contains(&commits), "{commits}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"roost_commit_duration_seconds_count{instance="orders"}"#
+        ),
+        commits
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"roost_commit_batch_size_bucket{instance="orders",le="+Inf"}"#
+        ),
+        commits
+    );
+    assert!(sample(&text, r#"roost_keyspace_file_bytes{instance="orders"}"#) > 0.0);
+    assert_eq!(
+        sample(&text, r#"roost_expired_swept_total{instance="orders"}"#),
+        0.0
+    );
+}
