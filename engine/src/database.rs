@@ -326,6 +326,14 @@ impl Database {
         storage::keyspace_stats(&*self.redb()?, self.inner.clock.now_unix_ms())
     }
 
+    /// Writes a consistent snapshot of the keyspace to a new file at `path` while readers and
+    /// writers keep going: one read transaction copied as stored (values stay compressed and
+    /// encrypted), durable when this returns. Open it like the original (same keys) or put it
+    /// in place of the original's file to restore it.
+    pub fn snapshot_to(&self, path: impl AsRef<Path>) -> Result<storage::SnapshotStats, Error> {
+        storage::snapshot_to(&*self.redb()?, path.as_ref())
+    }
+
     /// The dot paths that have a secondary index.
     pub fn indexed_paths(&self) -> Vec<String> {
         self.inner.indexes.iter().map(|d| d.path.clone()).collect()

@@ -53,5 +53,5 @@ pub use id::{uuid_v4, uuid_v4_text};
 pub use options::{Durability, Limits, Options};
 pub use query::{CmpOp, Filter, Query, QueryPage, QueryRow, SortKey};
 pub use request::{Concurrency, DeleteRequest, Operation, SetRequest};
-pub use storage::{ImportRecord, KeyspaceStats, Record, ScanPage};
+pub use storage::{ImportRecord, KeyspaceStats, Record, ScanPage, SnapshotStats};
 pub use ttl::{Ttl, format_rfc3339};
