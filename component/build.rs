@@ -4,6 +4,8 @@
 //! - the components API (`dapr.proto.components.v1`), client and server: `roost serve` is the
 //!   server, `roost sidecar`, `roost doctor` and the tests are clients. Its encoded descriptor
 //!   set goes to `OUT_DIR` for gRPC reflection and for the descriptor test.
+//! - Roost's admin service (`roost.admin.v1`, served on the same socket), client and server,
+//!   with its descriptor set for reflection;
 //! - the state part of the app-facing runtime API (`dapr.proto.runtime.v1`), server only:
 //!   `roost sidecar` serves it.
 
@@ -19,11 +21,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("dapr/proto/components/v1/common.proto"),
         root.join("dapr/proto/components/v1/state.proto"),
     ];
+    let admin = [root.join("roost/admin/v1/admin.proto")];
     let runtime = [
         root.join("dapr/proto/common/v1/common.proto"),
         root.join("dapr/proto/runtime/v1/dapr.proto"),
     ];
-    for file in components.iter().chain(&runtime) {
+    for file in components.iter().chain(&runtime).chain(&admin) {
         println!("cargo:rerun-if-changed={}", file.display());
     }
 
@@ -35,6 +38,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Values and data stay `bytes::Bytes`: no copy between the wire and the engine.
         .bytes(".dapr.proto.components.v1")
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+
+    let descriptors = protox::compile(&admin, [&root])?;
+    std::fs::write(
+        out_dir.join("roost_admin_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure()
+        .bytes(".roost.admin.v1")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

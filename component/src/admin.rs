@@ -1,6 +1,6 @@
 //! Offline administration of a data directory: `roost get | set | delete | scan | query |
-//! stats | export | import | rekey` open one instance's keyspace directly, while no
-//! `roost serve` holds it (its file is then locked, and the commands refuse with a clear
+//! stats | export | import | rekey | backup | restore | compact` open one instance's keyspace
+//! directly, while no `roost serve` holds it (its file is then locked, and the commands refuse with a clear
 //! message). Encryption keys come from the environment (`ROOST_ENCRYPTION_KEY`,
 //! `ROOST_PREVIOUS_ENCRYPTION_KEY`, 64 hex characters each), never from the command line,
 //! where other users could read them.
@@ -22,8 +22,79 @@ use crate::instances::{self, CONFIG_FILE, DATA_FILE, PersistedInstance};
 
 /// Records written per import transaction.
 const IMPORT_BATCH: usize = 1000;
-/// Records per progress line.
-const PROGRESS_EVERY: usize = 10_000;
+/// Progress of a long command: a bar on a terminal, plain lines on stderr otherwise (every
+/// 10 % of a known total, or every 10 000 units of an unknown one).
+pub struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    what: &'static str,
+    unit: &'static str,
+    total: u64,
+    next_line: u64,
+}
+
+impl Progress {
+    /// `total` 0 means unknown; `unit` is "records" or "bytes".
+    pub fn new(what: &'static str, unit: &'static str, total: u64) -> Progress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let template = match (total, unit) {
+                (0, _) => "{spinner} {msg} {pos}",
+                (_, "bytes") => "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
+                _ => "{msg} [{bar:40}] {pos}/{len} ({eta})",
+            };
+            let bar = if total == 0 {
+                indicatif::ProgressBar::new_spinner()
+            } else {
+                indicatif::ProgressBar::new(total)
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_message(what);
+            bar
+        });
+        Progress {
+            bar,
+            what,
+            unit,
+            total,
+            next_line: Self::step(total),
+        }
+    }
+
+    fn step(total: u64) -> u64 {
+        if total == 0 {
+            10_000
+        } else {
+            total.div_ceil(10).max(1)
+        }
+    }
+
+    pub fn set(&mut self, done: u64) {
+        match &self.bar {
+            Some(bar) => bar.set_position(done),
+            None => {
+                if done >= self.next_line {
+                    if self.total > 0 {
+                        eprintln!("{}: {done} of {} {}", self.what, self.total, self.unit);
+                    } else {
+                        eprintln!("{}: {done} {}", self.what, self.unit);
+                    }
+                    while self.next_line <= done {
+                        self.next_line += Self::step(self.total);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn finish(self, summary: &str) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        eprintln!("{}: {summary}", self.what);
+    }
+}
 
 fn instance_dir(data_dir: &Path, instance: &str) -> Result<PathBuf, String> {
     instances::validate_name(instance).map_err(|s| s.message().to_string())?;
@@ -47,16 +118,20 @@ fn secrets_from_env() -> Result<InstanceSecrets, String> {
     })
 }
 
-/// Opens an instance's keyspace offline. With `create`, a missing instance is created with the
-/// default configuration (for `import`).
-pub fn open_offline(data_dir: &Path, instance: &str, create: bool) -> Result<Database, String> {
+/// The instance's persisted configuration. With `create`, a missing instance is created with
+/// the default configuration (for `import` and `restore`).
+fn instance_config(
+    data_dir: &Path,
+    instance: &str,
+    create: bool,
+) -> Result<InstanceConfig, String> {
     let dir = instance_dir(data_dir, instance)?;
     let config_path = dir.join(CONFIG_FILE);
-    let config = match std::fs::read(&config_path) {
+    match std::fs::read(&config_path) {
         Ok(bytes) => {
             let persisted: PersistedInstance = serde_json::from_slice(&bytes)
                 .map_err(|e| format!("{} is unreadable: {e}", config_path.display()))?;
-            persisted.config
+            Ok(persisted.config)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
             instances::create_private_dir(&dir).map_err(|e| e.to_string())?;
@@ -69,22 +144,24 @@ pub fn open_offline(data_dir: &Path, instance: &str, create: bool) -> Result<Dat
                 },
             )
             .map_err(|e| e.to_string())?;
-            config
+            Ok(config)
         }
-        Err(_) => {
-            return Err(format!(
-                "no instance {instance:?} in {} (it is created by daprd's Init, or by `roost import`)",
-                data_dir.display()
-            ));
-        }
-    };
+        Err(_) => Err(format!(
+            "no instance {instance:?} in {} (it is created by daprd's Init, or by `roost import` / `roost restore`)",
+            data_dir.display()
+        )),
+    }
+}
+
+/// Opens the database file at `path` with the instance's configuration and the keys from the
+/// environment.
+fn open_file(config: &InstanceConfig, path: &Path, instance: &str) -> Result<Database, String> {
     let secrets = secrets_from_env()?;
-    let options = config
-        .engine_options(&dir.join(DATA_FILE), &secrets)
-        .sweep_interval(None);
+    let options = config.engine_options(path, &secrets).sweep_interval(None);
     Database::open(options).map_err(|e| match e {
         Error::AlreadyOpen { .. } => format!(
-            "instance {instance:?} is open in a running `roost serve` (its file is locked); stop the server first"
+            "instance {instance:?} is open in a running `roost serve` (its file is locked): stop the \
+             server first, or work through it with --socket <folder>/<name>.sock"
         ),
         Error::EncryptionKey(_) => format!(
             "{e} — set ROOST_ENCRYPTION_KEY (and ROOST_PREVIOUS_ENCRYPTION_KEY after a rotation)"
@@ -93,18 +170,134 @@ pub fn open_offline(data_dir: &Path, instance: &str, create: bool) -> Result<Dat
     })
 }
 
+/// Opens an instance's keyspace offline. With `create`, a missing instance is created with the
+/// default configuration (for `import`).
+pub fn open_offline(data_dir: &Path, instance: &str, create: bool) -> Result<Database, String> {
+    let config = instance_config(data_dir, instance, create)?;
+    let dir = instance_dir(data_dir, instance)?;
+    open_file(&config, &dir.join(DATA_FILE), instance)
+}
+
+/// `roost restore`: puts a snapshot (from `roost backup`) in place of the instance's keyspace,
+/// offline. The snapshot is first copied next to the keyspace and opened with the instance's
+/// keys (so a wrong file or key fails before anything is replaced); an instance holding
+/// records is replaced only with `force`. Returns the records restored.
+pub fn restore(data_dir: &Path, instance: &str, input: &Path, force: bool) -> Result<u64, String> {
+    let config = instance_config(data_dir, instance, true)?;
+    let dir = instance_dir(data_dir, instance)?;
+    let target = dir.join(DATA_FILE);
+    let staged = dir.join(format!("{DATA_FILE}.restoring"));
+    let _ = std::fs::remove_file(&staged);
+    std::fs::copy(input, &staged).map_err(|e| format!("cannot copy {}: {e}", input.display()))?;
+    let restored = (|| {
+        let db = open_file(&config, &staged, instance)
+            .map_err(|e| format!("{} is not a usable snapshot: {e}", input.display()))?;
+        let records = db.keyspace_stats().map_err(|e| e.to_string())?.records;
+        db.close().map_err(|e| e.to_string())?;
+        Ok::<_, String>(records)
+    })();
+    let records = match restored {
+        Ok(records) => records,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+    };
+    if target.exists() {
+        // Also proves no server holds the instance: its file would be locked.
+        let current = open_file(&config, &target, instance);
+        let current = match current {
+            Ok(db) => db,
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                return Err(e);
+            }
+        };
+        let existing = current.keyspace_stats().map_err(|e| e.to_string())?.records;
+        current.close().map_err(|e| e.to_string())?;
+        drop(current);
+        if existing > 0 && !force {
+            let _ = std::fs::remove_file(&staged);
+            return Err(format!(
+                "instance {instance:?} holds {existing} records; restoring replaces them — add --force"
+            ));
+        }
+    }
+    let wal = dir.join(format!("{DATA_FILE}-wal"));
+    let _ = std::fs::remove_file(&wal);
+    std::fs::rename(&staged, &target).map_err(|e| e.to_string())?;
+    sync_dir(&dir);
+    Ok(records)
+}
+
+/// `roost compact`: rewrites the keyspace into a fresh file (a snapshot) and swaps it in,
+/// offline, returning the file size before and after (the log is checkpointed first).
+pub fn compact(data_dir: &Path, instance: &str) -> Result<(u64, u64), String> {
+    let config = instance_config(data_dir, instance, false)?;
+    let dir = instance_dir(data_dir, instance)?;
+    let target = dir.join(DATA_FILE);
+    let staged = dir.join(format!("{DATA_FILE}.compacting"));
+    let _ = std::fs::remove_file(&staged);
+    let db = open_file(&config, &target, instance)?;
+    db.sync().map_err(|e| e.to_string())?;
+    let before = std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
+    let stats = db.snapshot_to(&staged).map_err(|e| e.to_string());
+    db.close().map_err(|e| e.to_string())?;
+    drop(db);
+    let stats = match stats {
+        Ok(stats) => stats,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+    };
+    let _ = std::fs::remove_file(dir.join(format!("{DATA_FILE}-wal")));
+    std::fs::rename(&staged, &target).map_err(|e| e.to_string())?;
+    sync_dir(&dir);
+    Ok((before, stats.bytes))
+}
+
+/// `roost backup` offline: a snapshot of the keyspace into `out` (a new file).
+pub fn backup_offline(db: &Database, out: &Path) -> Result<roost_engine::SnapshotStats, String> {
+    db.snapshot_to(out).map_err(|e| e.to_string())
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) {
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// One record as a JSON object (the export format).
 pub fn record_json(key: &[u8], record: &Record) -> Value {
+    record_json_parts(
+        key,
+        &record.value,
+        &record.etag.to_string(),
+        record.expires_at_unix_ms,
+        record.content_type.as_deref(),
+    )
+}
+
+/// The export format from a record's parts (as the admin service's scan returns them).
+pub fn record_json_parts(
+    key: &[u8],
+    value: &[u8],
+    etag: &str,
+    expires_at_unix_ms: Option<u64>,
+    content_type: Option<&str>,
+) -> Value {
     json!({
         "key": String::from_utf8_lossy(key),
-        "value": b64(&record.value),
-        "etag": record.etag.to_string(),
-        "expiresAt": record.expires_at_unix_ms,
-        "contentType": record.content_type,
+        "value": b64(value),
+        "etag": etag,
+        "expiresAt": expires_at_unix_ms,
+        "contentType": content_type,
     })
 }
 
@@ -146,11 +339,9 @@ pub fn parse_record(line: &str) -> Result<ImportRecord, String> {
 }
 
 /// Writes every live record as JSON Lines; returns how many.
-pub fn export(
-    db: &Database,
-    out: &mut dyn Write,
-    progress: &mut dyn Write,
-) -> Result<usize, String> {
+pub fn export(db: &Database, out: &mut dyn Write) -> Result<usize, String> {
+    let total = db.keyspace_stats().map(|s| s.records).unwrap_or(0);
+    let mut progress = Progress::new("export", "records", total);
     let mut after: Option<Vec<u8>> = None;
     let mut count = 0;
     loop {
@@ -160,9 +351,7 @@ pub fn export(
         for (key, record) in &page.records {
             writeln!(out, "{}", record_json(key, record)).map_err(|e| e.to_string())?;
             count += 1;
-            if count % PROGRESS_EVERY == 0 {
-                let _ = writeln!(progress, "exported {count} records");
-            }
+            progress.set(count as u64);
         }
         match page.next {
             Some(next) => after = Some(next),
@@ -170,16 +359,13 @@ pub fn export(
         }
     }
     out.flush().map_err(|e| e.to_string())?;
-    let _ = writeln!(progress, "exported {count} records in all");
+    progress.finish(&format!("{count} records"));
     Ok(count)
 }
 
 /// Reads JSON Lines and imports them exactly; returns how many.
-pub fn import(
-    db: &Database,
-    input: &mut dyn BufRead,
-    progress: &mut dyn Write,
-) -> Result<usize, String> {
+pub fn import(db: &Database, input: &mut dyn BufRead) -> Result<usize, String> {
+    let mut progress = Progress::new("import", "records", 0);
     let mut batch = Vec::with_capacity(IMPORT_BATCH);
     let mut count = 0;
     for (number, line) in input.lines().enumerate() {
@@ -192,16 +378,14 @@ pub fn import(
             count += db
                 .import(std::mem::take(&mut batch))
                 .map_err(|e| e.to_string())?;
-            if count % PROGRESS_EVERY == 0 {
-                let _ = writeln!(progress, "imported {count} records");
-            }
+            progress.set(count as u64);
         }
     }
     if !batch.is_empty() {
         count += db.import(batch).map_err(|e| e.to_string())?;
     }
     db.sync().map_err(|e| e.to_string())?;
-    let _ = writeln!(progress, "imported {count} records in all");
+    progress.finish(&format!("{count} records"));
     Ok(count)
 }
 

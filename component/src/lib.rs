@@ -13,7 +13,8 @@
 //! - [`service`]: the Dapr RPCs, one module per operation family;
 //! - [`status`]: errors in the exact shapes daprd decodes;
 //! - [`metrics`]: the Prometheus endpoint (`--metrics-addr`);
-//! - [`client`] and [`doctor`]: talking to a socket as daprd does;
+//! - [`client`] and [`doctor`]: talking to a socket as daprd does; [`remote`]: the admin
+//!   commands through a running server's socket;
 //! - [`sidecar`]: `roost sidecar`, a stand-in for daprd's state API that calls components as
 //!   daprd does.
 
@@ -26,6 +27,7 @@ pub mod doctor;
 pub mod instances;
 pub mod metrics;
 pub mod proto;
+pub mod remote;
 pub mod server;
 pub mod service;
 pub mod sidecar;

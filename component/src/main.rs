@@ -43,7 +43,7 @@ enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
-    /// Print one record (offline: no `roost serve` may hold the instance).
+    /// Print one record (offline on the data dir, or online with --socket).
     Get {
         #[command(flatten)]
         keyspace: Keyspace,
@@ -52,7 +52,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write one record (offline).
+    /// Write one record (offline, or online with --socket).
     Set {
         #[command(flatten)]
         keyspace: Keyspace,
@@ -66,7 +66,7 @@ enum Command {
         #[arg(long)]
         content_type: Option<String>,
     },
-    /// Delete one record (offline).
+    /// Delete one record (offline, or online with --socket).
     Delete {
         #[command(flatten)]
         keyspace: Keyspace,
@@ -74,7 +74,8 @@ enum Command {
         #[arg(long)]
         etag: Option<String>,
     },
-    /// List records whose key starts with a prefix, as JSON Lines (offline).
+    /// List records whose key starts with a prefix, as JSON Lines (offline, or online with
+    /// --socket).
     Scan {
         #[command(flatten)]
         keyspace: Keyspace,
@@ -84,13 +85,15 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// Run a state query (`{"filter":...,"sort":...,"page":...}`), rows as JSON Lines (offline).
+    /// Run a state query (`{"filter":...,"sort":...,"page":...}`), rows as JSON Lines (offline,
+    /// or online with --socket).
     Query {
         #[command(flatten)]
         keyspace: Keyspace,
         query: String,
     },
-    /// Record counts, file size and configuration (no secrets), as JSON (offline).
+    /// Record counts, file size and configuration (no secrets), as JSON (offline, or online
+    /// with --socket).
     Stats {
         #[command(flatten)]
         keyspace: Keyspace,
@@ -98,7 +101,7 @@ enum Command {
     /// Write every live record as JSON Lines (offline).
     Export {
         #[command(flatten)]
-        keyspace: Keyspace,
+        keyspace: OfflineKeyspace,
         /// Output file (default: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -107,7 +110,7 @@ enum Command {
     /// creates the instance if it does not exist.
     Import {
         #[command(flatten)]
-        keyspace: Keyspace,
+        keyspace: OfflineKeyspace,
         /// Input file (default: standard input).
         #[arg(long = "in")]
         input: Option<PathBuf>,
@@ -117,13 +120,55 @@ enum Command {
     /// ROOST_PREVIOUS_ENCRYPTION_KEY).
     Rekey {
         #[command(flatten)]
+        keyspace: OfflineKeyspace,
+    },
+    /// Write a consistent snapshot of the keyspace to a new file: online with --socket while
+    /// the server keeps serving, or offline. Values stay compressed and encrypted as stored.
+    Backup {
+        #[command(flatten)]
         keyspace: Keyspace,
+        /// The snapshot file to create (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Put a snapshot from `roost backup` in place of the keyspace (offline: stop the server
+    /// first); creates the instance if it does not exist.
+    Restore {
+        #[command(flatten)]
+        keyspace: OfflineKeyspace,
+        /// The snapshot file.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Replace an instance that holds records.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Rewrite the keyspace into a fresh file, returning free pages to the filesystem
+    /// (offline).
+    Compact {
+        #[command(flatten)]
+        keyspace: OfflineKeyspace,
     },
 }
 
-/// Which keyspace an offline admin command works on.
+/// Which keyspace an admin command works on.
 #[derive(clap::Args)]
 struct Keyspace {
+    /// The data directory of `roost serve` (same default), opened directly (offline).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The component instance (the component YAML's metadata.name).
+    #[arg(long)]
+    instance: String,
+    /// Work online through a running `roost serve` socket (e.g.
+    /// /tmp/dapr-components-sockets/roost.sock) instead of opening the data directory.
+    #[arg(long, conflicts_with = "data_dir")]
+    socket: Option<PathBuf>,
+}
+
+/// The keyspace of a command that only works offline.
+#[derive(clap::Args)]
+struct OfflineKeyspace {
     /// The data directory of `roost serve` (same default).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -277,11 +322,171 @@ fn open_keyspace(
     Ok((db, data_dir))
 }
 
-fn run_admin(command: Command) -> Result<(), String> {
+impl OfflineKeyspace {
+    fn keyspace(&self) -> Keyspace {
+        Keyspace {
+            data_dir: self.data_dir.clone(),
+            instance: self.instance.clone(),
+            socket: None,
+        }
+    }
+}
+
+/// The socket an admin command should use, if it runs online.
+fn online_socket(command: &Command) -> Option<(&std::path::Path, &str)> {
+    let keyspace = match command {
+        Command::Get { keyspace, .. }
+        | Command::Set { keyspace, .. }
+        | Command::Delete { keyspace, .. }
+        | Command::Scan { keyspace, .. }
+        | Command::Query { keyspace, .. }
+        | Command::Stats { keyspace }
+        | Command::Backup { keyspace, .. } => keyspace,
+        _ => return None,
+    };
+    Some((keyspace.socket.as_deref()?, keyspace.instance.as_str()))
+}
+
+/// Runs an admin command through a running server's socket.
+async fn run_online(
+    socket: &std::path::Path,
+    instance: &str,
+    command: Command,
+) -> Result<(), String> {
     use std::io::Write;
+    let remote = roost_component::remote::Remote::connect(socket, instance).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut progress = std::io::stderr();
+    let io = |e: std::io::Error| e.to_string();
+    match command {
+        Command::Get { key, json, .. } => {
+            let found = remote
+                .get(&key)
+                .await?
+                .ok_or_else(|| format!("{key:?} not found"))?;
+            let etag = found.etag.map(|e| e.value).unwrap_or_default();
+            if json {
+                let line = serde_json::json!({
+                    "key": key,
+                    "value": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &found.data),
+                    "etag": etag,
+                    "contentType": (!found.content_type.is_empty()).then_some(found.content_type),
+                    "metadata": found.metadata,
+                });
+                writeln!(out, "{line}").map_err(io)?;
+            } else {
+                out.write_all(&found.data).map_err(io)?;
+                writeln!(out).map_err(io)?;
+                let expiry = found
+                    .metadata
+                    .get("ttlExpireTime")
+                    .map(|t| format!(", expires {t}"))
+                    .unwrap_or_default();
+                eprintln!("etag {etag}{expiry}");
+            }
+        }
+        Command::Set {
+            key,
+            value,
+            etag,
+            ttl,
+            content_type,
+            ..
+        } => {
+            let mut metadata = std::collections::HashMap::new();
+            if let Some(ttl) = ttl {
+                metadata.insert("ttlInSeconds".to_string(), ttl);
+            }
+            remote
+                .set(roost_component::proto::SetRequest {
+                    key: key.clone(),
+                    value: value.into_bytes().into(),
+                    etag: etag.map(|value| roost_component::proto::Etag { value }),
+                    metadata,
+                    content_type: content_type.unwrap_or_default(),
+                    ..Default::default()
+                })
+                .await?;
+            let etag = remote
+                .get(&key)
+                .await?
+                .and_then(|r| r.etag)
+                .map(|e| e.value)
+                .unwrap_or_default();
+            writeln!(out, "etag {etag}").map_err(io)?;
+        }
+        Command::Delete { key, etag, .. } => remote.delete(&key, etag).await?,
+        Command::Scan { prefix, limit, .. } => {
+            let more = remote
+                .scan(&prefix, limit, |r| {
+                    let line = admin::record_json_parts(
+                        &r.key,
+                        &r.value,
+                        &r.etag,
+                        (r.expires_at_unix_ms != 0).then_some(r.expires_at_unix_ms),
+                        (!r.content_type.is_empty()).then_some(r.content_type.as_str()),
+                    );
+                    writeln!(out, "{line}").map_err(io)
+                })
+                .await?;
+            if more {
+                eprintln!("(more records follow; raise --limit)");
+            }
+        }
+        Command::Query { query, .. } => {
+            let response = remote.query(&query).await?;
+            for item in &response.items {
+                let line = serde_json::json!({
+                    "key": item.key,
+                    "value": String::from_utf8_lossy(&item.data),
+                    "etag": item.etag.as_ref().map(|e| e.value.clone()).unwrap_or_default(),
+                });
+                writeln!(out, "{line}").map_err(io)?;
+            }
+            if !response.token.is_empty() {
+                eprintln!("next page token: {}", response.token);
+            }
+        }
+        Command::Stats { .. } => {
+            let stats = remote.stats().await?;
+            writeln!(out, "{stats:#}").map_err(io)?;
+        }
+        Command::Backup { out: file, .. } => {
+            let mut progress: Option<admin::Progress> = None;
+            let (records, bytes) = remote
+                .backup(&file, |received, total| {
+                    progress
+                        .get_or_insert_with(|| admin::Progress::new("backup", "bytes", total))
+                        .set(received);
+                })
+                .await?;
+            if let Some(progress) = progress {
+                progress.finish(&format!("{records} records, {bytes} bytes"));
+            }
+            writeln!(
+                out,
+                "backup {}: {records} records, {bytes} bytes",
+                file.display()
+            )
+            .map_err(io)?;
+        }
+        _ => unreachable!("only commands with a socket run online"),
+    }
+    Ok(())
+}
+
+fn run_admin(command: Command) -> Result<(), String> {
+    use std::io::Write;
+    if let Some((socket, instance)) = online_socket(&command) {
+        let (socket, instance) = (socket.to_path_buf(), instance.to_string());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        return runtime.block_on(run_online(&socket, &instance, command));
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
     let text = |e: roost_engine::Error| e.to_string();
     let io = |e: std::io::Error| e.to_string();
     match command {
@@ -372,35 +577,69 @@ fn run_admin(command: Command) -> Result<(), String> {
             keyspace,
             out: file,
         } => {
-            let (db, _) = open_keyspace(&keyspace, false)?;
+            let (db, _) = open_keyspace(&keyspace.keyspace(), false)?;
             match file {
                 Some(path) => {
                     let file = std::fs::File::create(&path)
                         .map_err(|e| format!("{}: {e}", path.display()))?;
-                    admin::export(&db, &mut std::io::BufWriter::new(file), &mut progress)?;
+                    admin::export(&db, &mut std::io::BufWriter::new(file))?;
                 }
                 None => {
-                    admin::export(&db, &mut out, &mut progress)?;
+                    admin::export(&db, &mut out)?;
                 }
             }
         }
         Command::Import { keyspace, input } => {
-            let (db, _) = open_keyspace(&keyspace, true)?;
+            let (db, _) = open_keyspace(&keyspace.keyspace(), true)?;
             match input {
                 Some(path) => {
                     let file = std::fs::File::open(&path)
                         .map_err(|e| format!("{}: {e}", path.display()))?;
-                    admin::import(&db, &mut std::io::BufReader::new(file), &mut progress)?;
+                    admin::import(&db, &mut std::io::BufReader::new(file))?;
                 }
                 None => {
-                    admin::import(&db, &mut std::io::stdin().lock(), &mut progress)?;
+                    admin::import(&db, &mut std::io::stdin().lock())?;
                 }
             }
         }
         Command::Rekey { keyspace } => {
-            let (db, _) = open_keyspace(&keyspace, false)?;
+            let (db, _) = open_keyspace(&keyspace.keyspace(), false)?;
             let n = db.rewrite_all().map_err(text)?;
             writeln!(out, "rewrote {n} records").map_err(io)?;
+        }
+        Command::Backup {
+            keyspace,
+            out: file,
+        } => {
+            let (db, _) = open_keyspace(&keyspace, false)?;
+            let stats = admin::backup_offline(&db, &file)?;
+            writeln!(
+                out,
+                "backup {}: {} records, {} bytes",
+                file.display(),
+                stats.records,
+                stats.bytes
+            )
+            .map_err(io)?;
+        }
+        Command::Restore {
+            keyspace,
+            input,
+            force,
+        } => {
+            let data_dir = keyspace.data_dir.clone().unwrap_or_else(default_data_dir);
+            let records = admin::restore(&data_dir, &keyspace.instance, &input, force)?;
+            writeln!(
+                out,
+                "restored {records} records into instance {:?}",
+                keyspace.instance
+            )
+            .map_err(io)?;
+        }
+        Command::Compact { keyspace } => {
+            let data_dir = keyspace.data_dir.clone().unwrap_or_else(default_data_dir);
+            let (before, after) = admin::compact(&data_dir, &keyspace.instance)?;
+            writeln!(out, "compacted: {before} bytes → {after} bytes").map_err(io)?;
         }
         Command::Serve(_) | Command::Sidecar(_) | Command::Doctor { .. } => {
             unreachable!("handled by main")

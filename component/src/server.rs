@@ -89,6 +89,7 @@ pub async fn serve(
         builder
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(proto::admin::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
         .build_v1alpha()
@@ -138,7 +139,8 @@ pub async fn serve(
         .add_service(
             QueriableStateStoreServer::new(component.clone()).max_decoding_message_size(max),
         )
-        .add_service(TransactionalStoreMultiMaxSizeServer::new(component))
+        .add_service(TransactionalStoreMultiMaxSizeServer::new(component.clone()))
+        .add_service(proto::admin::admin_server::AdminServer::new(component))
         .add_service(reflection_v1alpha)
         .add_service(reflection_v1)
         .add_service(health);

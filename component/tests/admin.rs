@@ -96,7 +96,7 @@ async fn export_import_and_offline_commands() {
         &["export", "--instance", "orders", "--out", file_arg],
     );
     assert!(ok, "{err}");
-    assert!(err.contains("exported 3 records"), "{err}");
+    assert!(err.contains("export: 3 records"), "{err}");
     let (ok, _, err) = roost(&data, &["import", "--instance", "copy", "--in", file_arg]);
     assert!(ok, "{err}");
     let (_, original, _) = roost(&data, &["scan", "--instance", "orders", "--limit", "0"]);

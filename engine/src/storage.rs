@@ -934,7 +934,7 @@ where
                 let (key, value) = row?;
                 target.insert(key.value(), value.value())?;
                 copied += 1;
-                if copied % SNAPSHOT_CHUNK as u64 == 0 {
+                if copied.is_multiple_of(SNAPSHOT_CHUNK as u64) {
                     done = false;
                     break;
                 }

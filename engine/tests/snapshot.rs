@@ -29,7 +29,10 @@ fn a_snapshot_under_load_is_consistent_complete_and_still_sealed() {
     for i in 0..300 {
         let mut request = SetRequest::new(
             format!("base-{i:03}"),
-            format!(r#"{{"city":"{}","marker":"SECRET-MARKER-{i}"}}"#, ["Oslo", "Lima"][i % 2]),
+            format!(
+                r#"{{"city":"{}","marker":"SECRET-MARKER-{i}"}}"#,
+                ["Oslo", "Lima"][i % 2]
+            ),
         )
         .content_type("application/json");
         if i % 3 == 0 {
@@ -61,7 +64,10 @@ fn a_snapshot_under_load_is_consistent_complete_and_still_sealed() {
     stop.store(true, Ordering::Relaxed);
     let written = writer.join().unwrap();
     assert!(stats.records >= 320 && stats.bytes > 0, "{stats:?}");
-    assert!(db.snapshot_to(&snapshot_path).is_err(), "an existing file is never overwritten");
+    assert!(
+        db.snapshot_to(&snapshot_path).is_err(),
+        "an existing file is never overwritten"
+    );
 
     let raw = std::fs::read(&snapshot_path).unwrap();
     assert!(
@@ -92,7 +98,10 @@ fn a_snapshot_under_load_is_consistent_complete_and_still_sealed() {
         page.rows.into_iter().map(|r| r.key).collect()
     };
     assert_eq!(keys(copy.query(&query).unwrap()).len(), 150);
-    assert_eq!(keys(copy.query(&query).unwrap()), keys(db.query(&query).unwrap()));
+    assert_eq!(
+        keys(copy.query(&query).unwrap()),
+        keys(db.query(&query).unwrap())
+    );
     // The etag sequence continues above everything in the snapshot.
     let highest = live.last().unwrap().1.etag;
     let next = copy.set(SetRequest::new("after", b"1".to_vec())).unwrap();

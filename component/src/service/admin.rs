@@ -1,0 +1,143 @@
+//! Roost's admin service on the component socket (`roost.admin.v1.Admin`): scan, stats and
+//! snapshots of the instance named by `x-component-instance`, while the server keeps serving.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::proto::admin::{self, admin_server::Admin};
+use crate::service::RoostComponent;
+use crate::status;
+
+/// Records per scan page when the caller asks for 0 (or more).
+const MAX_SCAN_PAGE: usize = 1000;
+/// Bytes per snapshot chunk (well under daprd's and tonic's 4 MiB message limits).
+const CHUNK: usize = 1 << 20;
+
+/// Removes the temporary snapshot file when the stream ends or the client goes away.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<admin::SnapshotChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Admin for RoostComponent {
+    async fn scan(
+        &self,
+        request: Request<admin::ScanRequest>,
+    ) -> Result<Response<admin::ScanResponse>, Status> {
+        let instance = self.registry.resolve(&request).await?;
+        let r = request.into_inner();
+        let limit = match r.limit as usize {
+            0 => MAX_SCAN_PAGE,
+            n => n.min(MAX_SCAN_PAGE),
+        };
+        let db = instance.db.blocking().clone();
+        let after = (!r.after.is_empty()).then(|| r.after.to_vec());
+        let page = tokio::task::spawn_blocking(move || db.scan(r.prefix, after.as_deref(), limit))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| status::from_engine(&e))?;
+        Ok(Response::new(admin::ScanResponse {
+            records: page
+                .records
+                .into_iter()
+                .map(|(key, record)| admin::ScanRecord {
+                    key: Bytes::from(key),
+                    value: Bytes::from(record.value),
+                    etag: record.etag.to_string(),
+                    expires_at_unix_ms: record.expires_at_unix_ms.unwrap_or(0),
+                    content_type: record.content_type.unwrap_or_default(),
+                })
+                .collect(),
+            next: page.next.map(Bytes::from).unwrap_or_default(),
+        }))
+    }
+
+    async fn stats(
+        &self,
+        request: Request<admin::StatsRequest>,
+    ) -> Result<Response<admin::StatsResponse>, Status> {
+        let instance = self.registry.resolve(&request).await?;
+        let db = instance.db.blocking().clone();
+        let data_dir = self.registry.data_dir().to_path_buf();
+        let name = instance.name.clone();
+        let json = tokio::task::spawn_blocking(move || crate::admin::stats(&db, &data_dir, &name))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::internal)?;
+        Ok(Response::new(admin::StatsResponse {
+            json: json.to_string(),
+        }))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        request: Request<admin::SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        let instance = self.registry.resolve(&request).await?;
+        let dir = self.registry.instance_dir(&instance.name)?;
+        let temp = TempFile(dir.join(format!("snapshot-{}.roost.tmp", roost_engine::uuid_v4())));
+        let db = instance.db.blocking().clone();
+        let path = temp.0.clone();
+        let stats = tokio::task::spawn_blocking(move || db.snapshot_to(&path))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| status::from_engine(&e))?;
+        let mut file = tokio::fs::File::open(&temp.0)
+            .await
+            .map_err(|e| Status::internal(format!("reading the snapshot: {e}")))?;
+        let stream = async_stream_chunks(move |tx| async move {
+            let _temp = temp;
+            let mut first = true;
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let n = match file.read(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!("reading the snapshot: {e}"))))
+                            .await;
+                        return;
+                    }
+                };
+                if n == 0 && !first {
+                    return;
+                }
+                buf.truncate(n);
+                let chunk = admin::SnapshotChunk {
+                    data: Bytes::from(buf),
+                    records: if first { stats.records } else { 0 },
+                    total_bytes: if first { stats.bytes } else { 0 },
+                };
+                first = false;
+                if tx.send(Ok(chunk)).await.is_err() || n == 0 {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A stream fed by a task through a small channel (backpressure: at most 2 chunks ahead).
+fn async_stream_chunks<F, Fut>(produce: F) -> SnapshotStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<admin::SnapshotChunk, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(produce(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
