@@ -62,6 +62,17 @@ impl Progress {
         }
     }
 
+    /// For work without a count to report (rekey, compact, offline backup): a ticking spinner
+    /// on a terminal, a "started" line otherwise.
+    pub fn working(what: &'static str) -> Progress {
+        let progress = Progress::new(what, "records", 0);
+        match &progress.bar {
+            Some(bar) => bar.enable_steady_tick(std::time::Duration::from_millis(120)),
+            None => eprintln!("{what}: started"),
+        }
+        progress
+    }
+
     fn step(total: u64) -> u64 {
         if total == 0 {
             10_000

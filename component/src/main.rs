@@ -604,7 +604,9 @@ fn run_admin(command: Command) -> Result<(), String> {
         }
         Command::Rekey { keyspace } => {
             let (db, _) = open_keyspace(&keyspace.keyspace(), false)?;
+            let progress = admin::Progress::working("rekey");
             let n = db.rewrite_all().map_err(text)?;
+            progress.finish(&format!("{n} records"));
             writeln!(out, "rewrote {n} records").map_err(io)?;
         }
         Command::Backup {
@@ -612,7 +614,9 @@ fn run_admin(command: Command) -> Result<(), String> {
             out: file,
         } => {
             let (db, _) = open_keyspace(&keyspace, false)?;
+            let progress = admin::Progress::working("backup");
             let stats = admin::backup_offline(&db, &file)?;
+            progress.finish(&format!("{} records", stats.records));
             writeln!(
                 out,
                 "backup {}: {} records, {} bytes",
@@ -638,7 +642,9 @@ fn run_admin(command: Command) -> Result<(), String> {
         }
         Command::Compact { keyspace } => {
             let data_dir = keyspace.data_dir.clone().unwrap_or_else(default_data_dir);
+            let progress = admin::Progress::working("compact");
             let (before, after) = admin::compact(&data_dir, &keyspace.instance)?;
+            progress.finish("done");
             writeln!(out, "compacted: {before} bytes → {after} bytes").map_err(io)?;
         }
         Command::Serve(_) | Command::Sidecar(_) | Command::Doctor { .. } => {
