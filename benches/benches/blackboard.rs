@@ -148,8 +148,12 @@ spec:
                 "memory" => Arc::new(MemoryStore::new()),
                 "embedded" => Arc::new(EmbeddedStore::open(dir.path().join(file)).expect("open")),
                 _ => {
-                    let stack = LocalDapr::start(&dir.path().join(file), "bench", component)
-                        .expect("roost serve + roost sidecar");
+                    let stack = LocalDapr::start(
+                        &dir.path().join(format!("dapr-{file}")),
+                        "bench",
+                        component,
+                    )
+                    .expect("roost serve + roost sidecar");
                     let store = runtime
                         .block_on(DaprStore::connect(&stack.grpc_endpoint, "board"))
                         .expect("connect");
