@@ -253,28 +253,40 @@ impl Model {
     }
 }
 
+/// Kills and reaps the child if a check fails before it ended.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("model.roost");
     let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "model_replay_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env(ENV_DB, &db_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut to_child = child.stdin.take().unwrap();
+    let mut child = Reaped(
+        Command::new(exe)
+            .args([
+                "model_replay_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(ENV_DB, &db_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut to_child = child.0.stdin.take().unwrap();
     // The test harness prints "test model_replay_child ... " before the child's first line.
-    let mut replies = BufReader::new(child.stdout.take().unwrap())
+    let mut replies = BufReader::new(child.0.stdout.take().unwrap())
         .lines()
         .map(Result::unwrap)
         .filter_map(|l| {
@@ -331,7 +343,7 @@ fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     writeln!(to_child, "crash").unwrap();
     let _ = to_child.flush();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     prop_assert!(!status.success(), "the child ends by aborting");
 
     // Reopen: the log replays. Every key reads as the model says.
