@@ -679,13 +679,18 @@ async fn serve(args: ServeArgs) -> ExitCode {
         );
     })
     .await;
+    finish("roost", result.map_err(|e| e.to_string()))
+}
+
+/// The exit of a long-running command: a log line when it stopped cleanly, the error otherwise.
+fn finish(who: &str, result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("roost: {err}");
+            eprintln!("{who}: {err}");
             ExitCode::FAILURE
         }
     }
@@ -741,14 +746,5 @@ async fn sidecar(args: SidecarArgs) -> ExitCode {
         );
     })
     .await;
-    match result {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("roost sidecar: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    finish("roost sidecar", result)
 }

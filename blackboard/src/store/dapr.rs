@@ -32,7 +32,10 @@ use runtime::dapr_client::DaprClient;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use super::{BlackboardStore, Filter, Page, StoreFuture, page_of};
+use super::{
+    BlackboardStore, Filter, Page, StoreFuture, artifact_key, consumption_key, consumption_prefix,
+    page_of,
+};
 use crate::artifact::{Artifact, Consumption};
 use crate::error::{Error, Result};
 
@@ -61,19 +64,6 @@ pub struct DaprStore {
 
 fn grpc_error(status: tonic::Status) -> Error {
     Error::Store(format!("{:?}: {}", status.code(), status.message()))
-}
-
-fn artifact_key(id: &str) -> String {
-    format!("artifact:{id}")
-}
-
-fn consumption_key(record: &Consumption) -> String {
-    format!(
-        "consumption:{}:{}:{}",
-        record.artifact_id,
-        record.consumer,
-        record.run_id.as_deref().unwrap_or("")
-    )
 }
 
 fn json_metadata() -> HashMap<String, String> {
@@ -378,7 +368,7 @@ impl BlackboardStore for DaprStore {
 
     fn consumptions<'a>(&'a self, artifact_id: &'a str) -> StoreFuture<'a, Vec<Consumption>> {
         Box::pin(async move {
-            let prefix = format!("consumption:{artifact_id}:");
+            let prefix = consumption_prefix(artifact_id);
             let rows = self
                 .query_all(Some(json!({"EQ": {"artifact_id": artifact_id}})))
                 .await?;

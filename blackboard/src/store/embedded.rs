@@ -22,29 +22,15 @@ use roost_engine::{
 };
 use serde_json::{Value, json};
 
-use super::{BlackboardStore, Filter, Page, StoreFuture, page_of};
+use super::{
+    BlackboardStore, Filter, Page, StoreFuture, artifact_key, consumption_key, consumption_prefix,
+    page_of,
+};
 use crate::artifact::{Artifact, Consumption};
 use crate::error::{Error, Result};
 
 /// The JSON paths the keyspace indexes.
 pub const INDEXED_PATHS: [&str; 4] = ["type", "produced_by", "correlation_id", "created_at"];
-
-fn artifact_key(id: &str) -> String {
-    format!("artifact:{id}")
-}
-
-fn consumption_prefix(artifact_id: &str) -> String {
-    format!("consumption:{artifact_id}:")
-}
-
-fn consumption_key(record: &Consumption) -> String {
-    format!(
-        "{}{}:{}",
-        consumption_prefix(&record.artifact_id),
-        record.consumer,
-        record.run_id.as_deref().unwrap_or("")
-    )
-}
 
 /// The blackboard on an embedded Roost keyspace.
 #[derive(Clone)]

@@ -30,6 +30,26 @@ pub use dapr::{DaprCapabilities, DaprStore};
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
 
+// The key layout of the stores on a key-value keyspace (embedded, Dapr):
+// `artifact:{id}` and `consumption:{artifact id}:{consumer}:{run id}`.
+
+pub(crate) fn artifact_key(id: &str) -> String {
+    format!("artifact:{id}")
+}
+
+pub(crate) fn consumption_prefix(artifact_id: &str) -> String {
+    format!("consumption:{artifact_id}:")
+}
+
+pub(crate) fn consumption_key(record: &Consumption) -> String {
+    format!(
+        "{}{}:{}",
+        consumption_prefix(&record.artifact_id),
+        record.consumer,
+        record.run_id.as_deref().unwrap_or("")
+    )
+}
+
 /// A boxed store future.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
 

@@ -68,6 +68,15 @@ fn error_response(error: ApiError) -> Response {
         .into_response()
 }
 
+fn json_ok(body: String) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
@@ -297,12 +306,7 @@ async fn bulk_get(
     match result {
         Ok(items) => {
             let items: Vec<Value> = items.into_iter().map(|i| item_json(i, true)).collect();
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                Value::Array(items).to_string(),
-            )
-                .into_response()
+            json_ok(Value::Array(items).to_string())
         }
         Err(e) => error_response(e),
     }
@@ -390,12 +394,7 @@ async fn query_state(
             if !result.metadata.is_empty() {
                 object.insert("metadata".into(), json!(result.metadata));
             }
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                Value::Object(object).to_string(),
-            )
-                .into_response()
+            json_ok(Value::Object(object).to_string())
         }
         Err(e) => error_response(e),
     }
@@ -422,12 +421,7 @@ async fn metadata(State(state): State<AppState>) -> Response {
         "components": components,
         "extended": {"roost-sidecar": "state building block only"},
     });
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    json_ok(body.to_string())
 }
 
 async fn healthy() -> Response {

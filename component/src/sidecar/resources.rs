@@ -161,13 +161,15 @@ pub fn load(paths: &[PathBuf], placeholders: &Placeholders) -> Result<Resources,
             metadata.insert(item.name.clone(), substitute(&value, placeholders));
         }
         let init_timeout = match &component.spec.init_timeout {
-            Some(text) if !text.is_empty() => parse_go_duration(text).ok_or_else(|| {
-                format!(
-                    "{}: component {:?}: initTimeout {text:?} is not a duration like 5s or 1m30s",
-                    component.source.display(),
-                    component.name
-                )
-            })?,
+            Some(text) if !text.is_empty() => {
+                crate::config::parse_go_duration(text).map_err(|why| {
+                    format!(
+                        "{}: component {:?}: initTimeout: {why}",
+                        component.source.display(),
+                        component.name
+                    )
+                })?
+            }
             _ => DEFAULT_INIT_TIMEOUT,
         };
         resources.state_stores.push(StateComponentSpec {
@@ -441,37 +443,6 @@ fn flatten(
     }
 }
 
-/// Parses a Go duration (`300ms`, `5s`, `1m30s`, `1h`).
-pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let mut rest = text.trim();
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * scale;
-    }
-    Some(Duration::from_secs_f64(total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -571,11 +542,12 @@ metadata:
     }
 
     #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("5s"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_go_duration("300ms"), Some(Duration::from_millis(300)));
-        assert_eq!(parse_go_duration("1h1m"), Some(Duration::from_secs(3660)));
-        assert_eq!(parse_go_duration("5"), None);
-        assert_eq!(parse_go_duration("5x"), None);
+    fn init_timeouts_are_go_durations() {
+        let parse = crate::config::parse_go_duration;
+        assert_eq!(parse("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse("1h1m"), Ok(Duration::from_secs(3660)));
+        assert_eq!(parse("0"), Ok(Duration::ZERO));
+        assert!(parse("5").is_err(), "Go needs a unit");
+        assert!(parse("5x").is_err());
     }
 }
