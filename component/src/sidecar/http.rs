@@ -81,6 +81,14 @@ fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// 204 on success (daprd's answer to writes), the error body otherwise.
+fn empty_or_error(result: Result<(), ApiError>) -> Response {
+    match result {
+        Ok(()) => no_content(),
+        Err(e) => error_response(e),
+    }
+}
+
 /// `metadata.<name>=<value>` query parameters.
 fn query_metadata(params: &[(String, String)]) -> HashMap<String, String> {
     params
@@ -187,10 +195,7 @@ async fn save_state(
         state.api.save(&store, items).await
     }
     .await;
-    match result {
-        Ok(()) => no_content(),
-        Err(e) => error_response(e),
-    }
+    empty_or_error(result)
 }
 
 async fn get_state(
@@ -253,10 +258,7 @@ async fn delete_state(
         metadata: query_metadata(&params),
         options,
     };
-    match state.api.delete(&store, vec![item]).await {
-        Ok(()) => no_content(),
-        Err(e) => error_response(e),
-    }
+    empty_or_error(state.api.delete(&store, vec![item]).await)
 }
 
 #[derive(Deserialize)]
@@ -358,10 +360,7 @@ async fn transaction(
         state.api.transact(&store, operations, metadata).await
     }
     .await;
-    match result {
-        Ok(()) => no_content(),
-        Err(e) => error_response(e),
-    }
+    empty_or_error(result)
 }
 
 async fn query_state(
