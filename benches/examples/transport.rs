@@ -46,6 +46,7 @@ fn main() {
         max_request_bytes: server::DEFAULT_MAX_REQUEST_BYTES,
         shutdown_grace: Duration::from_secs(1),
         metrics_addr: None,
+        transport_threads: roost_component::server::default_transport_threads(),
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -54,6 +54,11 @@ struct Args {
     /// Where the report files go.
     #[arg(long, default_value = "target/roost-bench")]
     out: PathBuf,
+    /// A `roost-bench` binary of another build (e.g. the commit before a server change): the
+    /// `roost-baseline` target runs its Roost server, so before and after are measured in
+    /// one run by the same clients. Adds `roost-baseline` to the default targets.
+    #[arg(long)]
+    baseline_server: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -127,6 +132,7 @@ fn main() -> ExitCode {
                     r.target,
                     Target::Roost
                         | Target::RoostEventual
+                        | Target::RoostBaseline
                         | Target::Embedded
                         | Target::EmbeddedEventual
                 ) || r.ops == 0)
@@ -162,7 +168,11 @@ async fn interrupted() {
 fn settings(args: &Args) -> Settings {
     let mut settings = Settings {
         targets: if args.targets.is_empty() {
-            Target::ALL.to_vec()
+            let mut all = Target::ALL.to_vec();
+            if args.baseline_server.is_some() {
+                all.push(Target::RoostBaseline);
+            }
+            all
         } else {
             args.targets.clone()
         },
@@ -175,6 +185,7 @@ fn settings(args: &Args) -> Settings {
         duration: args.duration,
         keys: args.keys,
         value_size: args.value_size,
+        baseline_server: args.baseline_server.clone(),
     };
     if args.smoke {
         settings.duration = Duration::from_secs(1);
@@ -189,6 +200,18 @@ fn settings(args: &Args) -> Settings {
 }
 
 fn check(settings: &Settings) -> Result<(), String> {
+    match &settings.baseline_server {
+        None if settings.targets.contains(&Target::RoostBaseline) => {
+            return Err("the roost-baseline target needs --baseline-server PATH".into());
+        }
+        Some(path) if !path.is_file() => {
+            return Err(format!(
+                "--baseline-server {}: no such file",
+                path.display()
+            ));
+        }
+        _ => {}
+    }
     if settings.concurrency.is_empty() || settings.concurrency.contains(&0) {
         return Err("--concurrency needs positive numbers".into());
     }
@@ -240,7 +263,7 @@ async fn run_all(settings: Settings) -> Result<Report, HarnessError> {
     // Every target is started and preloaded first; then each (workload, concurrency) runs on
     // every target in turn, so a slow phase of the machine (CPU steal on a VM) hits all
     // targets alike instead of whichever target ran then.
-    let mut servers = Servers::default();
+    let mut servers = Servers::new(settings.baseline_server.clone());
     let mut connectors = Vec::new();
     for &target in &settings.targets {
         if !plan.iter().any(|(t, _)| *t == target) {

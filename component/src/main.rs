@@ -207,6 +207,9 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off by default.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Threads serving gRPC connections (each connection lives on one); default: one per core.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    transport_threads: Option<u16>,
 }
 
 #[derive(clap::Args)]
@@ -668,6 +671,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
         max_request_bytes: args.max_request_bytes,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
         metrics_addr: args.metrics_addr,
+        transport_threads: args
+            .transport_threads
+            .map_or_else(server::default_transport_threads, usize::from),
     };
     let shutdown = shutdown_signal(args.stop_when_stdin_closes);
     let result = server::serve(config, shutdown, |config| {

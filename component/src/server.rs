@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
 use crate::instances::InstanceRegistry;
@@ -39,6 +38,14 @@ pub struct ServeConfig {
     pub shutdown_grace: std::time::Duration,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Threads serving gRPC connections, each connection on one of them
+    /// ([`default_transport_threads`]: one per core).
+    pub transport_threads: usize,
+}
+
+/// One transport thread per available core.
+pub fn default_transport_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Default `--max-request-bytes`: room for a transaction of several large values.
@@ -154,29 +161,15 @@ pub async fn serve(
         metrics = ?config.metrics_addr,
         "roost serving the Dapr state store API"
     );
-    ready(&config);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut serving = std::pin::pin!(router.serve_with_incoming_shutdown(
-        UnixListenerStream::new(listener),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let served = tokio::select! {
-        result = &mut serving => result,
-        () = shutdown => {
-            let _ = stop.send(());
-            // In-flight calls get `shutdown_grace` to finish; a client that keeps its
-            // connection busy past that does not keep the process alive.
-            match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::warn!(grace = ?config.shutdown_grace, "calls still in flight after the grace period; closing connections");
-                    Ok(())
-                }
-            }
-        }
-    };
+    let served = serve_connections(
+        router,
+        listener,
+        config.transport_threads.max(1),
+        shutdown,
+        config.shutdown_grace,
+        || ready(&config),
+    )
+    .await;
     let _ = metrics_stop.send(());
     if let Some(task) = metrics_task {
         let _ = task.await;
@@ -187,7 +180,126 @@ pub async fn serve(
     {
         tracing::warn!(socket = %config.socket_path.display(), error = %err, "could not remove the socket file");
     }
-    served.map_err(|e| ServeError(format!("the gRPC server failed: {e}")))
+    served
+}
+
+type RoostRouter = tonic::transport::server::Router<
+    tower::layer::util::Stack<crate::metrics::MetricsLayer, tower::layer::util::Identity>,
+>;
+
+/// Serves the connections accepted on `listener` on `threads` transport threads, each a
+/// current-thread runtime; connections are dealt to them in turn. A connection's HTTP/2
+/// task and the tasks of its calls then share one thread: no cross-thread wake-ups or lock
+/// contention inside a call, which on two cores beat a work-stealing runtime (BENCHMARKS.md,
+/// "transport threads"). daprd opens one connection per component, so several components or
+/// several daprd use several threads.
+///
+/// `ready` is called once the threads run. When `shutdown` resolves, accepting stops and every thread drains its calls; calls still
+/// running after `grace` are dropped with their runtime.
+async fn serve_connections(
+    router: RoostRouter,
+    listener: UnixListener,
+    threads: usize,
+    shutdown: impl Future<Output = ()>,
+    grace: std::time::Duration,
+    ready: impl FnOnce(),
+) -> Result<(), ServeError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (force_tx, force_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
+    let mut connections = Vec::with_capacity(threads);
+    for index in 0..threads {
+        let (conn_tx, conn_rx) =
+            tokio::sync::mpsc::unbounded_channel::<std::os::unix::net::UnixStream>();
+        connections.push(conn_tx);
+        let router = router.clone();
+        let mut stop_rx = stop_rx.clone();
+        let mut force_rx = force_rx.clone();
+        let done_tx = done_tx.clone();
+        std::thread::Builder::new()
+            .name(format!("roost-grpc-{index}"))
+            .spawn(move || {
+                let result = transport_thread(router, conn_rx, &mut stop_rx, &mut force_rx);
+                let _ = done_tx.send(result);
+            })
+            .map_err(|e| ServeError(format!("cannot start a transport thread: {e}")))?;
+    }
+    drop(done_tx);
+    ready();
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut next = 0;
+    let early = loop {
+        tokio::select! {
+            () = &mut shutdown => break None,
+            done = done_rx.recv() => {
+                break Some(match done {
+                    Some(Err(err)) => err,
+                    _ => "a transport thread stopped".to_string(),
+                });
+            }
+            accepted = listener.accept() => match accepted.and_then(|(stream, _)| stream.into_std()) {
+                Ok(stream) => {
+                    let _ = connections[next].send(stream);
+                    next = (next + 1) % connections.len();
+                }
+                // A failed accept (e.g. out of file descriptors) concerns one connection.
+                Err(err) => {
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+        }
+    };
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let mut remaining = threads - usize::from(early.is_some());
+    let drained = tokio::time::timeout(grace, async {
+        while remaining > 0 && done_rx.recv().await.is_some() {
+            remaining -= 1;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        // In-flight calls get `grace` to finish; a client that keeps its connection busy
+        // past that does not keep the process alive.
+        tracing::warn!(
+            ?grace,
+            "calls still in flight after the grace period; closing connections"
+        );
+        let _ = force_tx.send(true);
+        while done_rx.recv().await.is_some() {}
+    }
+    match early {
+        Some(err) => Err(ServeError(format!("the gRPC server failed: {err}"))),
+        None => Ok(()),
+    }
+}
+
+/// One transport thread: serves the connections it is dealt until told to stop.
+fn transport_thread(
+    router: RoostRouter,
+    connections: tokio::sync::mpsc::UnboundedReceiver<std::os::unix::net::UnixStream>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    force: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a transport runtime: {e}"))?;
+    runtime.block_on(async move {
+        use tokio_stream::StreamExt;
+        // The streams were accepted on another runtime: register them with this one.
+        let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(connections)
+            .map(tokio::net::UnixStream::from_std);
+        let serving = router.serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        });
+        tokio::select! {
+            served = serving => served.map_err(|e| e.to_string()),
+            _ = force.wait_for(|force| *force) => Ok(()),
+        }
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -566,3 +566,94 @@ async fn value_limits_must_fit_the_request_limit() {
     daprd.set(set("big", vec![1u8; fits])).await.unwrap();
     assert_eq!(daprd.bulk_get(&["nothing"]).await.unwrap().len(), 1);
 }
+
+/// Names of the process's transport threads, sorted.
+fn transport_threads(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| name.starts_with("roost-grpc-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Connections are dealt to `--transport-threads` threads and each is served; a call that
+/// cannot finish (a snapshot stream its client stopped reading) holds shutdown back for the
+/// grace period only, and nothing acknowledged is lost.
+#[tokio::test]
+async fn connections_share_the_transport_threads_and_a_stalled_call_ends_at_the_grace() {
+    let mut server = Server::start();
+    server.kill();
+    server
+        .spawn(&["--transport-threads", "2", "--shutdown-grace-seconds", "1"])
+        .unwrap();
+    assert_eq!(
+        transport_threads(server.pid()),
+        ["roost-grpc-0", "roost-grpc-1"]
+    );
+    let mut daprds = Vec::new();
+    for i in 0..3 {
+        let mut daprd = server.daprd(&format!("store-{i}")).await;
+        daprd.init(&[]).await.unwrap();
+        daprds.push(daprd);
+    }
+    for (i, daprd) in daprds.iter_mut().enumerate() {
+        daprd.set(set("k", vec![i as u8; 10])).await.unwrap();
+    }
+    for (i, daprd) in daprds.iter_mut().enumerate() {
+        assert_eq!(daprd.get("k").await.unwrap().data.as_ref(), [i as u8; 10]);
+    }
+
+    // 12 MiB of incompressible values: more than HTTP/2 flow control lets the server send
+    // to a client that does not read.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let items = (0..96)
+        .map(|i| {
+            let value: Vec<u8> = (0..128 * 1024)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            set(&format!("big-{i}"), value)
+        })
+        .collect();
+    daprds[0].bulk_set(items).await.unwrap();
+    let mut request = tonic::Request::new(roost_component::proto::admin::SnapshotRequest {});
+    request
+        .metadata_mut()
+        .insert("x-component-instance", "store-0".parse().unwrap());
+    let mut stream =
+        roost_component::proto::admin::admin_client::AdminClient::new(server.channel().await)
+            .max_decoding_message_size(8 << 20)
+            .snapshot(request)
+            .await
+            .unwrap()
+            .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(first.total_bytes > 12 << 20, "{}", first.total_bytes);
+
+    let stopping = std::time::Instant::now();
+    assert!(
+        server.terminate(),
+        "clean exit on SIGTERM despite the stalled call"
+    );
+    let took = stopping.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(900),
+        "shutdown waited for the stalled call's grace period: {took:?}"
+    );
+    drop(stream);
+    server.spawn(&[]).unwrap();
+    let mut daprd = server.daprd("store-0").await;
+    assert_eq!(daprd.get("k").await.unwrap().data.as_ref(), [0u8; 10]);
+    assert_eq!(
+        daprd.get("big-95").await.unwrap().data.len(),
+        128 * 1024,
+        "acknowledged writes survive the forced close"
+    );
+}

@@ -49,6 +49,9 @@ pub enum Target {
     Roost,
     /// `roost serve` over its Unix socket, `durability: eventual` (flushed within 100 ms).
     RoostEventual,
+    /// `roost serve` from another build of the harness (`--baseline-server`), immediate
+    /// durability: a server change's before/after in one run.
+    RoostBaseline,
     /// The engine in the harness process, immediate durability.
     Embedded,
     /// The engine in the harness process, eventual durability.
@@ -86,6 +89,7 @@ impl Target {
         match self {
             Target::Roost => "roost",
             Target::RoostEventual => "roost-eventual",
+            Target::RoostBaseline => "roost-baseline",
             Target::Embedded => "embedded",
             Target::EmbeddedEventual => "embedded-eventual",
             Target::EmbeddedNowal => "embedded-nowal",
@@ -100,7 +104,7 @@ impl Target {
     /// When a write is acknowledged, in words.
     pub fn durability(self) -> &'static str {
         match self {
-            Target::Roost | Target::Embedded => {
+            Target::Roost | Target::RoostBaseline | Target::Embedded => {
                 "fsync per batch: write-ahead log append (group commit)"
             }
             Target::EmbeddedNowal => "fsync per batch: redb durable commit (group commit)",
@@ -117,6 +121,7 @@ impl Target {
     pub fn tier(self) -> &'static str {
         match self {
             Target::Roost
+            | Target::RoostBaseline
             | Target::Embedded
             | Target::EmbeddedNowal
             | Target::Redis
@@ -132,7 +137,9 @@ impl Target {
     /// How the harness reaches the store.
     pub fn transport(self) -> &'static str {
         match self {
-            Target::Roost | Target::RoostEventual => "gRPC over a Unix socket (components API)",
+            Target::Roost | Target::RoostEventual | Target::RoostBaseline => {
+                "gRPC over a Unix socket (components API)"
+            }
             Target::Embedded | Target::EmbeddedEventual | Target::EmbeddedNowal => "in-process",
             Target::Redis | Target::RedisNopersist => "RESP over loopback TCP",
             Target::Postgres | Target::PostgresAsync => "PostgreSQL protocol over loopback TCP",
@@ -261,6 +268,8 @@ pub struct Settings {
     /// Preloaded keys, and JSON documents for the query workloads.
     pub keys: usize,
     pub value_size: usize,
+    /// The other build's harness binary serving `roost-baseline`.
+    pub baseline_server: Option<std::path::PathBuf>,
 }
 
 fn serialize_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -338,6 +338,7 @@ mod tests {
                 duration: Duration::from_secs(1),
                 keys: 100,
                 value_size: 1024,
+                baseline_server: None,
             },
             results: vec![
                 outcome(Target::Roost, Workload::Get, 1, 12_345.0),

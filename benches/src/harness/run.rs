@@ -76,6 +76,9 @@ pub struct Skipped {
 pub struct Servers {
     postgres: Option<PostgresServer>,
     roost: Option<RoostServer>,
+    baseline: Option<RoostServer>,
+    /// The harness binary of another build that serves `roost-baseline`.
+    baseline_server: Option<PathBuf>,
     redis: Vec<RedisServer>,
     dirs: Vec<TempDir>,
 }
@@ -123,6 +126,13 @@ impl Connector {
 }
 
 impl Servers {
+    pub fn new(baseline_server: Option<PathBuf>) -> Servers {
+        Servers {
+            baseline_server,
+            ..Servers::default()
+        }
+    }
+
     /// Starts what `target` needs and returns its connector, with an empty keyspace.
     pub async fn prepare(&mut self, target: Target) -> Result<Connector, HarnessError> {
         match target {
@@ -172,7 +182,7 @@ impl Servers {
             }
             Target::Roost | Target::RoostEventual => {
                 if self.roost.is_none() {
-                    let server = tokio::task::spawn_blocking(RoostServer::start)
+                    let server = tokio::task::spawn_blocking(|| RoostServer::start(None))
                         .await
                         .map_err(|e| HarnessError(e.to_string()))??;
                     self.roost = Some(server);
@@ -197,6 +207,25 @@ impl Servers {
                     roost::connect_and_init(&socket, roost::QUERY_SCAN_INSTANCE, &[]).await?;
                 }
                 Ok(Connector::Socket { channel, instance })
+            }
+            Target::RoostBaseline => {
+                let exe = self.baseline_server.clone().ok_or_else(|| {
+                    HarnessError("roost-baseline needs --baseline-server PATH".into())
+                })?;
+                let server = tokio::task::spawn_blocking(move || RoostServer::start(Some(&exe)))
+                    .await
+                    .map_err(|e| HarnessError(e.to_string()))??;
+                let channel = roost::connect_and_init(
+                    &server.socket,
+                    "immediate",
+                    &[("durability", "immediate")],
+                )
+                .await?;
+                self.baseline = Some(server);
+                Ok(Connector::Socket {
+                    channel,
+                    instance: "immediate",
+                })
             }
             Target::Embedded | Target::EmbeddedEventual | Target::EmbeddedNowal => {
                 let dir = tempfile::Builder::new()

@@ -286,6 +286,7 @@ fn user_id(name: &str) -> Option<(u32, u32)> {
 /// `roost serve`, run as a child process of the harness (the harness binary serves it itself
 /// with the `serve-roost` subcommand, which calls the same `roost_component::server::serve`
 /// as the `roost` binary). It stops when the harness closes its standard input or dies.
+/// `exe` names another build's harness binary to serve instead (the `roost-baseline` target).
 pub struct RoostServer {
     child: Child,
     pub socket: PathBuf,
@@ -293,11 +294,14 @@ pub struct RoostServer {
 }
 
 impl RoostServer {
-    pub fn start() -> Result<RoostServer, HarnessError> {
+    pub fn start(exe: Option<&Path>) -> Result<RoostServer, HarnessError> {
         let dir = tempfile::Builder::new()
             .prefix("roost-bench-roost")
             .tempdir()?;
-        let exe = std::env::current_exe()?;
+        let exe = match exe {
+            Some(exe) => exe.to_path_buf(),
+            None => std::env::current_exe()?,
+        };
         let mut child = Command::new(exe)
             .arg("serve-roost")
             .arg("--socket-folder")
@@ -358,6 +362,7 @@ pub fn serve_roost(socket_folder: &Path, data_dir: &Path) -> Result<(), HarnessE
         max_request_bytes: roost_component::server::DEFAULT_MAX_REQUEST_BYTES,
         shutdown_grace: roost_component::server::DEFAULT_SHUTDOWN_GRACE,
         metrics_addr: None,
+        transport_threads: roost_component::server::default_transport_threads(),
     };
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

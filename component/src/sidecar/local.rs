@@ -38,6 +38,7 @@ impl LocalDapr {
             max_request_bytes: server::DEFAULT_MAX_REQUEST_BYTES,
             shutdown_grace: Duration::from_secs(1),
             metrics_addr: None,
+            transport_threads: crate::server::default_transport_threads(),
         };
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let sidecar = SidecarConfig {
