@@ -17,6 +17,10 @@ use roost_bench::harness::report::{Machine, Report};
 use roost_bench::harness::run::{self, Servers, Skipped};
 use roost_bench::harness::{HarnessError, Settings, Target, Workload, parse_duration, servers};
 
+// The allocator of the `roost` binary, so `serve-roost` serves as `roost serve` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "roost-bench",
