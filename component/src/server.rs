@@ -194,7 +194,7 @@ type RoostRouter = tonic::transport::server::Router<
 /// "transport threads"). daprd opens one connection per component, so several components or
 /// several daprd use several threads.
 ///
-/// `ready` is called once the threads run. When `shutdown` resolves, accepting stops and every thread drains its calls; calls still
+/// `ready` is called once every thread's runtime runs. When `shutdown` resolves, accepting stops and every thread drains its calls; calls still
 /// running after `grace` are dropped with their runtime.
 async fn serve_connections(
     router: RoostRouter,
@@ -208,7 +208,10 @@ async fn serve_connections(
     let (force_tx, force_rx) = tokio::sync::watch::channel(false);
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Result<(), String>>();
     let mut connections = Vec::with_capacity(threads);
+    let mut started = Vec::with_capacity(threads);
     for index in 0..threads {
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        started.push(started_rx);
         let (conn_tx, conn_rx) =
             tokio::sync::mpsc::unbounded_channel::<std::os::unix::net::UnixStream>();
         connections.push(conn_tx);
@@ -219,12 +222,23 @@ async fn serve_connections(
         std::thread::Builder::new()
             .name(format!("roost-grpc-{index}"))
             .spawn(move || {
-                let result = transport_thread(router, conn_rx, &mut stop_rx, &mut force_rx);
+                let result =
+                    transport_thread(router, conn_rx, started_tx, &mut stop_rx, &mut force_rx);
                 let _ = done_tx.send(result);
             })
             .map_err(|e| ServeError(format!("cannot start a transport thread: {e}")))?;
     }
     drop(done_tx);
+    for started in started {
+        let running = started
+            .await
+            .unwrap_or_else(|_| Err("a transport thread stopped".into()));
+        if let Err(err) = running {
+            let _ = stop_tx.send(true);
+            while done_rx.recv().await.is_some() {}
+            return Err(ServeError(err));
+        }
+    }
     ready();
 
     let mut shutdown = std::pin::pin!(shutdown);
@@ -276,17 +290,27 @@ async fn serve_connections(
     }
 }
 
-/// One transport thread: serves the connections it is dealt until told to stop.
+/// One transport thread: reports on `started` once its runtime runs, then serves the
+/// connections it is dealt until told to stop.
 fn transport_thread(
     router: RoostRouter,
     connections: tokio::sync::mpsc::UnboundedReceiver<std::os::unix::net::UnixStream>,
+    started: tokio::sync::oneshot::Sender<Result<(), String>>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
     force: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start a transport runtime: {e}"))?;
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            let err = format!("cannot start a transport runtime: {err}");
+            let _ = started.send(Err(err.clone()));
+            return Err(err);
+        }
+    };
+    let _ = started.send(Ok(()));
     runtime.block_on(async move {
         use tokio_stream::StreamExt;
         // The streams were accepted on another runtime: register them with this one.
