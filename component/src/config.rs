@@ -6,7 +6,7 @@
 //! | --- | --- | --- |
 //! | `durability` | `immediate` (acknowledged = on disk) or `eventual` | `immediate` |
 //! | `maxFlushDelay` | eventual mode's loss window: Go duration (`100ms`, `1s`) or milliseconds | `100ms` |
-//! | `cacheSizeMB` | redb page cache, MiB | `64` |
+//! | `cacheSizeMB` | redb page cache, MiB (filled as pages are read) | `256` |
 //! | `maxValueSize` | largest value in bytes | `4128768` (4 MiB − 64 KiB, so any Get response fits daprd's 4 MiB limit) |
 //! | `maxTransactionOps` | most operations per transaction, reported by `MultiMaxSize`; `0` = unlimited | `0` |
 //! | `cleanupInterval` | how often expired records are deleted: Go duration or seconds; `0` disables (expired records stay invisible) | `1s` |
@@ -86,7 +86,7 @@ impl Default for InstanceConfig {
         InstanceConfig {
             durability: DurabilitySetting::Immediate,
             max_flush_delay_ms: 100,
-            cache_size_mb: 64,
+            cache_size_mb: (roost_engine::DEFAULT_CACHE_BYTES >> 20) as u64,
             max_value_size: DAPRD_MAX_RESPONSE_BYTES - 64 * 1024,
             max_transaction_ops: 0,
             cleanup_interval_ms: 1000,

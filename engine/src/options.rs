@@ -77,6 +77,11 @@ impl std::fmt::Debug for BackendSlot {
     }
 }
 
+/// The default size of redb's page cache: it fills as pages are read, up to this size.
+/// 64 MiB made reads of a 100 000 × 1 KiB keyspace (≈ 110 MiB) three times slower (misses cost
+/// a file read and an eviction each; BENCHMARKS.md).
+pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
+
 /// Options for [`crate::Database::open`]. Start from [`Options::new`] and chain setters.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -99,7 +104,7 @@ pub struct Options {
 }
 
 impl Options {
-    /// Defaults: create if missing, `Immediate` durability, 64 MiB cache, default [`Limits`],
+    /// Defaults: create if missing, `Immediate` durability, 256 MiB cache, default [`Limits`],
     /// integrity check on open, expired records swept every second in batches of 1000,
     /// group commit of up to 1024 requests, the system clock.
     pub fn new(path: impl AsRef<Path>) -> Options {
@@ -107,7 +112,7 @@ impl Options {
             path: path.as_ref().to_path_buf(),
             create_if_missing: true,
             durability: Durability::default(),
-            cache_size_bytes: 64 * 1024 * 1024,
+            cache_size_bytes: DEFAULT_CACHE_BYTES,
             limits: Limits::default(),
             check_integrity_on_open: true,
             sweep_interval: Some(Duration::from_secs(1)),

@@ -111,6 +111,70 @@ fn upsert(inner: &mut Inner, key: &str, value: &[u8]) -> Result<(), OpError> {
     Ok(())
 }
 
+/// Preloads `items` in transactions of 10 000 upserts.
+fn load(inner: &mut Inner, items: &[(String, Vec<u8>)]) -> Result<(), OpError> {
+    for chunk in items.chunks(10_000) {
+        inner
+            .connection
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(failed)?;
+        for (key, value) in chunk {
+            upsert(inner, key, value)?;
+        }
+        inner.connection.execute_batch("COMMIT").map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// The component's Get: the live row's value (base64-decoded when binary) and etag.
+fn get_row(inner: &mut Inner, key: &str) -> Result<Option<Item>, OpError> {
+    let row = inner
+        .connection
+        .prepare_cached(&format!(
+            "SELECT key, value, is_binary, etag, expiration_time FROM state \
+             WHERE key = ? AND {LIVE}"
+        ))
+        .map_err(failed)?
+        .query_row([key], |row| {
+            Ok((
+                row.get::<_, String>(1)?,
+                row.get::<_, bool>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })
+        .optional()
+        .map_err(failed)?;
+    row.map(|(value, is_binary, etag)| Ok((decode(value, is_binary)?, etag)))
+        .transpose()
+}
+
+/// One connection used synchronously from the calling thread, as an embedded application
+/// uses SQLite (no async runtime in between): the one-thread comparison
+/// (`examples/one_thread.rs`) calls the same statements as the harness's workers.
+pub struct SqliteSync(Inner);
+
+impl SqliteSync {
+    pub fn connect(path: &Path, seed: u64) -> Result<SqliteSync, OpError> {
+        Ok(SqliteSync(Inner {
+            connection: open(path)?,
+            rng: Rng::new(seed),
+        }))
+    }
+
+    pub fn get(&mut self, key: &str) -> Result<Option<Item>, OpError> {
+        get_row(&mut self.0, key)
+    }
+
+    /// The etag-less, last-write Set (durable: WAL with `synchronous = FULL`).
+    pub fn set(&mut self, key: &str, value: &[u8]) -> Result<(), OpError> {
+        upsert(&mut self.0, key, value)
+    }
+
+    pub fn load(&mut self, items: &[(String, Vec<u8>)]) -> Result<(), OpError> {
+        load(&mut self.0, items)
+    }
+}
+
 impl Client for SqliteClient {
     fn ping(&self) -> Fut<'_, ()> {
         // A library call: the floor is the hop to the blocking pool.
@@ -119,26 +183,7 @@ impl Client for SqliteClient {
 
     fn get<'a>(&'a self, key: &'a str) -> Fut<'a, Option<Item>> {
         let key = key.to_string();
-        Box::pin(self.run(move |inner| {
-            let row = inner
-                .connection
-                .prepare_cached(&format!(
-                    "SELECT key, value, is_binary, etag, expiration_time FROM state \
-                     WHERE key = ? AND {LIVE}"
-                ))
-                .map_err(failed)?
-                .query_row([key], |row| {
-                    Ok((
-                        row.get::<_, String>(1)?,
-                        row.get::<_, bool>(2)?,
-                        row.get::<_, String>(3)?,
-                    ))
-                })
-                .optional()
-                .map_err(failed)?;
-            row.map(|(value, is_binary, etag)| Ok((decode(value, is_binary)?, etag)))
-                .transpose()
-        }))
+        Box::pin(self.run(move |inner| get_row(inner, &key)))
     }
 
     fn set<'a>(
@@ -242,19 +287,7 @@ impl Client for SqliteClient {
 
     fn load<'a>(&'a self, items: &'a [(String, Vec<u8>)]) -> Fut<'a, ()> {
         let items = items.to_vec();
-        Box::pin(self.run(move |inner| {
-            for chunk in items.chunks(10_000) {
-                inner
-                    .connection
-                    .execute_batch("BEGIN IMMEDIATE")
-                    .map_err(failed)?;
-                for (key, value) in chunk {
-                    upsert(inner, key, value)?;
-                }
-                inner.connection.execute_batch("COMMIT").map_err(failed)?;
-            }
-            Ok(())
-        }))
+        Box::pin(self.run(move |inner| load(inner, &items)))
     }
 
     fn load_documents<'a>(&'a self, items: &'a [(String, Vec<u8>)]) -> Fut<'a, ()> {
