@@ -5,7 +5,8 @@
 //! `synchronous = FULL`), 1 KiB JSON-like values, rounds alternating between the two stores.
 //!
 //! `cargo run --release -p roost-bench --example one_thread -- [seconds per run] [keys] [rounds]
-//! [roost cache MiB]` (defaults 5, 100000, 3, the engine's default cache).
+//! [Roost cache sizes in MiB, comma-separated]` (defaults 5, 100000, 3, the engine's default
+//! cache). Several cache sizes open one Roost keyspace each, measured in the same rounds.
 
 use std::time::{Duration, Instant};
 
@@ -71,27 +72,37 @@ fn main() {
     let duration = Duration::from_secs(arg(0, 5));
     let keys = arg(1, 100_000);
     let rounds = arg(2, 3) as usize;
-    let cache_mib = args.get(3).and_then(|a| a.parse::<usize>().ok());
+    let caches: Vec<usize> = match args.get(3) {
+        Some(list) => list
+            .split(',')
+            .map(|mib| mib.parse().expect("cache sizes are MiB numbers"))
+            .collect(),
+        None => vec![roost_engine::DEFAULT_CACHE_BYTES >> 20],
+    };
 
     let dir = tempfile::tempdir().expect("temp dir");
     let items: Vec<(String, Vec<u8>)> = (0..keys)
         .map(|i| (key(i), json_value(i, VALUE_SIZE)))
         .collect();
 
-    let mut options = Options::new(dir.path().join("roost.redb"));
-    if let Some(mib) = cache_mib {
-        options = options.cache_size_bytes(mib << 20);
-    }
-    let roost = Database::open(options).expect("open roost");
-    for chunk in items.chunks(10_000) {
-        let requests = chunk
-            .iter()
-            .map(|(k, v)| SetRequest::new(k.as_str(), v.clone()))
-            .collect();
-        for result in roost.bulk_set(requests).expect("preload roost") {
-            result.expect("preload roost");
-        }
-    }
+    let roosts: Vec<(String, Database)> = caches
+        .iter()
+        .map(|&mib| {
+            let options = Options::new(dir.path().join(format!("roost-{mib}.redb")))
+                .cache_size_bytes(mib << 20);
+            let db = Database::open(options).expect("open roost");
+            for chunk in items.chunks(10_000) {
+                let requests = chunk
+                    .iter()
+                    .map(|(k, v)| SetRequest::new(k.as_str(), v.clone()))
+                    .collect();
+                for result in db.bulk_set(requests).expect("preload roost") {
+                    result.expect("preload roost");
+                }
+            }
+            (format!("roost, cache {mib} MiB"), db)
+        })
+        .collect();
     let sqlite_path = database_path(dir.path());
     create_schema(&sqlite_path).expect("sqlite schema");
     let mut sqlite = SqliteSync::connect(&sqlite_path, 7).expect("open sqlite");
@@ -99,29 +110,33 @@ fn main() {
 
     // Both stores answer the same thing before anything is timed.
     let probe = key(keys / 2);
-    let from_roost = roost.get(&probe).expect("roost get").expect("preloaded");
     let from_sqlite = sqlite.get(&probe).expect("sqlite get").expect("preloaded");
-    assert_eq!(from_roost.value, from_sqlite.0);
+    for (_, roost) in &roosts {
+        let from_roost = roost.get(&probe).expect("roost get").expect("preloaded");
+        assert_eq!(from_roost.value, from_sqlite.0);
+    }
 
     println!(
-        "one thread, {keys} keys of {VALUE_SIZE} B, {} s per run, Roost cache {}\n",
-        duration.as_secs(),
-        cache_mib.map_or("default".to_string(), |mib| format!("{mib} MiB"))
+        "one thread, {keys} keys of {VALUE_SIZE} B, {} s per run\n",
+        duration.as_secs()
     );
     println!("| round | workload | store | ops/s | p50 | p99 |");
     println!("| --- | --- | --- | ---: | ---: | ---: |");
-    let mut sums = [0.0f64; 4];
+    // Per store: the sum over rounds of get and of durable-set rates.
+    let mut sums = vec![[0.0f64; 2]; roosts.len() + 1];
     for round in 1..=rounds {
         let seed = round as u64;
-        sums[0] += report(
-            "roost",
-            "get",
-            round,
-            measure(duration, keys, seed, |k, _| {
-                std::hint::black_box(roost.get(k).expect("roost get"));
-            }),
-        );
-        sums[1] += report(
+        for (n, (name, roost)) in roosts.iter().enumerate() {
+            sums[n][0] += report(
+                name,
+                "get",
+                round,
+                measure(duration, keys, seed, |k, _| {
+                    std::hint::black_box(roost.get(k).expect("roost get"));
+                }),
+            );
+        }
+        sums[roosts.len()][0] += report(
             "sqlite",
             "get",
             round,
@@ -129,17 +144,19 @@ fn main() {
                 std::hint::black_box(sqlite.get(k).expect("sqlite get"));
             }),
         );
-        sums[2] += report(
-            "roost",
-            "durable set",
-            round,
-            measure(duration, keys, seed, |k, i| {
-                roost
-                    .set(SetRequest::new(k, json_value(i + 1, VALUE_SIZE)))
-                    .expect("roost set");
-            }),
-        );
-        sums[3] += report(
+        for (n, (name, roost)) in roosts.iter().enumerate() {
+            sums[n][1] += report(
+                name,
+                "durable set",
+                round,
+                measure(duration, keys, seed, |k, i| {
+                    roost
+                        .set(SetRequest::new(k, json_value(i + 1, VALUE_SIZE)))
+                        .expect("roost set");
+                }),
+            );
+        }
+        sums[roosts.len()][1] += report(
             "sqlite",
             "durable set",
             round,
@@ -150,10 +167,14 @@ fn main() {
             }),
         );
     }
-    println!(
-        "\nmean of rounds: get {:.2}x SQLite, durable set {:.2}x SQLite",
-        sums[0] / sums[1],
-        sums[2] / sums[3]
-    );
-    roost.close().expect("close roost");
+    println!();
+    let sqlite_sums = sums[roosts.len()];
+    for (n, (name, roost)) in roosts.iter().enumerate() {
+        println!(
+            "mean of rounds, {name}: get {:.2}x SQLite, durable set {:.2}x SQLite",
+            sums[n][0] / sqlite_sums[0],
+            sums[n][1] / sqlite_sums[1]
+        );
+        roost.close().expect("close roost");
+    }
 }

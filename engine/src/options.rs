@@ -78,8 +78,8 @@ impl std::fmt::Debug for BackendSlot {
 }
 
 /// The default size of redb's page cache: it fills as pages are read, up to this size.
-/// 64 MiB made reads of a 100 000 × 1 KiB keyspace (≈ 110 MiB) three times slower (misses cost
-/// a file read and an eviction each; BENCHMARKS.md).
+/// 64 MiB made one-thread reads of a 100 000 × 1 KiB keyspace (≈ 110 MiB) 2.1× slower in the
+/// same run (misses cost a file read and an eviction each; BENCHMARKS.md).
 pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Options for [`crate::Database::open`]. Start from [`Options::new`] and chain setters.
