@@ -191,11 +191,12 @@ type RoostRouter = tonic::transport::server::Router<
 /// current-thread runtime; connections are dealt to them in turn. A connection's HTTP/2
 /// task and the tasks of its calls then share one thread: no cross-thread wake-ups or lock
 /// contention inside a call, which on two cores beat a work-stealing runtime (BENCHMARKS.md,
-/// "transport threads"). daprd opens one connection per component, so several components or
-/// several daprd use several threads.
+/// "Transport threads and mimalloc"). daprd opens one connection per component, so several
+/// components or several daprd use several threads.
 ///
-/// `ready` is called once every thread's runtime runs. When `shutdown` resolves, accepting stops and every thread drains its calls; calls still
-/// running after `grace` are dropped with their runtime.
+/// `ready` is called once every thread's runtime runs. When `shutdown` resolves, accepting
+/// stops and every thread drains its calls; calls still running after `grace` are dropped
+/// with their runtime.
 async fn serve_connections(
     router: RoostRouter,
     listener: UnixListener,
