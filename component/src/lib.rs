@@ -25,6 +25,7 @@ pub mod client;
 pub mod config;
 pub mod doctor;
 pub mod instances;
+pub mod logging;
 pub mod metrics;
 pub mod proto;
 pub mod remote;

@@ -28,7 +28,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     Human,
     Json,
@@ -263,21 +263,9 @@ fn default_data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("roost-data"))
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ROOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    roost_component::logging::init(cli.log_format == LogFormat::Json, "info");
     let command = match cli.command {
         Command::Serve(_) | Command::Sidecar(_) | Command::Doctor { .. } => cli.command,
         admin => {

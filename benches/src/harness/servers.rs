@@ -351,6 +351,8 @@ impl Drop for RoostServer {
 /// The `serve-roost` subcommand: serves the component on `<socket_folder>/roost.sock` until
 /// standard input closes, then prints nothing more and exits.
 pub fn serve_roost(socket_folder: &Path, data_dir: &Path) -> Result<(), HarnessError> {
+    // Logging set up as `roost serve` does (warnings only unless ROOST_LOG says otherwise).
+    roost_component::logging::init(false, "warn");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
