@@ -5,23 +5,17 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::*;
 
 fn roost(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_roost"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("ROOST_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let data_dir = data_dir.to_str().unwrap();
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--data-dir", data_dir])
+        .collect();
+    roost_cli(&args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

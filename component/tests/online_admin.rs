@@ -5,24 +5,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use support::*;
-
-fn roost(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_roost"))
-        .args(args)
-        .env("ROOST_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -53,7 +39,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
 
     // Offline access is refused while the server runs, pointing at --socket.
     let data = server.data_dir();
-    let (ok, _, err) = roost(&[
+    let (ok, _, err) = roost_cli(&[
         "get",
         "--data-dir",
         path(&data),
@@ -64,7 +50,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
     assert!(!ok && err.contains("--socket"), "{err}");
 
     // get / set / delete / scan / query / stats through the socket.
-    let (ok, out, err) = roost(&[
+    let (ok, out, err) = roost_cli(&[
         "get",
         "--socket",
         socket,
@@ -75,7 +61,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), r#"{"city":"Lima","n":1}"#);
     assert!(err.starts_with("etag "), "{err}");
-    let (ok, out, err) = roost(&[
+    let (ok, out, err) = roost_cli(&[
         "set",
         "--socket",
         socket,
@@ -89,7 +75,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
         &daprd.get("app||extra").await.unwrap().data[..],
         br#"{"city":"Rome"}"#
     );
-    let (ok, _, err) = roost(&[
+    let (ok, _, err) = roost_cli(&[
         "delete",
         "--socket",
         socket,
@@ -99,7 +85,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
     ]);
     assert!(ok, "{err}");
     assert!(daprd.get("app||extra").await.unwrap().data.is_empty());
-    let (ok, out, err) = roost(&[
+    let (ok, out, err) = roost_cli(&[
         "scan",
         "--socket",
         socket,
@@ -115,7 +101,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
     let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!(first["key"], "app||o100");
     assert!(first["expiresAt"].is_u64(), "o100 has a TTL: {first}");
-    let (ok, out, _) = roost(&[
+    let (ok, out, _) = roost_cli(&[
         "scan",
         "--socket",
         socket,
@@ -128,7 +114,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
     ]);
     assert!(ok);
     assert_eq!(out.lines().count(), 7);
-    let (ok, out, err) = roost(&[
+    let (ok, out, err) = roost_cli(&[
         "query",
         "--socket",
         socket,
@@ -138,7 +124,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
     ]);
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), 100);
-    let (ok, out, err) = roost(&["stats", "--socket", socket, "--instance", "orders"]);
+    let (ok, out, err) = roost_cli(&["stats", "--socket", socket, "--instance", "orders"]);
     assert!(ok, "{err}");
     let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(stats["records"], 200);
@@ -168,7 +154,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
     let (ok, out, err) = tokio::task::spawn_blocking({
         let (socket, snapshot) = (socket.to_string(), snapshot.clone());
         move || {
-            roost(&[
+            roost_cli(&[
                 "backup",
                 "--socket",
                 &socket,
@@ -184,7 +170,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
     stop.store(true, Ordering::Relaxed);
     let written = writer.await.unwrap();
     assert!(ok && out.contains("records"), "{out}{err}");
-    let (ok, _, err) = roost(&[
+    let (ok, _, err) = roost_cli(&[
         "backup",
         "--socket",
         socket,
@@ -199,7 +185,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
     let mut restored = Server::start();
     restored.kill();
     let data2 = restored.data_dir();
-    let (ok, out, err) = roost(&[
+    let (ok, out, err) = roost_cli(&[
         "restore",
         "--data-dir",
         path(&data2),
@@ -251,7 +237,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
         );
     }
     // Restoring over an instance that holds records needs --force, and never while served.
-    let (ok, _, err) = roost(&[
+    let (ok, _, err) = roost_cli(&[
         "restore",
         "--data-dir",
         path(&data2),
@@ -263,7 +249,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
     ]);
     assert!(!ok && err.contains("stop the server first"), "{err}");
     restored.kill();
-    let (ok, _, err) = roost(&[
+    let (ok, _, err) = roost_cli(&[
         "restore",
         "--data-dir",
         path(&data2),
@@ -275,7 +261,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
     assert!(!ok && err.contains("--force"), "{err}");
 
     // Compact offline: the data stays.
-    let (ok, out, err) = roost(&[
+    let (ok, out, err) = roost_cli(&[
         "compact",
         "--data-dir",
         path(&data2),
@@ -283,7 +269,7 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
         "orders",
     ]);
     assert!(ok && out.starts_with("compacted:"), "{out}{err}");
-    let (ok, out, err) = roost(&[
+    let (ok, out, err) = roost_cli(&[
         "get",
         "--data-dir",
         path(&data2),

@@ -186,6 +186,21 @@ fn unsafe_sigterm(pid: u32) {
     assert!(status.success());
 }
 
+/// Runs the `roost` binary with `args` (logs at warn) and returns whether it succeeded, its
+/// stdout and its stderr.
+pub fn roost_cli(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_roost"))
+        .args(args)
+        .env("ROOST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// What daprd does for one component instance: every call carries `x-component-instance`.
 #[derive(Clone)]
 pub struct Daprd {
