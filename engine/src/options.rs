@@ -154,8 +154,6 @@ impl Options {
         self
     }
 
-    /// Verify every page checksum when opening (default on). Off makes opening a large file
-    /// faster, but a file damaged outside Roost may then only be detected when read.
     /// With `Immediate` durability, how long a batch may stay only in the write-ahead log
     /// before a checkpoint writes it durably into the main file (checked while the writer is
     /// idle; the log is also checkpointed at 32 MiB, on `sync` and at close). Longer means
@@ -173,6 +171,8 @@ impl Options {
         self
     }
 
+    /// Verify every page checksum when opening (default on). Off makes opening a large file
+    /// faster, but a file damaged outside Roost may then only be detected when read.
     pub fn check_integrity_on_open(mut self, yes: bool) -> Options {
         self.check_integrity_on_open = yes;
         self
