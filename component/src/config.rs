@@ -7,6 +7,7 @@
 //! | `durability` | `immediate` (acknowledged = on disk) or `eventual` | `immediate` |
 //! | `maxFlushDelay` | eventual mode's loss window: Go duration (`100ms`, `1s`) or milliseconds | `100ms` |
 //! | `cacheSizeMB` | redb page cache, MiB (filled as pages are read) | `256` |
+//! | `checkpointLogMB` | with `immediate` durability, the write-ahead log size (MiB) at which a busy writer checkpoints | `128` |
 //! | `maxValueSize` | largest value in bytes | `4128768` (4 MiB − 64 KiB, so any Get response fits daprd's 4 MiB limit) |
 //! | `maxTransactionOps` | most operations per transaction, reported by `MultiMaxSize`; `0` = unlimited | `0` |
 //! | `cleanupInterval` | how often expired records are deleted: Go duration or seconds; `0` disables (expired records stay invisible) | `1s` |
@@ -40,6 +41,9 @@ pub struct InstanceConfig {
     pub durability: DurabilitySetting,
     pub max_flush_delay_ms: u64,
     pub cache_size_mb: u64,
+    /// Written by versions that had it; older persisted configurations get the default.
+    #[serde(default = "default_checkpoint_log_mb")]
+    pub checkpoint_log_mb: u64,
     pub max_value_size: usize,
     pub max_transaction_ops: u64,
     pub cleanup_interval_ms: u64,
@@ -78,6 +82,10 @@ pub enum DurabilitySetting {
     Eventual,
 }
 
+fn default_checkpoint_log_mb() -> u64 {
+    roost_engine::DEFAULT_CHECKPOINT_LOG_BYTES >> 20
+}
+
 /// daprd's receive limit for a response from a component (grpc-go's default).
 pub const DAPRD_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -87,6 +95,7 @@ impl Default for InstanceConfig {
             durability: DurabilitySetting::Immediate,
             max_flush_delay_ms: 100,
             cache_size_mb: (roost_engine::DEFAULT_CACHE_BYTES >> 20) as u64,
+            checkpoint_log_mb: default_checkpoint_log_mb(),
             max_value_size: DAPRD_MAX_RESPONSE_BYTES - 64 * 1024,
             max_transaction_ops: 0,
             cleanup_interval_ms: 1000,
@@ -201,6 +210,9 @@ impl InstanceConfig {
         if let Some(value) = get("cacheSizeMB") {
             config.cache_size_mb = parse_integer("cacheSizeMB", value, 1, 1 << 20)?;
         }
+        if let Some(value) = get("checkpointLogMB") {
+            config.checkpoint_log_mb = parse_integer("checkpointLogMB", value, 1, 1 << 16)?;
+        }
         if let Some(value) = get("maxValueSize") {
             config.max_value_size = parse_integer("maxValueSize", value, 1, 1 << 30)? as usize;
         }
@@ -247,6 +259,7 @@ impl InstanceConfig {
         Options::new(path)
             .durability(durability)
             .cache_size_bytes((self.cache_size_mb as usize).saturating_mul(1024 * 1024))
+            .checkpoint_log_bytes(self.checkpoint_log_mb << 20)
             .limits(limits)
             .sweep_interval(sweep)
             .indexes(self.indexed_paths.iter().cloned())
@@ -406,6 +419,7 @@ mod tests {
             ("Durability", "Eventual"),
             ("maxflushdelay", "250ms"),
             ("cacheSizeMB", "16"),
+            ("CHECKPOINTLOGMB", "8"),
             ("maxValueSize", "1024"),
             ("maxTransactionOps", "100"),
             ("cleanupInterval", "1m30s"),
@@ -418,6 +432,7 @@ mod tests {
                 durability: DurabilitySetting::Eventual,
                 max_flush_delay_ms: 250,
                 cache_size_mb: 16,
+                checkpoint_log_mb: 8,
                 max_value_size: 1024,
                 max_transaction_ops: 100,
                 cleanup_interval_ms: 90_000,
@@ -440,6 +455,8 @@ mod tests {
             ("maxFlushDelay", "soon"),
             ("maxFlushDelay", "0"),
             ("cacheSizeMB", "-1"),
+            ("checkpointLogMB", "0"),
+            ("checkpointLogMB", "65537"),
             ("maxValueSize", "big"),
             ("maxTransactionOps", "1.5"),
             ("cleanupInterval", "5x"),
@@ -503,6 +520,21 @@ mod tests {
         let err =
             InstanceConfig::from_metadata(&metadata(&[("encryptionKey", &key[..60])])).unwrap_err();
         assert!(!err.0.contains(&key[..16]), "{err}");
+    }
+
+    /// `instance.json` written before `checkpointLogMB` existed reads back with its default,
+    /// so a daprd re-`Init` with the same metadata after an upgrade is still a no-op.
+    #[test]
+    fn a_configuration_persisted_without_newer_keys_reads_with_their_defaults() {
+        let mut persisted = serde_json::to_value(InstanceConfig::default()).unwrap();
+        persisted
+            .as_object_mut()
+            .unwrap()
+            .remove("checkpointLogMb")
+            .expect("the field's persisted name");
+        let config: InstanceConfig = serde_json::from_value(persisted).unwrap();
+        assert_eq!(config, InstanceConfig::default());
+        assert_eq!(config.checkpoint_log_mb, 128);
     }
 
     #[test]

@@ -302,6 +302,20 @@ pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> S
             &s.writer.commit_seconds,
         );
     }
+    header(
+        &mut out,
+        "roost_checkpoint_duration_seconds",
+        "histogram",
+        "Time of each checkpoint (durable commit of the main file; writes wait meanwhile).",
+    );
+    for s in &samples {
+        histogram(
+            &mut out,
+            "roost_checkpoint_duration_seconds",
+            &s.labels,
+            &s.writer.checkpoint_seconds,
+        );
+    }
     out
 }
 

@@ -109,6 +109,12 @@ async fn metrics_count_operations_outcomes_commits_and_records() {
         commits
     );
     assert!(sample(&text, r#"roost_keyspace_file_bytes{instance="orders"}"#) > 0.0);
+    // Exported per instance; whether the idle checkpoint has run yet depends on timing.
+    let checkpoints = sample(
+        &text,
+        r#"roost_checkpoint_duration_seconds_count{instance="orders"}"#,
+    );
+    assert!((0.0..=commits).contains(&checkpoints), "{checkpoints}");
     assert_eq!(
         sample(&text, r#"roost_expired_swept_total{instance="orders"}"#),
         0.0

@@ -168,7 +168,13 @@ impl Database {
         let writer = Writer {
             db: Arc::clone(&db),
             commands: queue,
-            committer: Committer::new(options.durability, opened.wal, options.checkpoint_interval),
+            committer: Committer::new(
+                options.durability,
+                opened.wal,
+                options.checkpoint_interval,
+                options.checkpoint_log_bytes,
+                Arc::clone(&counters),
+            ),
             clock: Arc::clone(&options.clock),
             last_etag: opened.last_etag,
             max_batch_requests: options.max_batch_requests,
@@ -237,12 +243,13 @@ impl Database {
         }
     }
 
-    /// The writer's histograms: group-commit batch sizes and commit times.
+    /// The writer's histograms: group-commit batch sizes, commit and checkpoint times.
     pub fn writer_metrics(&self) -> crate::metrics::WriterMetrics {
         let c = &self.inner.counters;
         crate::metrics::WriterMetrics {
             batch_size: c.batch_size.snapshot(),
             commit_seconds: c.commit_time.snapshot(),
+            checkpoint_seconds: c.checkpoint_time.snapshot(),
         }
     }
 

@@ -50,7 +50,7 @@ pub use database::{AsyncDatabase, Database, Stats};
 pub use error::{Error, MismatchReason, Result};
 pub use etag::Etag;
 pub use id::{uuid_v4, uuid_v4_text};
-pub use options::{DEFAULT_CACHE_BYTES, Durability, Limits, Options};
+pub use options::{DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_LOG_BYTES, Durability, Limits, Options};
 pub use query::{CmpOp, Filter, Query, QueryPage, QueryRow, SortKey};
 pub use request::{Concurrency, DeleteRequest, Operation, SetRequest};
 pub use storage::{ImportRecord, KeyspaceStats, Record, ScanPage, SnapshotStats};

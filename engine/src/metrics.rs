@@ -43,6 +43,7 @@ pub const LATENCY_BOUNDS_NS: &[u64] = &[
     50_000_000,
     100_000_000,
     250_000_000,
+    500_000_000,
     1_000_000_000,
     5_000_000_000,
 ];
@@ -103,6 +104,9 @@ pub struct WriterMetrics {
     /// Time to make one batch durable (log append + fdatasync + redb commit, or the redb
     /// durable commit), in seconds.
     pub commit_seconds: HistogramSnapshot,
+    /// Time of each checkpoint (the durable redb commit that lets the write-ahead log be
+    /// emptied, or eventual durability's deferred flush), in seconds. Writes wait meanwhile.
+    pub checkpoint_seconds: HistogramSnapshot,
 }
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ pub(crate) struct WriterCounters {
     pub swept: AtomicU64,
     pub batch_size: crate::metrics::Histogram,
     pub commit_time: crate::metrics::Histogram,
+    pub checkpoint_time: crate::metrics::Histogram,
 }
 
 impl Default for WriterCounters {
@@ -73,6 +74,7 @@ impl Default for WriterCounters {
             swept: AtomicU64::new(0),
             batch_size: crate::metrics::Histogram::new(crate::metrics::BATCH_BOUNDS, 1.0),
             commit_time: crate::metrics::Histogram::latency(),
+            checkpoint_time: crate::metrics::Histogram::latency(),
         }
     }
 }
@@ -146,7 +148,10 @@ impl Writer {
                     Ok(command) => command,
                     Err(_) => break,
                 },
-                Some(wait) => match self.commands.recv_timeout(wait) {
+                Some(wait) => match self
+                    .commands
+                    .recv_timeout(wait.max(self.committer.quiet_before_flush()))
+                {
                     Ok(command) => command,
                     Err(RecvTimeoutError::Timeout) => {
                         self.flush_or_poison();

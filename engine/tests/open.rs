@@ -188,3 +188,81 @@ fn a_log_is_replayed_only_into_its_own_database() {
         "a deleted database's log was replayed"
     );
 }
+
+/// A busy writer checkpoints when the log reaches `checkpoint_log_bytes` (the idle timer is held
+/// off here): the log is emptied and starts again, so it never stays above the limit. With the
+/// default size the same writes all stay in the log (the control).
+#[test]
+fn the_log_is_checkpointed_at_its_configured_size() {
+    use std::time::Duration;
+    // Returns the log's largest size after a write, how often it shrank, and its last size;
+    // checks that each shrink was a checkpoint the writer's metrics counted.
+    let write = |limit: Option<u64>| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.roost");
+        let wal = dir.path().join("db.roost-wal");
+        let mut options = Options::new(&path).checkpoint_interval(Duration::from_secs(3600));
+        if let Some(bytes) = limit {
+            options = options.checkpoint_log_bytes(bytes);
+        }
+        let db = Database::open(options).unwrap();
+        let (mut largest, mut shrank, mut last) = (0, 0, 0);
+        for i in 0..100 {
+            db.set(SetRequest::new(format!("key-{i}"), vec![b'x'; 1024]))
+                .unwrap();
+            let len = fs::metadata(&wal).unwrap().len();
+            if len < last {
+                shrank += 1;
+            }
+            largest = largest.max(len);
+            last = len;
+        }
+        assert_eq!(db.writer_metrics().checkpoint_seconds.count, shrank);
+        db.close().unwrap();
+        (largest, shrank, last)
+    };
+    let (largest, shrank, _) = write(Some(16 * 1024));
+    assert!(
+        largest < 16 * 1024,
+        "the log stayed above the limit: {largest} bytes"
+    );
+    assert!(shrank >= 5, "100 KiB of writes checkpointed {shrank} times");
+    let (largest, shrank, last) = write(None);
+    assert!(
+        shrank == 0 && last == largest && largest > 100 * 1024,
+        "the default size checkpointed 100 KiB of writes: {shrank} times, log {last} bytes"
+    );
+}
+
+/// The idle checkpoint waits for writes to pause: writes 2 ms apart, with a checkpoint
+/// interval far shorter than that, do not meet a checkpoint each (each would hold writes for
+/// as long as it takes to write the file); once they stop, the checkpoint runs.
+#[test]
+fn the_idle_checkpoint_waits_for_writes_to_pause() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(
+        Options::new(dir.path().join("db.roost")).checkpoint_interval(Duration::from_millis(1)),
+    )
+    .unwrap();
+    let checkpoints = || db.writer_metrics().checkpoint_seconds.count;
+    for i in 0..100 {
+        db.set(SetRequest::new(format!("key-{i}"), b"v".to_vec()))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let during = checkpoints();
+    assert!(during <= 5, "{during} checkpoints during 100 paced writes");
+    let stopped = Instant::now();
+    while checkpoints() == during {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "no checkpoint after writes stopped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        fs::metadata(dir.path().join("db.roost-wal")).unwrap().len(),
+        0
+    );
+}
