@@ -316,7 +316,7 @@ async fn run_all(settings: Settings) -> Result<Report, HarnessError> {
                             ))
                         })?;
                 say(format!(
-                    "{:<18} {:<8} {:<14} clients {:>3}  {:>7} B  {:>10.0} ops/s  p50 {:>9.0} µs  p99 {:>9.0} µs  conflicts {}  errors {}  steal {:.0}%",
+                    "{:<18} {:<8} {:<14} clients {:>3}  {:>7} B  {:>10.0} ops/s  p50 {:>9.0} µs  p99 {:>9.0} µs  max {:>9.0} µs  conflicts {}  errors {}  steal {:.0}%",
                     target.name(),
                     target.tier(),
                     workload.name(),
@@ -325,6 +325,7 @@ async fn run_all(settings: Settings) -> Result<Report, HarnessError> {
                     outcome.ops_per_sec,
                     outcome.p50_us,
                     outcome.p99_us,
+                    outcome.max_us,
                     outcome.conflicts,
                     outcome.errors,
                     outcome.steal_pct

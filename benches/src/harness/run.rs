@@ -39,6 +39,8 @@ pub struct Outcome {
     pub ops_per_sec: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// The slowest call: pauses too rare for the p99 (a checkpoint's) show here.
+    pub max_us: f64,
     pub mean_us: f64,
     /// Etag or first-write conditions that did not hold.
     pub conflicts: u64,
@@ -491,6 +493,7 @@ pub async fn measure(
         ops_per_sec: ops as f64 / seconds,
         p50_us: percentile(0.50),
         p99_us: percentile(0.99),
+        max_us: percentile(1.0),
         mean_us,
         conflicts,
         errors,
