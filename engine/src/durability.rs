@@ -19,8 +19,9 @@
 //! - `Eventual { max_delay }`: each batch commits with `Durability::None` (no fsync) and is
 //!   acknowledged at once; the first such commit starts a timer, and when `max_delay` has
 //!   passed an empty `Immediate` commit makes everything before it durable (while the writer
-//!   waits for requests, or right after the batch that finds the deadline passed). redb commits are
-//!   atomic either way, so a crash loses a suffix of whole batches, never part of one.
+//!   waits for requests, or right after the batch that finds the deadline passed). redb
+//!   commits are atomic either way, so a crash loses a suffix of whole batches, never part of
+//!   one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ use crate::writer::WriterCounters;
 /// With `Immediate` durability, how long no write may arrive before a due idle checkpoint
 /// runs. Clients that keep the writer busy with gaps shorter than this (64 socket clients
 /// leave gaps far below a millisecond) would otherwise meet a checkpoint — which holds every
-/// write for 0.2–0.4 s on a 100 000-record keyspace — once per checkpoint interval.
+/// write for 0.2–0.6 s on a 100 000-record keyspace — once per checkpoint interval.
 pub(crate) const CHECKPOINT_QUIET: Duration = Duration::from_millis(50);
 
 pub(crate) struct Committer {
