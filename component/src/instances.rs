@@ -1,7 +1,7 @@
 //! One keyspace per `x-component-instance`: the [`InstanceRegistry`].
 //!
 //! daprd sends the component YAML's `metadata.name` in the `x-component-instance` header of
-//! every call (a missing header maps to [`DEFAULT_INSTANCE`], the Go SDK's default id). `Init`
+//! every call (a missing or empty header maps to [`DEFAULT_INSTANCE`], the Go SDK's default id). `Init`
 //! configures an instance: it opens `<data dir>/instances/<encoded name>/data.roost` and writes
 //! the effective, non-secret configuration to `instance.json` beside it. Re-`Init` with the same
 //! configuration is a no-op; with a different one the keyspace is reopened with it.
@@ -84,10 +84,13 @@ impl InstanceRegistry {
         &self.data_dir
     }
 
-    /// The instance name of a call: its `x-component-instance` header, or the default.
+    /// The instance name of a call: its `x-component-instance` header, or the default when
+    /// the header is missing or empty. daprd's pluggable client always sends the header, with
+    /// an empty value when its component has no name (Dapr's conformance suite does that).
     pub fn instance_name<T>(request: &tonic::Request<T>) -> Result<String, Status> {
         match request.metadata().get(INSTANCE_HEADER) {
             None => Ok(DEFAULT_INSTANCE.to_string()),
+            Some(value) if value.is_empty() => Ok(DEFAULT_INSTANCE.to_string()),
             Some(value) => {
                 let name = value.to_str().map_err(|_| {
                     status::bad_request(format!("the {INSTANCE_HEADER} header is not ASCII text"))

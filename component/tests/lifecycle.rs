@@ -78,7 +78,7 @@ async fn restart_without_init_serves_known_instances_and_refuses_unknown_ones() 
 }
 
 #[tokio::test]
-async fn missing_header_maps_to_the_default_instance() {
+async fn missing_or_empty_header_maps_to_the_default_instance() {
     let server = Server::start();
     let channel = server.channel().await;
     let mut state = roost_component::proto::state_store_client::StateStoreClient::new(channel);
@@ -99,6 +99,10 @@ async fn missing_header_maps_to_the_default_instance() {
     // The named instance with the Go SDK's default id is the same keyspace.
     let mut named = server.daprd("#default__instance#").await;
     assert_eq!(named.get("k").await.unwrap().data.as_ref(), b"default");
+    // daprd's pluggable client sends the header empty for a component without a name (Dapr's
+    // conformance suite does): that is the default instance too.
+    let mut unnamed = server.daprd("").await;
+    assert_eq!(unnamed.get("k").await.unwrap().data.as_ref(), b"default");
 }
 
 #[tokio::test]

@@ -18,13 +18,38 @@ use crate::sidecar::keys::KeyPrefix;
 use crate::sidecar::pluggable::{ComponentError, StateComponent};
 
 /// An app-facing error: daprd's error code, HTTP status and gRPC code.
+///
+/// daprd answers in two shapes. Errors it builds with its "rich" error builder (store not
+/// found or not configured, an illegal key, too many operations, query failures, features a
+/// store lacks) carry `google.rpc` details — `BadRequest` for a bad key, `ResourceInfo` naming
+/// the store, `ErrorInfo` with a `DAPR_STATE_*` reason — on gRPC and in a `details` array of
+/// the HTTP body. The others carry one `ErrorInfo` whose reason is the `ERR_*` code, on gRPC
+/// only. Either way the gRPC message is the plain text, without the code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub http: u16,
     pub code: String,
     pub grpc: Code,
     pub message: String,
+    pub rich: Option<RichError>,
 }
+
+/// The details of one of daprd's rich errors.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RichError {
+    /// The `ErrorInfo` reason, `DAPR_STATE_*`.
+    pub reason: String,
+    pub metadata: BTreeMap<String, String>,
+    /// `ErrorInfo` metadata daprd adds on its HTTP API only (the app id of "store not found").
+    pub http_metadata: BTreeMap<String, String>,
+    /// The store named by a `ResourceInfo` (type `state`), when daprd adds one.
+    pub store: Option<String>,
+    /// A `BadRequest` field violation: the field (for a key, the key itself).
+    pub field: Option<String>,
+}
+
+/// The domain of every `ErrorInfo` daprd sends.
+const ERROR_DOMAIN: &str = "dapr.io";
 
 impl ApiError {
     pub fn new(http: u16, code: &str, grpc: Code, message: impl Into<String>) -> ApiError {
@@ -33,6 +58,21 @@ impl ApiError {
             code: code.to_string(),
             grpc,
             message: message.into(),
+            rich: None,
+        }
+    }
+
+    /// One of daprd's rich errors.
+    fn rich(
+        http: u16,
+        code: &str,
+        grpc: Code,
+        message: impl Into<String>,
+        rich: RichError,
+    ) -> ApiError {
+        ApiError {
+            rich: Some(rich),
+            ..ApiError::new(http, code, grpc, message)
         }
     }
 
@@ -45,12 +85,107 @@ impl ApiError {
         )
     }
 
-    fn bad_key(message: String) -> ApiError {
-        ApiError::new(400, "ERR_MALFORMED_REQUEST", Code::InvalidArgument, message)
+    fn bad_key(store: &str, key: &str, message: String) -> ApiError {
+        ApiError::rich(
+            400,
+            "ERR_MALFORMED_REQUEST",
+            Code::InvalidArgument,
+            message,
+            RichError {
+                reason: "DAPR_STATE_ILLEGAL_KEY".into(),
+                store: Some(store.to_string()),
+                field: Some(key.to_string()),
+                ..RichError::default()
+            },
+        )
+    }
+
+    /// daprd's `QueryFailed`: every query error, the app's or the store's, is a 500.
+    pub fn query_failed(store: &str, detail: impl std::fmt::Display) -> ApiError {
+        ApiError::rich(
+            500,
+            "ERR_STATE_QUERY",
+            Code::Internal,
+            format!("state store {store} query failed: {detail}"),
+            RichError {
+                reason: "DAPR_STATE_QUERY_FAILED".into(),
+                store: Some(store.to_string()),
+                ..RichError::default()
+            },
+        )
+    }
+
+    /// The message as daprd's HTTP API shows it: an illegal key's text comes wrapped in the
+    /// gRPC status text there (`api error: code = InvalidArgument desc = …`).
+    pub fn http_message(&self) -> String {
+        match &self.rich {
+            Some(rich) if rich.field.is_some() => {
+                format!("api error: code = {:?} desc = {}", self.grpc, self.message)
+            }
+            _ => self.message.clone(),
+        }
+    }
+
+    /// The `details` array of daprd's HTTP error body, for rich errors.
+    pub fn http_details(&self) -> Option<Value> {
+        let rich = self.rich.as_ref()?;
+        let mut details = Vec::new();
+        if let Some(field) = &rich.field {
+            details.push(serde_json::json!({
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "field_violations": [{"field": field, "description": self.http_message()}],
+            }));
+        }
+        if let Some(store) = &rich.store {
+            details.push(serde_json::json!({
+                "@type": "type.googleapis.com/google.rpc.ResourceInfo",
+                "resource_type": "state",
+                "resource_name": store,
+                "owner": "",
+                "description": "",
+            }));
+        }
+        let mut metadata = rich.metadata.clone();
+        metadata.extend(rich.http_metadata.clone());
+        let metadata = if metadata.is_empty() {
+            Value::Null
+        } else {
+            serde_json::json!(metadata)
+        };
+        details.push(serde_json::json!({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": rich.reason,
+            "domain": ERROR_DOMAIN,
+            "metadata": metadata,
+        }));
+        Some(Value::Array(details))
     }
 
     pub fn to_status(&self) -> tonic::Status {
-        tonic::Status::new(self.grpc, format!("{}: {}", self.code, self.message))
+        use tonic_types::{ErrorDetail, StatusExt};
+        let mut details: Vec<ErrorDetail> = Vec::new();
+        let (reason, metadata) = match &self.rich {
+            Some(rich) => {
+                if let Some(field) = &rich.field {
+                    details
+                        .push(tonic_types::BadRequest::with_violation(field, &self.message).into());
+                }
+                if let Some(store) = &rich.store {
+                    details.push(tonic_types::ResourceInfo::new("state", store, "", "").into());
+                }
+                (rich.reason.clone(), rich.metadata.clone())
+            }
+            None => (self.code.clone(), BTreeMap::new()),
+        };
+        details.push(
+            tonic_types::ErrorInfo::new(
+                reason,
+                ERROR_DOMAIN,
+                metadata.into_iter().collect::<HashMap<_, _>>(),
+            )
+            .into(),
+        );
+        tonic::Status::with_error_details_vec(self.grpc, &self.message, details)
     }
 }
 
@@ -152,26 +287,44 @@ impl StateApi {
     }
 
     fn store(&self, name: &str) -> Result<&Arc<StateComponent>, ApiError> {
+        let app = || RichError {
+            http_metadata: [("appID".to_string(), self.app_id.clone())]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .collect(),
+            ..RichError::default()
+        };
         if self.stores.is_empty() {
-            return Err(ApiError::new(
+            return Err(ApiError::rich(
                 500,
                 "ERR_STATE_STORE_NOT_CONFIGURED",
                 Code::FailedPrecondition,
-                "state store is not configured",
+                format!("state store {name} is not configured"),
+                RichError {
+                    reason: "DAPR_STATE_NOT_CONFIGURED".into(),
+                    ..app()
+                },
             ));
         }
         self.stores.get(name).ok_or_else(|| {
-            ApiError::new(
+            ApiError::rich(
                 400,
                 "ERR_STATE_STORE_NOT_FOUND",
                 Code::InvalidArgument,
                 format!("state store {name} is not found"),
+                RichError {
+                    reason: "DAPR_STATE_NOT_FOUND".into(),
+                    ..app()
+                },
             )
         })
     }
 
     fn key(store: &StateComponent, key: &str) -> Result<String, ApiError> {
-        store.key_prefix.apply(key).map_err(ApiError::bad_key)
+        store
+            .key_prefix
+            .apply(key)
+            .map_err(|message| ApiError::bad_key(&store.name, key, message))
     }
 
     pub async fn get(
@@ -281,6 +434,14 @@ impl StateApi {
     /// One item → `Set`, several → `BulkSet`.
     pub async fn save(&self, store_name: &str, items: Vec<SaveItem>) -> Result<(), ApiError> {
         let store = self.store(store_name)?;
+        if items.iter().any(|item| item.key.is_empty()) {
+            return Err(ApiError::new(
+                400,
+                "ERR_STATE_SAVE",
+                Code::InvalidArgument,
+                "state key cannot be empty",
+            ));
+        }
         let mut requests = items
             .into_iter()
             .map(|item| Self::set_request(store, item))
@@ -345,16 +506,21 @@ impl StateApi {
     ) -> Result<(), ApiError> {
         let store = self.store(store_name)?;
         if !store.has_feature("TRANSACTIONAL") {
-            return Err(ApiError::new(
+            return Err(ApiError::rich(
                 500,
                 "ERR_STATE_STORE_NOT_SUPPORTED",
                 Code::Unimplemented,
-                format!("state store {store_name} doesn't support transaction"),
+                format!("state store {store_name} doesn't support transactions"),
+                RichError {
+                    reason: "DAPR_STATE_TRANSACTIONS_NOT_SUPPORTED".into(),
+                    store: Some(store_name.to_string()),
+                    ..RichError::default()
+                },
             ));
         }
         let max = store.multi_max_size().await;
         if max > 0 && operations.len() as i64 > max {
-            return Err(ApiError::new(
+            return Err(ApiError::rich(
                 400,
                 "ERR_STATE_STORE_TOO_MANY_TRANSACTIONS",
                 Code::InvalidArgument,
@@ -362,6 +528,18 @@ impl StateApi {
                     "the transaction contains {} operations, which is more than what the state store supports: {max}",
                     operations.len()
                 ),
+                RichError {
+                    reason: "DAPR_STATE_TOO_MANY_TRANSACTIONS".into(),
+                    store: Some(store_name.to_string()),
+                    metadata: BTreeMap::from([
+                        (
+                            "currentOpsTransaction".to_string(),
+                            operations.len().to_string(),
+                        ),
+                        ("maxOpsPerTransaction".to_string(), max.to_string()),
+                    ]),
+                    ..RichError::default()
+                },
             ));
         }
         let operations = operations
@@ -407,14 +585,21 @@ impl StateApi {
     ) -> Result<QueryResult, ApiError> {
         let store = self.store(store_name)?;
         if !store.has_feature("QUERY_API") {
-            return Err(ApiError::new(
+            return Err(ApiError::rich(
                 500,
                 "ERR_STATE_STORE_NOT_SUPPORTED",
-                Code::Unimplemented,
-                format!("state store {store_name} doesn't support query"),
+                Code::Internal,
+                "state store does not support querying",
+                RichError {
+                    reason: "DAPR_STATE_QUERYING_NOT_SUPPORTED".into(),
+                    store: Some(store_name.to_string()),
+                    ..RichError::default()
+                },
             ));
         }
-        let query = parse_query(query_json).map_err(ApiError::malformed)?;
+        let query = parse_query(query_json).map_err(|e| {
+            ApiError::query_failed(store_name, format!("failed to parse JSON query body: {e}"))
+        })?;
         let response = store
             .query(proto::QueryRequest {
                 query: Some(query),
@@ -422,22 +607,15 @@ impl StateApi {
             })
             .await
             .map_err(|status| {
+                // daprd passes a component's kit error through with its codes; anything else
+                // is its QueryFailed.
                 let decoded = ComponentError::decode(status, false);
-                let (http, grpc) = match &decoded {
+                match &decoded {
                     ComponentError::Kit {
                         code, http_code, ..
-                    } => (*http_code, *code),
-                    _ => (500, Code::Internal),
-                };
-                ApiError::new(
-                    http,
-                    "ERR_STATE_QUERY",
-                    grpc,
-                    format!(
-                        "failed query in state store {store_name}: {}",
-                        decoded.text()
-                    ),
-                )
+                    } => ApiError::new(*http_code, "ERR_STATE_QUERY", *code, decoded.text()),
+                    _ => ApiError::query_failed(store_name, decoded.text()),
+                }
             })?;
         Ok(QueryResult {
             results: response
@@ -490,7 +668,14 @@ const COMPARISONS: [&str; 7] = ["EQ", "NEQ", "GT", "GTE", "LT", "LTE", "IN"];
 /// daprd's query parsing: `{"filter": {...}, "sort": [{"key", "order"}], "page": {"limit",
 /// "token"}}`, the filter tree validated before anything is sent.
 pub fn parse_query(bytes: &[u8]) -> Result<proto::Query, String> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_eof() {
+            // Go's encoding/json words it so.
+            "unexpected end of JSON input".to_string()
+        } else {
+            e.to_string()
+        }
+    })?;
     let Value::Object(top) = value else {
         return Err("the query must be a JSON object".into());
     };
@@ -587,7 +772,7 @@ fn validate_filter(filter: &Value) -> Result<(), String> {
             }
             Ok(())
         }
-        other => Err(format!("unknown filter operator {other:?}")),
+        other => Err(format!("unsupported filter {other:?}")),
     }
 }
 

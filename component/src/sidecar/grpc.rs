@@ -12,7 +12,7 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use crate::proto;
-use crate::sidecar::api::{DeleteItem, SaveItem, StateApi, TxOp};
+use crate::sidecar::api::{ApiError, DeleteItem, SaveItem, StateApi, TxOp};
 use crate::sidecar::{gojson, runtime};
 
 use runtime::dapr_server::{Dapr, DaprServer};
@@ -204,9 +204,13 @@ impl Dapr for DaprApi {
                 "upsert" => TxOp::Upsert(save_item(item)),
                 "delete" => TxOp::Delete(delete_item(item)),
                 other => {
-                    return Err(Status::invalid_argument(format!(
-                        "ERR_NOT_SUPPORTED_STATE_OPERATION: operation type {other} not supported"
-                    )));
+                    return Err(ApiError::new(
+                        400,
+                        "ERR_NOT_SUPPORTED_STATE_OPERATION",
+                        tonic::Code::Unimplemented,
+                        format!("operation type {other} not supported"),
+                    )
+                    .to_status());
                 }
             });
         }

@@ -59,7 +59,10 @@ pub fn router(api: Arc<StateApi>, runtime_version: String, max_body_bytes: usize
 
 fn error_response(error: ApiError) -> Response {
     let status = StatusCode::from_u16(error.http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = json!({"errorCode": error.code, "message": error.message});
+    let mut body = json!({"errorCode": error.code, "message": error.http_message()});
+    if let Some(details) = error.http_details() {
+        body["details"] = details;
+    }
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -138,13 +141,30 @@ struct HttpStateItem {
 
 impl HttpStateItem {
     /// daprd re-encodes the value with Go's encoding/json before the component sees it.
-    fn into_save(mut self, url_metadata: &HashMap<String, String>) -> Result<SaveItem, ApiError> {
+    fn into_save(
+        mut self,
+        store: &str,
+        url_metadata: &HashMap<String, String>,
+    ) -> Result<SaveItem, ApiError> {
+        if self.key.is_empty() {
+            return Err(ApiError::new(
+                400,
+                "ERR_MALFORMED_REQUEST",
+                tonic::Code::InvalidArgument,
+                "\"key\" is a required field",
+            ));
+        }
         let value = match self.value.take() {
             Some(Value::Null) | None => {
-                return Err(ApiError::malformed(format!(
-                    "the value of key {:?} is missing; use DELETE to remove a key",
-                    self.key
-                )));
+                return Err(ApiError::new(
+                    500,
+                    "ERR_STATE_SAVE",
+                    tonic::Code::Internal,
+                    format!(
+                        "failed saving state in state store {store}: an attempt to set a nil \
+                         value was received, try to use Delete instead"
+                    ),
+                ));
             }
             Some(value) => gojson::encode(&value),
         };
@@ -190,7 +210,7 @@ async fn save_state(
         let url_metadata = query_metadata(&params);
         let items = items
             .into_iter()
-            .map(|i| i.into_save(&url_metadata))
+            .map(|i| i.into_save(&store, &url_metadata))
             .collect::<Result<Vec<_>, _>>()?;
         state.api.save(&store, items).await
     }
@@ -343,7 +363,7 @@ async fn transaction(
         let mut operations = Vec::with_capacity(request.operations.len());
         for op in request.operations {
             operations.push(match op.operation.as_str() {
-                "upsert" => TxOp::Upsert(op.request.into_save(&url_metadata)?),
+                "upsert" => TxOp::Upsert(op.request.into_save(&store, &url_metadata)?),
                 "delete" => TxOp::Delete(op.request.into_delete()),
                 other => {
                     return Err(ApiError::new(

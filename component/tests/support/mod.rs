@@ -3,6 +3,8 @@
 //! and `x-component-instance`, `Features`, then the operations).
 #![allow(dead_code)]
 
+pub mod fronts;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

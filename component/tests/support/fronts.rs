@@ -1,0 +1,398 @@
+//! The app-facing side of Dapr for tests: a real, unmodified daprd (built by
+//! `tests/dapr/build.sh`) or `roost sidecar`, each in front of a `roost serve`, with the same
+//! resources folder; and a plain HTTP/1.1 client for the Dapr HTTP API.
+//!
+//! Every daprd started here keeps to loopback: the Configuration in `tests/dapr/config.yaml`
+//! (kubernetes name resolution instead of mDNS, whose Init sends nothing), every listener bound
+//! to 127.0.0.1 on a port the kernel chose, metrics off, `DAPR_HOST_IP=127.0.0.1`, and no
+//! placement, scheduler or sentry (`tests/dapr/check-loopback.sh` shows the result).
+//! It runs under `timeout`, so it stops by itself even if the test process dies.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Server;
+
+/// The longest a daprd started by a test may live.
+const DAPRD_LIFETIME: &str = "900";
+
+/// The repository's root.
+pub fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The daprd to test against: `ROOST_DAPRD`, else the one `tests/dapr/build.sh` builds under
+/// the target directory. `None` (after printing why) when there is none and this is not CI;
+/// under `CI=true` a missing daprd fails the test.
+pub fn daprd_binary(test: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("ROOST_DAPRD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("dapr/bin/daprd"));
+    if path.is_file() {
+        return Some(path);
+    }
+    let why = format!(
+        "no daprd at {} (run `bash tests/dapr/build.sh`, or set ROOST_DAPRD)",
+        path.display()
+    );
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI must have daprd: {why}"
+    );
+    eprintln!("skipped {test}: {why}");
+    None
+}
+
+/// The Go toolchain, for tests that run Go code. Same rules as [`daprd_binary`].
+pub fn go_binary(test: &str) -> Option<PathBuf> {
+    let go = PathBuf::from(std::env::var_os("ROOST_GO").unwrap_or_else(|| "go".into()));
+    let ok = Command::new(&go)
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(go);
+    }
+    let why = "no Go toolchain (`go` on PATH, or ROOST_GO)";
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI must have Go: {why}"
+    );
+    eprintln!("skipped {test}: {why}");
+    None
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repository_root().join("target"))
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (daprd takes its ports as numbers).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Which program serves the app-facing Dapr API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Real daprd.
+    Daprd,
+    /// `roost sidecar`.
+    Sidecar,
+}
+
+/// A Dapr API front (daprd or `roost sidecar`) on loopback ports, in front of a `roost serve`
+/// whose socket folder it scanned at start. Stops when dropped.
+pub struct Front {
+    pub kind: Kind,
+    pub server: Server,
+    pub app_id: String,
+    /// `127.0.0.1:port` of the gRPC API.
+    pub grpc: String,
+    /// `127.0.0.1:port` of the HTTP API.
+    pub http: String,
+    pub resources: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Front {
+    /// Starts `kind` with `yaml` as its only resource file, after a fresh `roost serve`.
+    pub fn start(kind: Kind, daprd: Option<&Path>, app_id: &str, yaml: &str) -> Front {
+        let server = Server::start();
+        Front::start_with(kind, daprd, server, app_id, yaml)
+    }
+
+    /// Like [`Front::start`], in front of an already running `server`.
+    pub fn start_with(
+        kind: Kind,
+        daprd: Option<&Path>,
+        server: Server,
+        app_id: &str,
+        yaml: &str,
+    ) -> Front {
+        Front::start_with_files(kind, daprd, server, app_id, yaml, &[])
+    }
+
+    /// Like [`Front::start_with`], with `files` (name, contents) written beside the resources
+    /// folder; `RESOURCES` in `yaml` is replaced by that folder's path.
+    pub fn start_with_files(
+        kind: Kind,
+        daprd: Option<&Path>,
+        server: Server,
+        app_id: &str,
+        yaml: &str,
+        files: &[(&str, String)],
+    ) -> Front {
+        let dir = tempfile::tempdir().unwrap();
+        let resources = dir.path().join("resources");
+        std::fs::create_dir(&resources).unwrap();
+        for (name, contents) in files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
+        std::fs::write(
+            resources.join("components.yaml"),
+            yaml.replace("RESOURCES", &resources.display().to_string()),
+        )
+        .unwrap();
+        let mut front = Front {
+            kind,
+            server,
+            app_id: app_id.to_string(),
+            grpc: String::new(),
+            http: String::new(),
+            resources,
+            child: None,
+            log: dir.path().join("front.log"),
+            _dir: dir,
+        };
+        front.spawn(daprd);
+        front
+    }
+
+    /// (Re)starts the front process on new ports; panics with its log if it does not come up.
+    pub fn spawn(&mut self, daprd: Option<&Path>) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        let (child, grpc, http) = match self.kind {
+            Kind::Daprd => {
+                let daprd = daprd.expect("a daprd binary");
+                let (grpc, http) = (free_port(), free_port());
+                let config = repository_root().join("tests/dapr/config.yaml");
+                let child = Command::new("timeout")
+                    .args(["-s", "TERM", "-k", "10", DAPRD_LIFETIME])
+                    .arg(daprd)
+                    .args(["--app-id", &self.app_id, "--mode", "standalone"])
+                    .arg("--resources-path")
+                    .arg(&self.resources)
+                    .arg("--config")
+                    .arg(config)
+                    .args(["--dapr-listen-addresses", "127.0.0.1"])
+                    .args(["--dapr-grpc-port", &grpc.to_string()])
+                    .args(["--dapr-http-port", &http.to_string()])
+                    .args(["--dapr-internal-grpc-listen-address", "127.0.0.1"])
+                    .args(["--dapr-internal-grpc-port", &free_port().to_string()])
+                    .args([
+                        "--enable-metrics=false",
+                        "--metrics-listen-address",
+                        "127.0.0.1",
+                    ])
+                    .args(["--metrics-port", &free_port().to_string()])
+                    .args(["--placement-host-address", ""])
+                    .args(["--scheduler-host-address", ""])
+                    .args(["--log-level", "info"])
+                    .env(
+                        "DAPR_COMPONENTS_SOCKETS_FOLDER",
+                        self.server.socket_folder(),
+                    )
+                    // Without it daprd finds its host address with a UDP connect to
+                    // 192.0.2.1 (no packet, but not loopback either).
+                    .env("DAPR_HOST_IP", "127.0.0.1")
+                    .env_remove("DAPR_API_TOKEN")
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log)
+                    .spawn()
+                    .expect("start daprd");
+                (
+                    child,
+                    format!("127.0.0.1:{grpc}"),
+                    format!("127.0.0.1:{http}"),
+                )
+            }
+            Kind::Sidecar => {
+                let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
+                    .args(["sidecar", "--app-id", &self.app_id])
+                    .args(["--grpc-port", "0", "--http-port", "0"])
+                    .arg("--resources-path")
+                    .arg(&self.resources)
+                    .arg("--socket-folder")
+                    .arg(self.server.socket_folder())
+                    .arg("--stop-when-stdin-closes")
+                    .env("ROOST_LOG", "warn")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(log)
+                    .spawn()
+                    .unwrap();
+                let stdout = child.stdout.take().unwrap();
+                let mut lines = BufReader::new(stdout).lines();
+                let line = lines.next().and_then(Result::ok).unwrap_or_default();
+                std::thread::spawn(move || for _ in lines {});
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let after = |label: &str| {
+                    let i = words.iter().position(|w| *w == label);
+                    i.map(|i| words[i + 1].to_string()).unwrap_or_default()
+                };
+                let (grpc, http) = (after("gRPC"), after("HTTP"));
+                (child, grpc, http)
+            }
+        };
+        self.child = Some(child);
+        self.grpc = grpc;
+        self.http = http;
+        self.wait_healthy();
+    }
+
+    /// Waits (at most 60 s) until `/v1.0/healthz/outbound` answers 204: components loaded.
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if !self.http.is_empty()
+                && let Ok((204, _, _)) =
+                    try_http(&self.http, "GET", "/v1.0/healthz/outbound", &[], "")
+            {
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited || Instant::now() > deadline {
+                panic!(
+                    "{:?} did not become healthy ({}):\n{}",
+                    self.kind,
+                    if exited { "it exited" } else { "60 s" },
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything the front process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the front process (SIGTERM, then at most 20 s) and keeps `roost serve` running.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `http://127.0.0.1:port` of the gRPC API, for SDK clients.
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn grpc_port(&self) -> &str {
+        self.grpc.rsplit(':').next().unwrap()
+    }
+
+    pub fn http_port(&self) -> &str {
+        self.http.rsplit(':').next().unwrap()
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One HTTP/1.1 request; returns status, headers (lowercased names) and body.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, HashMap<String, String>, String) {
+    try_http(addr, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
+}
+
+fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, HashMap<String, String>, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        return Err(std::io::Error::other(format!(
+            "no HTTP response: {response:?}"
+        )));
+    };
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head:?}")))?;
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+        .collect();
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((status, headers, body))
+}
+
+/// The body of a `Transfer-Encoding: chunked` response.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The `errorCode` of a Dapr error body.
+pub fn error_code(body: &str) -> String {
+    let value: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    value["errorCode"].as_str().unwrap_or_default().to_string()
+}
