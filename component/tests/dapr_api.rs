@@ -1429,3 +1429,31 @@ async fn the_sidecar_answers_as_daprd_does() {
         differences.join("\n")
     );
 }
+
+/// grpcio's channel to the socket, with the `:authority` setting docs/component.md gives.
+#[test]
+fn grpcio_reaches_the_socket_with_the_documented_authority() {
+    let Some(python) = python_with_dapr() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide the Python dapr SDK (and with it grpcio)"
+        );
+        eprintln!("skipped: no python with the `dapr` SDK (set ROOST_PYTHON)");
+        return;
+    };
+    let server = Server::start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/grpcio_socket.py");
+    let output = Command::new(python)
+        .arg(script)
+        .arg(server.socket_path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stdout}");
+    assert!(
+        output.status.success(),
+        "grpcio run failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("grpcio: ok"), "{stdout}");
+}
