@@ -1457,3 +1457,52 @@ fn grpcio_reaches_the_socket_with_the_documented_authority() {
     );
     assert!(stdout.contains("grpcio: ok"), "{stdout}");
 }
+
+/// The official Go SDK (`tests/dapr/gosdk`, github.com/dapr/go-sdk), built with the project's Go
+/// module, against `kind`.
+fn go_sdk_script(kind: Kind, test: &str) {
+    let Some(go) = fronts::go_binary(test) else {
+        return;
+    };
+    let Some(front) = start(kind, test) else {
+        return;
+    };
+    let bin = tempfile::tempdir().unwrap();
+    let program = bin.path().join("gosdk");
+    let build = Command::new(go)
+        .args(["build", "-o"])
+        .arg(&program)
+        .arg("./gosdk")
+        .current_dir(fronts::repository_root().join("tests/dapr"))
+        .env("CGO_ENABLED", "0")
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "go build ./gosdk:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let output = Command::new(&program)
+        .env("DAPR_GRPC_ENDPOINT", &front.grpc)
+        .env_remove("DAPR_GRPC_PORT")
+        .env_remove("DAPR_API_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "Go SDK run failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("go sdk: ok"), "{stdout}");
+}
+
+#[test]
+fn go_sdk_end_to_end_under_daprd() {
+    go_sdk_script(Kind::Daprd, "go_sdk_end_to_end_under_daprd");
+}
+
+#[test]
+fn go_sdk_end_to_end_under_the_sidecar() {
+    go_sdk_script(Kind::Sidecar, "go_sdk_end_to_end_under_the_sidecar");
+}

@@ -7,8 +7,10 @@ go 1.26.4
 require (
 	github.com/dapr/components-contrib v1.18.0
 	github.com/dapr/dapr v1.18.1
+	github.com/dapr/go-sdk v1.15.0
 	github.com/dapr/kit v0.18.1
 	github.com/stretchr/testify v1.11.1
+	google.golang.org/grpc v1.80.0
 )
 
 require (
@@ -412,7 +414,6 @@ require (
 	google.golang.org/genproto v0.0.0-20250512202823-5a2f75b736a9 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260401024825-9d38bb4040a9 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260401024825-9d38bb4040a9 // indirect
-	google.golang.org/grpc v1.80.0 // indirect
 	google.golang.org/protobuf v1.36.11 // indirect
 	gopkg.in/alexcesaro/quotedprintable.v3 v3.0.0-20150716171945-2caba252f4dc // indirect
 	gopkg.in/couchbase/gocb.v1 v1.6.7 // indirect

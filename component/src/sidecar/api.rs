@@ -31,7 +31,7 @@ pub struct ApiError {
     pub code: String,
     pub grpc: Code,
     pub message: String,
-    pub rich: Option<RichError>,
+    pub rich: Option<Box<RichError>>,
 }
 
 /// The details of one of daprd's rich errors.
@@ -71,7 +71,7 @@ impl ApiError {
         rich: RichError,
     ) -> ApiError {
         ApiError {
-            rich: Some(rich),
+            rich: Some(Box::new(rich)),
             ..ApiError::new(http, code, grpc, message)
         }
     }
@@ -821,10 +821,11 @@ mod tests {
             (err.http, err.code.as_str(), err.grpc),
             (500, "ERR_STATE_STORE_NOT_SUPPORTED", Code::Unimplemented)
         );
+        // daprd 1.18's QueryUnsupported is INTERNAL, unlike its transaction counterpart.
         let err = api.query("plain", b"{}", HashMap::new()).await.unwrap_err();
         assert_eq!(
             (err.http, err.code.as_str(), err.grpc),
-            (500, "ERR_STATE_STORE_NOT_SUPPORTED", Code::Unimplemented)
+            (500, "ERR_STATE_STORE_NOT_SUPPORTED", Code::Internal)
         );
         // The same calls reach the (unreachable) component when the features are there: the
         // refusals above came from the checks, not from the connection.
