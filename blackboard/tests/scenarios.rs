@@ -2,9 +2,11 @@
 //! filters and pages against a reference, consumptions, summaries) and the orchestration
 //! rules on top of it (visibility, subscriptions, failures, circuit breaker, concurrency).
 //! Restart safety runs on the durable store. The Dapr store runs against a real `roost serve`
-//! and `roost sidecar` (`LocalDapr`: both in process, on a temporary socket folder and
-//! loopback ports), so the path is the one a Dapr app takes: Dapr state API → sidecar →
-//! pluggable component.
+//! with `roost sidecar` in front (`LocalDapr`: both in process, on a temporary socket folder
+//! and loopback ports) and, as "daprd", with an unmodified daprd in front (built by
+//! `tests/dapr/build.sh`; skipped, saying so, where there is none, and required under
+//! `CI=true`), so the path is the one a Dapr app takes: Dapr state API → sidecar → pluggable
+//! component.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +18,7 @@ use roost_blackboard::{
     Filter, Flock, MemoryStore, Output, PublishOptions, Summary, Timestamp, Visibility,
     WorkflowError,
 };
+use roost_component::sidecar::daprd;
 use roost_component::sidecar::local::LocalDapr;
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
@@ -89,11 +92,40 @@ async fn stores() -> Vec<(&'static str, Arc<dyn BlackboardStore>, Keep)> {
         caps.transactions && caps.etag && caps.query && caps.ttl,
         "{caps:?}"
     );
-    vec![
+    let mut stores: Vec<(&'static str, Arc<dyn BlackboardStore>, Keep)> = vec![
         ("memory", Arc::new(MemoryStore::new()), Keep::Nothing),
         ("embedded", Arc::new(embedded), Keep::Dir(dir)),
         ("dapr", Arc::new(dapr), Keep::Dapr(stack, stack_dir)),
-    ]
+    ];
+    match daprd::find_daprd() {
+        Some(binary) => {
+            let daprd_dir = tempfile::tempdir().unwrap();
+            let stack = LocalDapr::start_under_daprd(
+                daprd_dir.path(),
+                "board-app",
+                STACK_COMPONENT,
+                &binary,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let store = DaprStore::connect(&stack.grpc_endpoint, "board")
+                .await
+                .unwrap();
+            let caps = store.capabilities();
+            assert!(
+                caps.transactions && caps.etag && caps.query && caps.ttl,
+                "{caps:?}"
+            );
+            stores.push(("daprd", Arc::new(store), Keep::Dapr(stack, daprd_dir)));
+        }
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have daprd (tests/dapr/build.sh, or ROOST_DAPRD)"
+            );
+            eprintln!("skipped the daprd store: no daprd (run `bash tests/dapr/build.sh`)");
+        }
+    }
+    stores
 }
 
 fn idea(text: &str, score: u32) -> Idea {

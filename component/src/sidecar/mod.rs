@@ -6,6 +6,7 @@
 //! pub/sub, actors, workflows, mTLS or placement — those answer "not available".
 
 pub mod api;
+pub mod daprd;
 pub mod gojson;
 pub mod grpc;
 pub mod http;

@@ -2,11 +2,8 @@
 //! `tests/dapr/build.sh`) or `roost sidecar`, each in front of a `roost serve`, with the same
 //! resources folder; and a plain HTTP/1.1 client for the Dapr HTTP API.
 //!
-//! Every daprd started here keeps to loopback: the Configuration in `tests/dapr/config.yaml`
-//! (kubernetes name resolution instead of mDNS, whose Init sends nothing), every listener bound
-//! to 127.0.0.1 on a port the kernel chose, metrics off, `DAPR_HOST_IP=127.0.0.1`, and no
-//! placement, scheduler or sentry (`tests/dapr/check-loopback.sh` shows the result).
-//! It runs under `timeout`, so it stops by itself even if the test process dies.
+//! daprd is started by `roost_component::sidecar::daprd`, which keeps it to loopback
+//! (`tests/dapr/check-loopback.sh` shows the result) and bounds its life.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,10 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use roost_component::sidecar::daprd::{DaprdOptions, DaprdProcess};
+
 use super::Server;
 
 /// The longest a daprd started by a test may live.
-const DAPRD_LIFETIME: &str = "900";
+const DAPRD_LIFETIME_SECONDS: u32 = 900;
 
 /// The repository's root.
 pub fn repository_root() -> PathBuf {
@@ -32,16 +31,10 @@ pub fn repository_root() -> PathBuf {
 /// the target directory. `None` (after printing why) when there is none and this is not CI;
 /// under `CI=true` a missing daprd fails the test.
 pub fn daprd_binary(test: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("ROOST_DAPRD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("dapr/bin/daprd"));
-    if path.is_file() {
+    if let Some(path) = roost_component::sidecar::daprd::find_daprd() {
         return Some(path);
     }
-    let why = format!(
-        "no daprd at {} (run `bash tests/dapr/build.sh`, or set ROOST_DAPRD)",
-        path.display()
-    );
+    let why = "no daprd (run `bash tests/dapr/build.sh`, or set ROOST_DAPRD)";
     assert!(
         std::env::var_os("CI").is_none(),
         "{test}: CI must have daprd: {why}"
@@ -69,12 +62,6 @@ pub fn go_binary(test: &str) -> Option<PathBuf> {
     );
     eprintln!("skipped {test}: {why}");
     None
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repository_root().join("target"))
 }
 
 /// A port on 127.0.0.1 that was free a moment ago (daprd takes its ports as numbers).
@@ -107,6 +94,7 @@ pub struct Front {
     pub http: String,
     pub resources: PathBuf,
     child: Option<Child>,
+    daprd: Option<DaprdProcess>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -158,6 +146,7 @@ impl Front {
             http: String::new(),
             resources,
             child: None,
+            daprd: None,
             log: dir.path().join("front.log"),
             _dir: dir,
         };
@@ -167,84 +156,55 @@ impl Front {
 
     /// (Re)starts the front process on new ports; panics with its log if it does not come up.
     pub fn spawn(&mut self, daprd: Option<&Path>) {
-        let log = std::fs::File::create(&self.log).unwrap();
-        let (child, grpc, http) = match self.kind {
-            Kind::Daprd => {
-                let daprd = daprd.expect("a daprd binary");
-                let (grpc, http) = (free_port(), free_port());
-                let config = repository_root().join("tests/dapr/config.yaml");
-                let child = Command::new("timeout")
-                    .args(["-s", "TERM", "-k", "10", DAPRD_LIFETIME])
-                    .arg(daprd)
-                    .args(["--app-id", &self.app_id, "--mode", "standalone"])
-                    .arg("--resources-path")
-                    .arg(&self.resources)
-                    .arg("--config")
-                    .arg(config)
-                    .args(["--dapr-listen-addresses", "127.0.0.1"])
-                    .args(["--dapr-grpc-port", &grpc.to_string()])
-                    .args(["--dapr-http-port", &http.to_string()])
-                    .args(["--dapr-internal-grpc-listen-address", "127.0.0.1"])
-                    .args(["--dapr-internal-grpc-port", &free_port().to_string()])
-                    .args([
-                        "--enable-metrics=false",
-                        "--metrics-listen-address",
-                        "127.0.0.1",
-                    ])
-                    .args(["--metrics-port", &free_port().to_string()])
-                    .args(["--placement-host-address", ""])
-                    .args(["--scheduler-host-address", ""])
-                    .args(["--log-level", "info"])
-                    .env(
-                        "DAPR_COMPONENTS_SOCKETS_FOLDER",
-                        self.server.socket_folder(),
-                    )
-                    // Without it daprd finds its host address with a UDP connect to
-                    // 192.0.2.1 (no packet, but not loopback either).
-                    .env("DAPR_HOST_IP", "127.0.0.1")
-                    .env_remove("DAPR_API_TOKEN")
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone().unwrap())
-                    .stderr(log)
-                    .spawn()
-                    .expect("start daprd");
-                (
-                    child,
-                    format!("127.0.0.1:{grpc}"),
-                    format!("127.0.0.1:{http}"),
-                )
-            }
-            Kind::Sidecar => {
-                let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-                    .args(["sidecar", "--app-id", &self.app_id])
-                    .args(["--grpc-port", "0", "--http-port", "0"])
-                    .arg("--resources-path")
-                    .arg(&self.resources)
-                    .arg("--socket-folder")
-                    .arg(self.server.socket_folder())
-                    .arg("--stop-when-stdin-closes")
-                    .env("ROOST_LOG", "warn")
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(log)
-                    .spawn()
-                    .unwrap();
-                let stdout = child.stdout.take().unwrap();
-                let mut lines = BufReader::new(stdout).lines();
-                let line = lines.next().and_then(Result::ok).unwrap_or_default();
-                std::thread::spawn(move || for _ in lines {});
-                let words: Vec<&str> = line.split_whitespace().collect();
-                let after = |label: &str| {
-                    let i = words.iter().position(|w| *w == label);
-                    i.map(|i| words[i + 1].to_string()).unwrap_or_default()
-                };
-                let (grpc, http) = (after("gRPC"), after("HTTP"));
-                (child, grpc, http)
-            }
+        match self.kind {
+            Kind::Daprd => self.spawn_daprd(daprd.expect("a daprd binary")),
+            Kind::Sidecar => self.spawn_sidecar(),
+        }
+    }
+
+    fn spawn_daprd(&mut self, binary: &Path) {
+        let options = DaprdOptions {
+            binary: binary.to_path_buf(),
+            app_id: self.app_id.clone(),
+            resources_path: self.resources.clone(),
+            socket_folder: self.server.socket_folder(),
+            work_dir: self.log.parent().unwrap().join("daprd"),
+            lifetime_seconds: DAPRD_LIFETIME_SECONDS,
         };
+        let daprd = DaprdProcess::start(&options).unwrap_or_else(|e| panic!("{e}"));
+        self.grpc = daprd.grpc_addr.clone();
+        self.http = daprd.http_addr.clone();
+        self.daprd = Some(daprd);
+    }
+
+    fn spawn_sidecar(&mut self) {
+        let log = std::fs::File::create(&self.log).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
+            .args(["sidecar", "--app-id", &self.app_id])
+            .args(["--grpc-port", "0", "--http-port", "0"])
+            .arg("--resources-path")
+            .arg(&self.resources)
+            .arg("--socket-folder")
+            .arg(self.server.socket_folder())
+            .arg("--stop-when-stdin-closes")
+            .env("ROOST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        std::thread::spawn(move || for _ in lines {});
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |label: &str| {
+            let i = words.iter().position(|w| *w == label);
+            i.map(|i| words[i + 1].to_string()).unwrap_or_default()
+        };
+        self.grpc = after("gRPC");
+        self.http = after("HTTP");
         self.child = Some(child);
-        self.grpc = grpc;
-        self.http = http;
         self.wait_healthy();
     }
 
@@ -276,11 +236,17 @@ impl Front {
 
     /// Everything the front process logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        match &self.daprd {
+            Some(daprd) => daprd.log(),
+            None => std::fs::read_to_string(&self.log).unwrap_or_default(),
+        }
     }
 
     /// Stops the front process (SIGTERM, then at most 20 s) and keeps `roost serve` running.
     pub fn stop(&mut self) {
+        if let Some(mut daprd) = self.daprd.take() {
+            daprd.stop();
+        }
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])
