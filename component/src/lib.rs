@@ -21,6 +21,7 @@
 #![deny(clippy::all)]
 
 pub mod admin;
+pub mod authority;
 pub mod client;
 pub mod config;
 pub mod doctor;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::net::UnixListener;
 use tonic::transport::Server;
 
+use crate::authority::AuthorityFix;
 use crate::instances::InstanceRegistry;
 use crate::proto::{
     self, queriable_state_store_server::QueriableStateStoreServer,
@@ -315,8 +316,10 @@ fn transport_thread(
     runtime.block_on(async move {
         use tokio_stream::StreamExt;
         // The streams were accepted on another runtime: register them with this one.
+        // Each connection behind the `:authority` fix, so grpc-c and grpc-java clients are
+        // served too (`crate::authority`).
         let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(connections)
-            .map(tokio::net::UnixStream::from_std);
+            .map(|stream| tokio::net::UnixStream::from_std(stream).map(AuthorityFix::new));
         let serving = router.serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|stop| *stop).await;
         });

@@ -1430,9 +1430,10 @@ async fn the_sidecar_answers_as_daprd_does() {
     );
 }
 
-/// grpcio's channel to the socket, with the `:authority` setting docs/component.md gives.
+/// grpcio's default channel to the socket (the socket path as `:authority`), and with the
+/// `grpc.default_authority` setting.
 #[test]
-fn grpcio_reaches_the_socket_with_the_documented_authority() {
+fn grpcio_reaches_the_socket_with_its_default_channel() {
     let Some(python) = python_with_dapr() else {
         assert!(
             std::env::var_os("CI").is_none(),
