@@ -12,7 +12,14 @@ roost="${1:-$root/target/debug/roost}"
 daprd="${2:-$root/target/dapr/bin/daprd}"
 command -v strace >/dev/null || { echo "check-loopback: strace is needed (apt-get install strace)" >&2; exit 1; }
 work="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+cleanup() {
+  local jobs
+  jobs="$(jobs -p)"
+  [ -z "$jobs" ] || kill $jobs 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 mkdir -p "$work/sockets" "$work/data"
 "$roost" serve --socket-folder "$work/sockets" --data-dir "$work/data" --name roost \
   --stop-when-stdin-closes < <(sleep 60) > "$work/roost.out" 2>&1 &
