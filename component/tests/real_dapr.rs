@@ -464,3 +464,70 @@ fn daprd_restarted_against_a_running_roost_serve_keeps_every_record() {
     let (status, _, text) = http(&front.http, "POST", "/v1.0/state/orders", &JSON, &body);
     assert_eq!(status, 204, "{text}");
 }
+
+/// An example binary as `cargo test` builds it (`target/<profile>/examples/NAME`), or `None`
+/// when this build did not make it (for instance `cargo test --test real_dapr`).
+fn example(name: &str) -> Option<std::path::PathBuf> {
+    let deps = std::env::current_exe().ok()?;
+    let path = deps.parent()?.parent()?.join("examples").join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    eprintln!("skipped the {name} example: not built here (cargo test --workspace builds it)");
+    None
+}
+
+/// The seed's flow with real daprd in place of `dapr run` (the Dapr CLI is not available
+/// here): `roost serve`, daprd on the repository's `components/`, then the app with daprd's
+/// gRPC endpoint in its environment, as `dapr run` would set it.
+#[test]
+fn the_orders_and_band_examples_run_under_daprd_on_the_repository_components() {
+    let test = "the_orders_and_band_examples_run_under_daprd_on_the_repository_components";
+    let yaml =
+        std::fs::read_to_string(fronts::repository_root().join("components/roost.yaml")).unwrap();
+    let Some(front) = daprd_with(test, Server::start(), &yaml, &[]) else {
+        return;
+    };
+    for (name, args) in [
+        ("orders", vec![]),
+        (
+            "band",
+            vec!["--store", "dapr", "--dapr-store", "statestore"],
+        ),
+    ] {
+        let Some(program) = example(name) else {
+            continue;
+        };
+        let output = Command::new(&program)
+            .args(&args)
+            .env("DAPR_GRPC_PORT", front.grpc_port())
+            .env("DAPR_HTTP_PORT", front.http_port())
+            .env("DAPR_GRPC_ENDPOINT", front.grpc_endpoint())
+            .env_remove("DAPR_API_TOKEN")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{name}:\n{stdout}\n{stderr}");
+        eprintln!("{name} under daprd:\n{stdout}");
+        match name {
+            "orders" => {
+                assert!(
+                    stdout.contains("write with the old etag refused: true"),
+                    "{stdout}"
+                );
+                assert!(
+                    stdout.contains("component statestore (state.roost)"),
+                    "{stdout}"
+                );
+            }
+            _ => {
+                assert!(stdout.contains(": 4 artifacts"), "{stdout}");
+                assert!(
+                    stdout.contains("MarketingCopy by marketing_guru from"),
+                    "{stdout}"
+                );
+            }
+        }
+    }
+}
