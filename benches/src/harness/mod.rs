@@ -69,10 +69,33 @@ pub enum Target {
     PostgresAsync,
     /// `state.sqlite` (WAL, the default `synchronous = FULL`).
     Sqlite,
+    /// Roost (`roost serve`, immediate durability) behind a real daprd, through daprd's gRPC
+    /// API as an SDK calls it.
+    DaprdRoost,
+    /// Dapr's `state.redis` behind daprd, redis-server with `appendfsync always`.
+    DaprdRedis,
+    /// Dapr's `state.redis` behind daprd, redis-server without persistence.
+    DaprdRedisNopersist,
+    /// Dapr's `state.postgresql` v2 behind daprd, `synchronous_commit = on`.
+    DaprdPostgres,
+    /// Dapr's `state.sqlite` behind daprd (the component's defaults: WAL, in daprd's process).
+    DaprdSqlite,
+    /// Dapr's `state.in-memory` behind daprd.
+    DaprdMemory,
 }
 
 impl Target {
-    pub const ALL: [Target; 10] = [
+    /// The targets behind a real daprd.
+    pub const DAPRD: [Target; 6] = [
+        Target::DaprdRoost,
+        Target::DaprdRedis,
+        Target::DaprdRedisNopersist,
+        Target::DaprdPostgres,
+        Target::DaprdSqlite,
+        Target::DaprdMemory,
+    ];
+
+    pub const ALL: [Target; 16] = [
         Target::Roost,
         Target::RoostEventual,
         Target::Embedded,
@@ -83,7 +106,17 @@ impl Target {
         Target::Postgres,
         Target::PostgresAsync,
         Target::Sqlite,
+        Target::DaprdRoost,
+        Target::DaprdRedis,
+        Target::DaprdRedisNopersist,
+        Target::DaprdPostgres,
+        Target::DaprdSqlite,
+        Target::DaprdMemory,
     ];
+
+    pub fn is_daprd(self) -> bool {
+        Target::DAPRD.contains(&self)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -98,6 +131,12 @@ impl Target {
             Target::Postgres => "postgres",
             Target::PostgresAsync => "postgres-async",
             Target::Sqlite => "sqlite",
+            Target::DaprdRoost => "daprd-roost",
+            Target::DaprdRedis => "daprd-redis",
+            Target::DaprdRedisNopersist => "daprd-redis-nopersist",
+            Target::DaprdPostgres => "daprd-postgres",
+            Target::DaprdSqlite => "daprd-sqlite",
+            Target::DaprdMemory => "daprd-memory",
         }
     }
 
@@ -114,6 +153,12 @@ impl Target {
             Target::Postgres => "fsync per commit (synchronous_commit on)",
             Target::PostgresAsync => "relaxed: WAL flushed within 600 ms (synchronous_commit off)",
             Target::Sqlite => "fsync per commit (WAL, synchronous FULL)",
+            Target::DaprdRoost => "fsync before the ack (immediate), behind daprd",
+            Target::DaprdRedis => "fsync per write (appendfsync always), behind daprd",
+            Target::DaprdRedisNopersist => "none: memory only, behind daprd",
+            Target::DaprdPostgres => "fsync per commit (synchronous_commit on), behind daprd",
+            Target::DaprdSqlite => "the component's defaults (WAL), in daprd",
+            Target::DaprdMemory => "none: daprd's memory",
         }
     }
 
@@ -126,11 +171,17 @@ impl Target {
             | Target::EmbeddedNowal
             | Target::Redis
             | Target::Postgres
-            | Target::Sqlite => "durable",
+            | Target::Sqlite
+            | Target::DaprdRoost
+            | Target::DaprdRedis
+            | Target::DaprdPostgres
+            | Target::DaprdSqlite => "durable",
             Target::RoostEventual
             | Target::EmbeddedEventual
             | Target::RedisNopersist
-            | Target::PostgresAsync => "relaxed",
+            | Target::PostgresAsync
+            | Target::DaprdRedisNopersist
+            | Target::DaprdMemory => "relaxed",
         }
     }
 
@@ -144,6 +195,7 @@ impl Target {
             Target::Redis | Target::RedisNopersist => "RESP over loopback TCP",
             Target::Postgres | Target::PostgresAsync => "PostgreSQL protocol over loopback TCP",
             Target::Sqlite => "in-process library (the component links SQLite)",
+            _ => "Dapr gRPC API over loopback TCP, through daprd",
         }
     }
 }
@@ -228,6 +280,15 @@ impl Workload {
     /// Whether `target` can run this workload; the reason when not.
     pub fn unsupported_by(self, target: Target) -> Option<&'static str> {
         let query_capable = matches!(target, Target::Roost | Target::Embedded);
+        if target.is_daprd() {
+            return match self {
+                Workload::Ping => Some("daprd's API has no ping"),
+                Workload::QueryIndexed | Workload::QueryScan => {
+                    Some("query workloads are not measured through daprd yet")
+                }
+                _ => None,
+            };
+        }
         match self {
             Workload::QueryIndexed if !query_capable => Some(match target {
                 Target::Postgres | Target::PostgresAsync => {

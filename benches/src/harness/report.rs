@@ -135,16 +135,16 @@ impl Report {
             let _ = writeln!(out, "## {} — {}\n", workload.name(), workload.describe());
             let _ = writeln!(
                 out,
-                "| target | tier | clients | value | ops/s | p50 | p99 | max | conflicts | errors | steal |"
+                "| target | tier | clients | value | ops/s | p50 | p99 | max | conflicts | errors | steal | daprd CPU/op | store CPU/op |"
             );
             let _ = writeln!(
                 out,
-                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
             );
             for r in rows {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} B | {} | {} | {} | {} | {} | {} | {:.0} % |",
+                    "| {} | {} | {} | {} B | {} | {} | {} | {} | {} | {} | {:.0} % | {} | {} |",
                     r.target.name(),
                     r.tier,
                     r.concurrency,
@@ -155,7 +155,9 @@ impl Report {
                     fmt_us(r.max_us),
                     r.conflicts,
                     r.errors,
-                    r.steal_pct
+                    r.steal_pct,
+                    r.daprd_cpu_us_per_op.map_or("–".to_string(), fmt_us),
+                    r.store_cpu_us_per_op.map_or("–".to_string(), fmt_us),
                 );
             }
             let _ = writeln!(out);
@@ -326,6 +328,8 @@ mod tests {
             errors: 0,
             first_error: None,
             steal_pct: 1.0,
+            daprd_cpu_us_per_op: None,
+            store_cpu_us_per_op: None,
         }
     }
 

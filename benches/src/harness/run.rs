@@ -9,9 +9,16 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
+use roost_component::sidecar::daprd::{DaprdOptions, DaprdProcess, find_daprd};
+
 use super::servers::{PostgresServer, RedisPersistence, RedisServer, RoostServer};
 use super::targets::{
-    Client, OpError, postgres::PostgresClient, redis::RedisClient, roost, sqlite::SqliteClient,
+    Client, OpError,
+    daprd::{self as daprd_target, DaprdClient},
+    postgres::PostgresClient,
+    redis::RedisClient,
+    roost,
+    sqlite::SqliteClient,
 };
 use super::{HarnessError, Settings, Target, Workload};
 use crate::Rng;
@@ -49,6 +56,11 @@ pub struct Outcome {
     /// CPU time the hypervisor took from this VM during the run, in % of all CPU time
     /// (`steal` in `/proc/stat`): high values make every number slower and noisier.
     pub steal_pct: f64,
+    /// CPU time daprd spent per operation (daprd targets), µs.
+    pub daprd_cpu_us_per_op: Option<f64>,
+    /// CPU time the store's server process(es) spent per operation (daprd targets with an
+    /// external store), µs.
+    pub store_cpu_us_per_op: Option<f64>,
 }
 
 /// Total and steal jiffies from the `cpu` line of `/proc/stat`.
@@ -82,11 +94,20 @@ pub struct Servers {
     /// The harness binary of another build that serves `roost-baseline`.
     baseline_server: Option<PathBuf>,
     redis: Vec<RedisServer>,
+    /// The `roost serve` behind `daprd-roost` (its own, so its keyspace is fresh).
+    daprd_roost: Option<RoostServer>,
+    daprds: Vec<DaprdProcess>,
     dirs: Vec<TempDir>,
 }
 
 /// How workers of one target get their clients.
 pub enum Connector {
+    /// daprd's gRPC API; `daprd` and `store` are the processes whose CPU time is reported.
+    Daprd {
+        endpoint: String,
+        daprd: Option<u32>,
+        store: Option<u32>,
+    },
     Redis(SocketAddr),
     Postgres {
         connection_string: String,
@@ -104,6 +125,7 @@ pub enum Connector {
 impl Connector {
     pub async fn client(&self, worker: usize) -> Result<Box<dyn Client>, OpError> {
         Ok(match self {
+            Connector::Daprd { endpoint, .. } => Box::new(DaprdClient::connect(endpoint).await?),
             Connector::Redis(addr) => Box::new(RedisClient::connect(*addr).await?),
             Connector::Postgres {
                 connection_string,
@@ -118,6 +140,14 @@ impl Connector {
             }
             Connector::Embedded(db) => Box::new(roost::EmbeddedClient(Arc::clone(db))),
         })
+    }
+
+    /// The processes (daprd, the store's server) whose CPU time per operation is reported.
+    fn processes(&self) -> (Option<u32>, Option<u32>) {
+        match self {
+            Connector::Daprd { daprd, store, .. } => (*daprd, *store),
+            _ => (None, None),
+        }
     }
 
     pub async fn close(&self) {
@@ -137,6 +167,9 @@ impl Servers {
 
     /// Starts what `target` needs and returns its connector, with an empty keyspace.
     pub async fn prepare(&mut self, target: Target) -> Result<Connector, HarnessError> {
+        if target.is_daprd() {
+            return self.prepare_daprd(target).await;
+        }
         match target {
             Target::Redis | Target::RedisNopersist => {
                 let persistence = if target == Target::Redis {
@@ -248,8 +281,155 @@ impl Servers {
                 self.dirs.push(dir);
                 Ok(Connector::Embedded(Arc::new(embedded)))
             }
+            Target::DaprdRoost
+            | Target::DaprdRedis
+            | Target::DaprdRedisNopersist
+            | Target::DaprdPostgres
+            | Target::DaprdSqlite
+            | Target::DaprdMemory => unreachable!("prepared by prepare_daprd"),
         }
     }
+}
+
+impl Servers {
+    /// Starts the store of a daprd target, then one daprd (loopback only) with a component
+    /// YAML for it.
+    async fn prepare_daprd(&mut self, target: Target) -> Result<Connector, HarnessError> {
+        let binary = find_daprd().ok_or_else(|| {
+            HarnessError(format!(
+                "{}: no daprd (run `bash tests/dapr/build.sh`, or set ROOST_DAPRD)",
+                target.name()
+            ))
+        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("roost-bench-daprd")
+            .tempdir()?;
+        let mut socket_folder = dir.path().join("sockets");
+        std::fs::create_dir_all(&socket_folder)?;
+        let (yaml, store) = match target {
+            Target::DaprdRoost => {
+                let server = tokio::task::spawn_blocking(|| RoostServer::start(None))
+                    .await
+                    .map_err(|e| HarnessError(e.to_string()))??;
+                socket_folder = server.socket_folder().to_path_buf();
+                let pid = server.pid();
+                self.daprd_roost = Some(server);
+                let yaml = daprd_target::component_yaml(
+                    "state.roost",
+                    "v1",
+                    &[("durability", "immediate")],
+                );
+                (yaml, Some(pid))
+            }
+            Target::DaprdRedis | Target::DaprdRedisNopersist => {
+                let persistence = if target == Target::DaprdRedis {
+                    RedisPersistence::AofAlways
+                } else {
+                    RedisPersistence::Off
+                };
+                let server = tokio::task::spawn_blocking(move || RedisServer::start(persistence))
+                    .await
+                    .map_err(|e| HarnessError(e.to_string()))??;
+                let host = server.addr.to_string();
+                let pid = server.pid();
+                self.redis.push(server);
+                let yaml = daprd_target::component_yaml(
+                    "state.redis",
+                    "v1",
+                    &[("redisHost", &host), ("redisPassword", "")],
+                );
+                (yaml, Some(pid))
+            }
+            Target::DaprdPostgres => {
+                if self.postgres.is_none() {
+                    let server = tokio::task::spawn_blocking(PostgresServer::start)
+                        .await
+                        .map_err(|e| HarnessError(e.to_string()))??;
+                    self.postgres = Some(server);
+                }
+                let server = self.postgres.as_ref().expect("started above");
+                let yaml = daprd_target::component_yaml(
+                    "state.postgresql",
+                    "v2",
+                    &[
+                        ("connectionString", &server.connection_string()),
+                        ("tablePrefix", "daprd_"),
+                    ],
+                );
+                (yaml, server.pid())
+            }
+            Target::DaprdSqlite => {
+                let path = dir.path().join("state.db");
+                let yaml = daprd_target::component_yaml(
+                    "state.sqlite",
+                    "v1",
+                    &[("connectionString", &path.display().to_string())],
+                );
+                (yaml, None)
+            }
+            Target::DaprdMemory => (
+                daprd_target::component_yaml("state.in-memory", "v1", &[]),
+                None,
+            ),
+            _ => unreachable!("not a daprd target"),
+        };
+        let resources = dir.path().join("resources");
+        std::fs::create_dir_all(&resources)?;
+        std::fs::write(resources.join("statestore.yaml"), yaml)?;
+        let options = DaprdOptions {
+            binary,
+            app_id: daprd_target::APP_ID.into(),
+            resources_path: resources,
+            socket_folder,
+            work_dir: dir.path().join("daprd"),
+            lifetime_seconds: 6 * 3600,
+        };
+        let daprd = tokio::task::spawn_blocking(move || DaprdProcess::start(&options))
+            .await
+            .map_err(|e| HarnessError(e.to_string()))?
+            .map_err(|e| HarnessError(format!("{}: {e}", target.name())))?;
+        let connector = Connector::Daprd {
+            endpoint: daprd.grpc_endpoint(),
+            daprd: daprd.daprd_pid(),
+            store,
+        };
+        self.daprds.push(daprd);
+        self.dirs.push(dir);
+        Ok(connector)
+    }
+}
+
+/// CPU time (user + system) of `pid` and every process below it, in microseconds.
+fn process_tree_cpu_us(pid: u32) -> u64 {
+    let ticks_per_second = 100; // USER_HZ on Linux
+    let mut total = 0u64;
+    let mut pending = vec![pid];
+    while let Some(pid) = pending.pop() {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The fields after the command's closing parenthesis; utime and stime are the
+            // 14th and 15th of the whole line.
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let ticks: u64 = fields
+                    .get(11..13)
+                    .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+                    .unwrap_or(0);
+                total += ticks * 1_000_000 / ticks_per_second;
+            }
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let children =
+                    std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                pending.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    total
 }
 
 /// The key of preloaded record `i`, with daprd's `<appId>||` prefix.
@@ -434,6 +614,14 @@ pub async fn measure(
     for id in 0..concurrency {
         clients.push(connector.client(id).await?);
     }
+    let (daprd_pid, store_pid) = connector.processes();
+    let process_cpu = || {
+        (
+            daprd_pid.map(process_tree_cpu_us),
+            store_pid.map(process_tree_cpu_us),
+        )
+    };
+    let processes_before = process_cpu();
     let cpu_before = cpu_times();
     let start = Instant::now();
     let deadline = start + settings.duration;
@@ -465,6 +653,7 @@ pub async fn measure(
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu_after = cpu_times();
+    let processes_after = process_cpu();
     let total = cpu_after.0.saturating_sub(cpu_before.0).max(1);
     let steal_pct = cpu_after.1.saturating_sub(cpu_before.1) as f64 * 100.0 / total as f64;
     latencies.sort_unstable();
@@ -481,7 +670,12 @@ pub async fn measure(
     } else {
         latencies.iter().map(|&n| n as f64).sum::<f64>() / ops as f64 / 1000.0
     };
+    let per_op = |before: Option<u64>, after: Option<u64>| -> Option<f64> {
+        Some(after?.saturating_sub(before?) as f64 / ops.max(1) as f64)
+    };
     Ok(Outcome {
+        daprd_cpu_us_per_op: per_op(processes_before.0, processes_after.0),
+        store_cpu_us_per_op: per_op(processes_before.1, processes_after.1),
         target,
         tier: target.tier(),
         durability: target.durability(),

@@ -70,6 +70,11 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// The server process, for its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start(persistence: RedisPersistence) -> Result<RedisServer, HarnessError> {
         let binary = find_binary("redis-server", &[]).ok_or_else(|| {
             HarnessError(
@@ -245,6 +250,17 @@ impl PostgresServer {
         Ok(server)
     }
 
+    /// The postmaster (its backends are its children), for the CPU time of the server.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     pub fn connection_string(&self) -> String {
         format!(
             "host=127.0.0.1 port={} user=postgres dbname=postgres",
@@ -329,6 +345,18 @@ impl RoostServer {
             socket: dir.path().join("roost.sock"),
             _dir: dir,
         })
+    }
+}
+
+impl RoostServer {
+    /// The server process, for its CPU time.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The folder holding `roost.sock`: daprd's `DAPR_COMPONENTS_SOCKETS_FOLDER`.
+    pub fn socket_folder(&self) -> &Path {
+        self.socket.parent().expect("the socket is in a folder")
     }
 }
 

@@ -137,6 +137,14 @@ impl DaprdProcess {
         }
     }
 
+    /// daprd's own process id (the child of the `timeout` that bounds its life).
+    pub fn daprd_pid(&self) -> Option<u32> {
+        let timeout = self.child.as_ref()?.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{timeout}/task/{timeout}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
     /// `http://127.0.0.1:<port>` of the gRPC API, for SDK clients.
     pub fn grpc_endpoint(&self) -> String {
         format!("http://{}", self.grpc_addr)

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+pub mod daprd;
 pub mod postgres;
 pub mod redis;
 pub mod roost;
