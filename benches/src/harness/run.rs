@@ -177,22 +177,11 @@ impl Servers {
                 } else {
                     RedisPersistence::Off
                 };
-                let server = tokio::task::spawn_blocking(move || RedisServer::start(persistence))
-                    .await
-                    .map_err(|e| HarnessError(e.to_string()))??;
-                let addr = server.addr;
-                self.redis.push(server);
+                let (addr, _) = self.start_redis(persistence).await?;
                 Ok(Connector::Redis(addr))
             }
             Target::Postgres | Target::PostgresAsync => {
-                if self.postgres.is_none() {
-                    let server = tokio::task::spawn_blocking(PostgresServer::start)
-                        .await
-                        .map_err(|e| HarnessError(e.to_string()))??;
-                    self.postgres = Some(server);
-                }
-                let server = self.postgres.as_ref().expect("started above");
-                let connection_string = server.connection_string();
+                let connection_string = self.postgres().await?.connection_string();
                 // One table per target, as the component's `tablePrefix` allows.
                 let prefix = if target == Target::Postgres {
                     "sync_"
@@ -292,6 +281,30 @@ impl Servers {
 }
 
 impl Servers {
+    /// Starts one more redis-server; returns its address and process id.
+    async fn start_redis(
+        &mut self,
+        persistence: RedisPersistence,
+    ) -> Result<(SocketAddr, u32), HarnessError> {
+        let server = tokio::task::spawn_blocking(move || RedisServer::start(persistence))
+            .await
+            .map_err(|e| HarnessError(e.to_string()))??;
+        let started = (server.addr, server.pid());
+        self.redis.push(server);
+        Ok(started)
+    }
+
+    /// The run's PostgreSQL server, started on first use.
+    async fn postgres(&mut self) -> Result<&PostgresServer, HarnessError> {
+        if self.postgres.is_none() {
+            let server = tokio::task::spawn_blocking(PostgresServer::start)
+                .await
+                .map_err(|e| HarnessError(e.to_string()))??;
+            self.postgres = Some(server);
+        }
+        Ok(self.postgres.as_ref().expect("started above"))
+    }
+
     /// Starts the store of a daprd target, then one daprd (loopback only) with a component
     /// YAML for it.
     async fn prepare_daprd(&mut self, target: Target) -> Result<Connector, HarnessError> {
@@ -327,12 +340,8 @@ impl Servers {
                 } else {
                     RedisPersistence::Off
                 };
-                let server = tokio::task::spawn_blocking(move || RedisServer::start(persistence))
-                    .await
-                    .map_err(|e| HarnessError(e.to_string()))??;
-                let host = server.addr.to_string();
-                let pid = server.pid();
-                self.redis.push(server);
+                let (addr, pid) = self.start_redis(persistence).await?;
+                let host = addr.to_string();
                 let yaml = daprd_target::component_yaml(
                     "state.redis",
                     "v1",
@@ -341,13 +350,7 @@ impl Servers {
                 (yaml, Some(pid))
             }
             Target::DaprdPostgres => {
-                if self.postgres.is_none() {
-                    let server = tokio::task::spawn_blocking(PostgresServer::start)
-                        .await
-                        .map_err(|e| HarnessError(e.to_string()))??;
-                    self.postgres = Some(server);
-                }
-                let server = self.postgres.as_ref().expect("started above");
+                let server = self.postgres().await?;
                 let yaml = daprd_target::component_yaml(
                     "state.postgresql",
                     "v2",

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use roost_component::sidecar::daprd::{DaprdOptions, DaprdProcess};
+use roost_component::sidecar::daprd::{DaprdOptions, DaprdProcess, terminate};
 
 use super::Server;
 
@@ -247,16 +247,8 @@ impl Front {
         if let Some(mut daprd) = self.daprd.take() {
             daprd.stop();
         }
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            terminate(child, Duration::from_secs(20));
         }
     }
 
