@@ -70,6 +70,18 @@ spec:
     value: "type, produced_by, correlation_id, artifact_id"
 "#;
 
+/// Dapr's own in-memory store, behind daprd.
+const MEMORY_COMPONENT: &str = r#"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: board
+spec:
+  type: state.in-memory
+  version: v1
+  metadata: []
+"#;
+
 /// What keeps a store alive for the length of a test.
 #[allow(dead_code)]
 enum Keep {
@@ -116,6 +128,26 @@ async fn stores() -> Vec<(&'static str, Arc<dyn BlackboardStore>, Keep)> {
                 "{caps:?}"
             );
             stores.push(("daprd", Arc::new(store), Keep::Dapr(stack, daprd_dir)));
+            // Dapr's in-memory store has no query API: the store keeps index records, in the
+            // artifacts' transactions, and (transactions turned off) by their own
+            // compare-and-set loops.
+            for (name, transactions) in [("daprd-memory", true), ("daprd-memory-no-tx", false)] {
+                let dir = tempfile::tempdir().unwrap();
+                let stack = LocalDapr::start_under_daprd(
+                    dir.path(),
+                    "board-app",
+                    MEMORY_COMPONENT,
+                    &binary,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+                let store = DaprStore::connect(&stack.grpc_endpoint, "board")
+                    .await
+                    .unwrap();
+                let caps = store.capabilities().clone();
+                assert!(caps.etag && caps.transactions && !caps.query, "{caps:?}");
+                let store = store.with_capabilities(|c| c.transactions = transactions);
+                stores.push((name, Arc::new(store), Keep::Dapr(stack, dir)));
+            }
         }
         None => {
             assert!(

@@ -20,8 +20,29 @@
 //! - `QUERY_API`: queries and consumption lookups use the Dapr query API, filtering on `type`,
 //!   `produced_by`, `correlation_id` (or `artifact_id`) in the store, and every result is then
 //!   checked against the full filter and the key layout (the query API sees every key of the
-//!   store). Without it, `query` and `consumptions` fail with a clear error: there are no
-//!   growing index documents to fall back on, by design.
+//!   store). Without it (Dapr's in-memory store, PostgreSQL v2, Redis without RediSearch) the
+//!   store keeps index records of its own, below.
+//!
+//! Index records, on stores without `QUERY_API` (JSON arrays of strings, kept sorted):
+//!
+//! | key | members |
+//! | --- | --- |
+//! | `index:types` | every artifact type name published |
+//! | `index:type:{type}` | the ids of the artifacts of that type |
+//! | `index:consumptions:{artifact id}` | the keys of that artifact's consumption records |
+//!
+//! A query reads the index records of the filter's types (or of every type), gets the
+//! artifacts in bulk and applies the filter. Index records only grow by compare-and-set on
+//! their etag: with `TRANSACTIONAL` they are written in the same transaction as the artifacts
+//! and records they index (a conflict fails the whole transaction, which is retried with
+//! fresh reads); without it the artifacts come first and each index record is then updated by
+//! its own compare-and-set loop, so concurrent publishers never drop each other's entries (a
+//! crash between the two leaves an artifact stored but not yet listed).
+//!
+//! The capabilities can be overridden ([`DaprStore::with_capabilities`]), as Flock's
+//! `DaprStateBlackboardConfig` flags allow: in particular `sidecar_encryption` for a store
+//! encrypted by daprd (`primaryEncryptionKey`), whose transactions daprd does not encrypt
+//! consistently; the store then writes without transactions.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -53,6 +74,54 @@ pub struct DaprCapabilities {
     pub etag: bool,
     pub query: bool,
     pub ttl: bool,
+    /// daprd encrypts the store's values (`primaryEncryptionKey`): transactions are not used.
+    pub sidecar_encryption: bool,
+}
+
+impl DaprCapabilities {
+    /// Whether outputs, records and index records are written in one transaction.
+    pub fn uses_transactions(&self) -> bool {
+        self.transactions && !self.sidecar_encryption
+    }
+}
+
+const TYPES_INDEX: &str = "index:types";
+
+fn type_index(type_name: &str) -> String {
+    format!("index:type:{type_name}")
+}
+
+fn consumption_index(artifact_id: &str) -> String {
+    format!("index:consumptions:{artifact_id}")
+}
+
+/// The index entries that `artifacts` and `records` add: index key → members.
+fn index_entries(
+    artifacts: &[Artifact],
+    records: &[Consumption],
+) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let mut entries: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for a in artifacts {
+        entries
+            .entry(TYPES_INDEX.to_string())
+            .or_default()
+            .insert(a.type_name.clone());
+        entries
+            .entry(type_index(&a.type_name))
+            .or_default()
+            .insert(a.id.clone());
+    }
+    for c in records {
+        entries
+            .entry(consumption_index(&c.artifact_id))
+            .or_default()
+            .insert(consumption_key(c));
+    }
+    entries
+}
+
+fn parse_members(data: &[u8]) -> Result<BTreeSet<String>> {
+    serde_json::from_slice(data).map_err(|e| Error::Corrupt(format!("index record: {e}")))
 }
 
 /// The blackboard on a Dapr state store.
@@ -141,6 +210,7 @@ impl DaprStore {
             etag: has("ETAG"),
             query: has("QUERY_API"),
             ttl: has("TTL"),
+            sidecar_encryption: false,
         };
         Ok(DaprStore {
             client,
@@ -160,6 +230,164 @@ impl DaprStore {
 
     pub fn capabilities(&self) -> &DaprCapabilities {
         &self.capabilities
+    }
+
+    /// Overrides what was read from the sidecar (for instance `query = false` to use index
+    /// records, or `sidecar_encryption = true`).
+    pub fn with_capabilities(mut self, change: impl FnOnce(&mut DaprCapabilities)) -> DaprStore {
+        change(&mut self.capabilities);
+        self
+    }
+
+    /// Values of `keys` (missing ones left out), as the app sees the keys.
+    async fn bulk_get(&self, keys: Vec<String>) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut rows = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let response = self
+                .client
+                .clone()
+                .get_bulk_state(runtime::GetBulkStateRequest {
+                    store_name: self.store(),
+                    keys: chunk.to_vec(),
+                    parallelism: 0,
+                    metadata: HashMap::new(),
+                })
+                .await
+                .map_err(grpc_error)?
+                .into_inner();
+            for item in response.items {
+                if !item.error.is_empty() {
+                    return Err(Error::Store(format!(
+                        "bulk get {}: {}",
+                        item.key, item.error
+                    )));
+                }
+                if !item.data.is_empty() {
+                    rows.push((item.key, item.data));
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The members of index record `key` (empty when it does not exist).
+    async fn index_members(&self, key: &str) -> Result<BTreeSet<String>> {
+        match self.get_raw(key.to_string()).await? {
+            Some((data, _)) => parse_members(&data),
+            None => Ok(BTreeSet::new()),
+        }
+    }
+
+    /// The index records `entries` needs changed, each with the etag it was read at ("" for
+    /// a new record): (key, new value, etag).
+    async fn index_updates(
+        &self,
+        entries: &std::collections::BTreeMap<String, BTreeSet<String>>,
+    ) -> Result<Vec<(String, Vec<u8>, String)>> {
+        let mut updates = Vec::new();
+        for (key, members) in entries {
+            let (mut current, etag) = match self.get_raw(key.clone()).await? {
+                Some((data, etag)) => (parse_members(&data)?, etag),
+                None => (BTreeSet::new(), String::new()),
+            };
+            if members.is_subset(&current) {
+                continue;
+            }
+            current.extend(members.iter().cloned());
+            let value = serde_json::to_vec(&current).expect("strings serialise");
+            updates.push((key.clone(), value, etag));
+        }
+        Ok(updates)
+    }
+
+    /// Adds `entries` to their index records outside a transaction, each record by its own
+    /// compare-and-set loop.
+    async fn index_add(
+        &self,
+        entries: &std::collections::BTreeMap<String, BTreeSet<String>>,
+    ) -> Result<()> {
+        for (key, members) in entries {
+            let one = std::collections::BTreeMap::from([(key.clone(), members.clone())]);
+            let mut backoff = Duration::from_millis(2);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let Some((key, value, etag)) = self.index_updates(&one).await?.pop() else {
+                    break;
+                };
+                let etag = self.capabilities.etag.then_some(etag);
+                match self.save(vec![item(key.clone(), value, etag)]).await {
+                    Ok(()) => break,
+                    Err(status)
+                        if status.code() == tonic::Code::Aborted && attempt < MAX_ATTEMPTS =>
+                    {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(200));
+                    }
+                    Err(status) if status.code() == tonic::Code::Aborted => {
+                        return Err(Error::Conflict {
+                            key,
+                            attempts: MAX_ATTEMPTS,
+                        });
+                    }
+                    Err(status) => return Err(grpc_error(status)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `items` (and, without the query API, the index records of `artifacts` and
+    /// `records`) in one transaction, retrying when a concurrent writer changed an index
+    /// record first.
+    async fn transact_with_index(
+        &self,
+        items: Vec<common::StateItem>,
+        artifacts: &[Artifact],
+        records: &[Consumption],
+    ) -> Result<()> {
+        let entries = if self.capabilities.query {
+            Default::default()
+        } else {
+            index_entries(artifacts, records)
+        };
+        let mut backoff = Duration::from_millis(2);
+        for attempt in 1..=MAX_ATTEMPTS {
+            let mut operations: Vec<_> = items.iter().cloned().map(upsert).collect();
+            for (key, value, etag) in self.index_updates(&entries).await? {
+                operations.push(upsert(item(key, value, Some(etag))));
+            }
+            if operations.is_empty() {
+                return Ok(());
+            }
+            let result = self
+                .client
+                .clone()
+                .execute_state_transaction(runtime::ExecuteStateTransactionRequest {
+                    store_name: self.store(),
+                    operations,
+                    metadata: HashMap::new(),
+                })
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                // daprd reports an etag conflict inside a transaction as INTERNAL.
+                Err(status)
+                    if !entries.is_empty()
+                        && status.code() == tonic::Code::Internal
+                        && attempt < MAX_ATTEMPTS =>
+                {
+                    tracing::debug!(attempt, "index record conflict in a transaction: retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+                Err(status) => return Err(grpc_error(status)),
+            }
+        }
+        Err(Error::Conflict {
+            key: TYPES_INDEX.to_string(),
+            attempts: MAX_ATTEMPTS,
+        })
     }
 
     fn store(&self) -> String {
@@ -242,39 +470,12 @@ impl DaprStore {
 impl BlackboardStore for DaprStore {
     fn publish<'a>(&'a self, artifact: &'a Artifact) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let key = artifact_key(&artifact.id);
-            let value = artifact.to_json();
-            if !self.capabilities.etag {
-                return self
-                    .save(vec![item(key, value, None)])
-                    .await
-                    .map_err(grpc_error);
+            self.publish_artifact(artifact).await?;
+            if !self.capabilities.query {
+                self.index_add(&index_entries(std::slice::from_ref(artifact), &[]))
+                    .await?;
             }
-            let mut backoff = Duration::from_millis(2);
-            for attempt in 1..=MAX_ATTEMPTS {
-                // Compare-and-set on what we read; "" = the key must not exist yet.
-                let etag = self
-                    .get_raw(key.clone())
-                    .await?
-                    .map(|(_, etag)| etag)
-                    .unwrap_or_default();
-                match self
-                    .save(vec![item(key.clone(), value.clone(), Some(etag))])
-                    .await
-                {
-                    Ok(()) => return Ok(()),
-                    Err(status) if status.code() == tonic::Code::Aborted => {
-                        tracing::debug!(%key, attempt, "etag conflict on publish: retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_millis(200));
-                    }
-                    Err(status) => return Err(grpc_error(status)),
-                }
-            }
-            Err(Error::Conflict {
-                key,
-                attempts: MAX_ATTEMPTS,
-            })
+            Ok(())
         })
     }
 
@@ -295,25 +496,20 @@ impl BlackboardStore for DaprStore {
                     item(consumption_key(c), value, None)
                 })
                 .collect();
-            if self.capabilities.transactions {
-                let operations: Vec<_> = artifacts.into_iter().chain(records).map(upsert).collect();
-                if operations.is_empty() {
-                    return Ok(());
-                }
-                self.client
-                    .clone()
-                    .execute_state_transaction(runtime::ExecuteStateTransactionRequest {
-                        store_name: self.store(),
-                        operations,
-                        metadata: HashMap::new(),
-                    })
-                    .await
-                    .map_err(grpc_error)?;
-                return Ok(());
+            if self.capabilities.uses_transactions() {
+                let items: Vec<_> = artifacts.into_iter().chain(records).collect();
+                return self.transact_with_index(items, outputs, consumptions).await;
             }
             // Outputs first: a crash before the records re-runs the agent, never loses outputs.
             self.save(artifacts).await.map_err(grpc_error)?;
-            self.save(records).await.map_err(grpc_error)
+            if !self.capabilities.query {
+                self.index_add(&index_entries(outputs, &[])).await?;
+            }
+            self.save(records).await.map_err(grpc_error)?;
+            if !self.capabilities.query {
+                self.index_add(&index_entries(&[], consumptions)).await?;
+            }
+            Ok(())
         })
     }
 
@@ -333,23 +529,26 @@ impl BlackboardStore for DaprStore {
         offset: usize,
     ) -> StoreFuture<'a, Page> {
         Box::pin(async move {
-            let mut parts = Vec::new();
-            if let Some(types) = &filter.type_names {
-                parts.push(one_of("type", types));
-            }
-            if let Some(producers) = &filter.produced_by {
-                parts.push(one_of("produced_by", producers));
-            }
-            if let Some(id) = &filter.correlation_id {
-                parts.push(json!({"EQ": {"correlation_id": id}}));
-            }
-            let pushed = match parts.len() {
-                0 => None,
-                1 => parts.pop(),
-                _ => Some(json!({ "AND": parts })),
+            let rows = if self.capabilities.query {
+                self.query_all(pushed_filter(filter)).await?
+            } else {
+                let types = match &filter.type_names {
+                    Some(types) => types.clone(),
+                    None => self.index_members(TYPES_INDEX).await?,
+                };
+                let mut keys = Vec::new();
+                for type_name in &types {
+                    keys.extend(
+                        self.index_members(&type_index(type_name))
+                            .await?
+                            .iter()
+                            .map(|id| artifact_key(id)),
+                    );
+                }
+                self.bulk_get(keys).await?
             };
             let mut selected = Vec::new();
-            for (key, data) in self.query_all(pushed).await? {
+            for (key, data) in rows {
                 if !key.starts_with("artifact:") {
                     continue;
                 }
@@ -369,9 +568,13 @@ impl BlackboardStore for DaprStore {
     fn consumptions<'a>(&'a self, artifact_id: &'a str) -> StoreFuture<'a, Vec<Consumption>> {
         Box::pin(async move {
             let prefix = consumption_prefix(artifact_id);
-            let rows = self
-                .query_all(Some(json!({"EQ": {"artifact_id": artifact_id}})))
-                .await?;
+            let rows = if self.capabilities.query {
+                self.query_all(Some(json!({"EQ": {"artifact_id": artifact_id}})))
+                    .await?
+            } else {
+                let keys = self.index_members(&consumption_index(artifact_id)).await?;
+                self.bulk_get(keys.into_iter().collect()).await?
+            };
             let mut records = Vec::new();
             for (key, data) in rows {
                 if key.starts_with(&prefix) {
@@ -382,6 +585,66 @@ impl BlackboardStore for DaprStore {
                 }
             }
             Ok(records)
+        })
+    }
+}
+
+/// The part of `filter` the Dapr query API evaluates in the store: types, producers and the
+/// correlation id (the rest is checked on the results).
+fn pushed_filter(filter: &Filter) -> Option<Value> {
+    let mut parts = Vec::new();
+    if let Some(types) = &filter.type_names {
+        parts.push(one_of("type", types));
+    }
+    if let Some(producers) = &filter.produced_by {
+        parts.push(one_of("produced_by", producers));
+    }
+    if let Some(id) = &filter.correlation_id {
+        parts.push(json!({"EQ": {"correlation_id": id}}));
+    }
+    match parts.len() {
+        0 => None,
+        1 => parts.pop(),
+        _ => Some(json!({ "AND": parts })),
+    }
+}
+
+impl DaprStore {
+    /// Upserts one artifact: a compare-and-set on the etag read (first-write when new),
+    /// retried on conflicts, where the store has etags.
+    async fn publish_artifact(&self, artifact: &Artifact) -> Result<()> {
+        let key = artifact_key(&artifact.id);
+        let value = artifact.to_json();
+        if !self.capabilities.etag {
+            return self
+                .save(vec![item(key, value, None)])
+                .await
+                .map_err(grpc_error);
+        }
+        let mut backoff = Duration::from_millis(2);
+        for attempt in 1..=MAX_ATTEMPTS {
+            // Compare-and-set on what we read; "" = the key must not exist yet.
+            let etag = self
+                .get_raw(key.clone())
+                .await?
+                .map(|(_, etag)| etag)
+                .unwrap_or_default();
+            match self
+                .save(vec![item(key.clone(), value.clone(), Some(etag))])
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(status) if status.code() == tonic::Code::Aborted => {
+                    tracing::debug!(%key, attempt, "etag conflict on publish: retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+                Err(status) => return Err(grpc_error(status)),
+            }
+        }
+        Err(Error::Conflict {
+            key,
+            attempts: MAX_ATTEMPTS,
         })
     }
 }
