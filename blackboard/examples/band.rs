@@ -9,10 +9,12 @@
 //!
 //! `--store dapr` talks to a Dapr sidecar's gRPC API (`DAPR_GRPC_ENDPOINT`, else
 //! `127.0.0.1:$DAPR_GRPC_PORT`, default 50001): real daprd, or `roost sidecar` in front of
-//! `roost serve` (see the README).
+//! `roost serve` (see the README). Any Dapr state store works; add `--sidecar-encryption` when
+//! the component has daprd's `primaryEncryptionKey`.
 //!
-//! It publishes one BandConcept, runs until idle, and prints every artifact of the workflow
-//! with its lineage (which agent produced it, from which input).
+//! It first checks that an artifact breaking one of its type's limits is refused and nothing
+//! is stored, then publishes one BandConcept, runs until idle, and prints every artifact of
+//! the workflow with its lineage (which agent produced it, from which input).
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::ExitCode;
@@ -48,50 +50,72 @@ impl ArtifactType for BandConcept {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Member {
-    name: String,
-    instrument: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 struct BandLineup {
     band_name: String,
-    genre: String,
-    members: Vec<Member>,
+    members: Vec<String>,
+    origin_story: String,
+    signature_sound: String,
 }
 
 impl ArtifactType for BandLineup {
     const NAME: &'static str = "BandLineup";
     fn validate(&self) -> Result<(), String> {
-        if !(2..=40).contains(&self.band_name.chars().count()) {
-            return Err("band_name must be 2–40 characters".into());
+        if self.band_name.trim().is_empty() {
+            return Err("band_name must not be empty".into());
         }
-        if !(3..=6).contains(&self.members.len()) {
-            return Err("a lineup has 3 to 6 members".into());
+        if self.members.is_empty() {
+            return Err("a lineup has members".into());
         }
-        let names: BTreeSet<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
+        let names: BTreeSet<&str> = self.members.iter().map(String::as_str).collect();
         if names.len() != self.members.len() {
             return Err("member names must be distinct".into());
+        }
+        if self.origin_story.chars().count() < 100 {
+            return Err("origin_story must be at least 100 characters".into());
+        }
+        if self.signature_sound.trim().is_empty() {
+            return Err("signature_sound must not be empty".into());
         }
         Ok(())
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+struct Track {
+    title: String,
+    description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Album {
     title: String,
-    band_name: String,
-    tracklist: Vec<String>,
+    tracks: Vec<Track>,
+    genre_fusion: String,
+    standout_track: String,
+    production_notes: String,
 }
 
 impl ArtifactType for Album {
     const NAME: &'static str = "Album";
     fn validate(&self) -> Result<(), String> {
-        if !(1..=60).contains(&self.title.chars().count()) {
-            return Err("title must be 1–60 characters".into());
+        if self.title.trim().is_empty() || self.title != self.title.to_uppercase() {
+            return Err("title must be in capitals".into());
         }
-        if !(8..=12).contains(&self.tracklist.len()) {
+        if !(8..=12).contains(&self.tracks.len()) {
             return Err("an album has 8 to 12 tracks".into());
+        }
+        if self
+            .tracks
+            .iter()
+            .any(|t| t.title.trim().is_empty() || t.description.trim().is_empty())
+        {
+            return Err("every track has a title and a description".into());
+        }
+        if !self.tracks.iter().any(|t| t.title == self.standout_track) {
+            return Err("standout_track must be one of the tracks".into());
+        }
+        if self.genre_fusion.trim().is_empty() || self.production_notes.trim().is_empty() {
+            return Err("genre_fusion and production_notes must not be empty".into());
         }
         Ok(())
     }
@@ -99,24 +123,26 @@ impl ArtifactType for Album {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct MarketingCopy {
-    headline: String,
-    blurb: String,
-    hashtags: Vec<String>,
+    press_release: String,
+    social_media_hook: String,
+    billboard_tagline: String,
+    target_playlists: Vec<String>,
 }
 
 impl ArtifactType for MarketingCopy {
     const NAME: &'static str = "MarketingCopy";
     fn validate(&self) -> Result<(), String> {
-        if self.headline.chars().count() > 80 {
-            return Err("headline must be at most 80 characters".into());
+        if self.press_release.chars().count() < 200 {
+            return Err("press_release must be at least 200 characters".into());
         }
-        if self.blurb.chars().count() > 400 {
-            return Err("blurb must be at most 400 characters".into());
+        if self.social_media_hook.chars().count() > 280 {
+            return Err("social_media_hook must be at most 280 characters".into());
         }
-        if !(1..=5).contains(&self.hashtags.len())
-            || self.hashtags.iter().any(|h| !h.starts_with('#'))
-        {
-            return Err("1 to 5 hashtags, each starting with #".into());
+        if self.billboard_tagline.chars().count() > 100 {
+            return Err("billboard_tagline must be at most 100 characters".into());
+        }
+        if !(3..=5).contains(&self.target_playlists.len()) {
+            return Err("3 to 5 target_playlists".into());
         }
         Ok(())
     }
@@ -130,23 +156,20 @@ fn register(flock: &Flock) -> Result<(), roost_blackboard::Error> {
         .publishes::<BandLineup>()
         .handler(|ctx| async move {
             let concept: BandConcept = ctx.input()?;
-            let instruments = ["vocals", "synth", "drums", "bass"];
-            let names = ["Nova", "Rook", "Ash", "Vega"];
+            let band_name = format!(
+                "The {} {}",
+                capitalise(&concept.vibe),
+                capitalise(&concept.genre)
+            );
             let lineup = BandLineup {
-                band_name: format!(
-                    "The {} {}",
-                    capitalise(&concept.vibe),
-                    capitalise(&concept.genre)
+                origin_story: format!(
+                    "{band_name} met at a late-night {} session for {}, four strangers who \
+                     kept coming back until the venue gave them a standing slot.",
+                    concept.genre, concept.target_audience
                 ),
-                genre: concept.genre,
-                members: names
-                    .iter()
-                    .zip(instruments)
-                    .map(|(name, instrument)| Member {
-                        name: name.to_string(),
-                        instrument: instrument.into(),
-                    })
-                    .collect(),
+                signature_sound: format!("{} {} with live drums", concept.vibe, concept.genre),
+                members: ["Nova", "Rook", "Ash", "Vega"].map(String::from).to_vec(),
+                band_name,
             };
             Ok(vec![Output::of(&lineup)?])
         })?;
@@ -157,12 +180,18 @@ fn register(flock: &Flock) -> Result<(), roost_blackboard::Error> {
         .publishes::<Album>()
         .handler(|ctx| async move {
             let lineup: BandLineup = ctx.input()?;
+            let tracks: Vec<Track> = (1..=10)
+                .map(|i| Track {
+                    title: format!("{} {i}", lineup.members[i % lineup.members.len()]),
+                    description: format!("track {i}: {}", lineup.signature_sound),
+                })
+                .collect();
             let album = Album {
-                title: format!("{} Nights", capitalise(&lineup.genre)),
-                tracklist: (1..=10)
-                    .map(|i| format!("{} {i}", lineup.members[i % lineup.members.len()].name))
-                    .collect(),
-                band_name: lineup.band_name,
+                title: format!("{} NIGHTS", lineup.band_name.to_uppercase()),
+                standout_track: tracks[2].title.clone(),
+                tracks,
+                genre_fusion: lineup.signature_sound.clone(),
+                production_notes: format!("recorded live by {}", lineup.members.join(", ")),
             };
             Ok(vec![Output::of(&album)?])
         })?;
@@ -174,19 +203,85 @@ fn register(flock: &Flock) -> Result<(), roost_blackboard::Error> {
         .handler(|ctx| async move {
             let album: Album = ctx.input()?;
             let copy = MarketingCopy {
-                headline: format!("{} drop “{}”", album.band_name, album.title),
-                blurb: format!(
-                    "{} tracks, opening with “{}”. Out now.",
-                    album.tracklist.len(),
-                    album.tracklist[0]
+                press_release: format!(
+                    "{} arrives with {} tracks of {}. Built around the standout “{}”, the record \
+                     was {}. It is out today on every platform, with a tour to follow this \
+                     spring in the cities that kept the lights on.",
+                    album.title,
+                    album.tracks.len(),
+                    album.genre_fusion,
+                    album.standout_track,
+                    album.production_notes
                 ),
-                hashtags: vec![
-                    "#newmusic".into(),
-                    format!("#{}", album.title.replace(' ', "").to_lowercase()),
-                ],
+                social_media_hook: format!(
+                    "{} is here. Start with “{}”.",
+                    album.title, album.standout_track
+                ),
+                billboard_tagline: format!("{}: out now", album.title),
+                target_playlists: ["Night Drive", "New Wave Now", "Synth Essentials"]
+                    .map(String::from)
+                    .to_vec(),
             };
             Ok(vec![Output::of(&copy)?])
         })?;
+    Ok(())
+}
+
+/// One artifact of each type that breaks a limit: each publish must fail as invalid, and the
+/// store must hold none of them.
+async fn limits_are_enforced(
+    flock: &Flock,
+    store: &Arc<dyn BlackboardStore>,
+) -> Result<(), String> {
+    let count = || async {
+        store
+            .query(&Filter::default(), 0, 0)
+            .await
+            .map(|page| page.total)
+            .map_err(|e| e.to_string())
+    };
+    let before = count().await?;
+    let concept = BandConcept {
+        genre: String::new(),
+        vibe: "neon".into(),
+        target_audience: "anyone".into(),
+    };
+    let lineup = BandLineup {
+        band_name: "Short".into(),
+        members: vec!["Nova".into()],
+        origin_story: "too short".into(),
+        signature_sound: "hum".into(),
+    };
+    let album = Album {
+        title: "lower case".into(),
+        tracks: Vec::new(),
+        genre_fusion: "x".into(),
+        standout_track: "none".into(),
+        production_notes: "x".into(),
+    };
+    let copy = MarketingCopy {
+        press_release: "short".into(),
+        social_media_hook: "x".repeat(300),
+        billboard_tagline: "y".into(),
+        target_playlists: vec!["one".into()],
+    };
+    let refusals = [
+        ("BandConcept", flock.publish(&concept).await.err()),
+        ("BandLineup", flock.publish(&lineup).await.err()),
+        ("Album", flock.publish(&album).await.err()),
+        ("MarketingCopy", flock.publish(&copy).await.err()),
+    ];
+    for (name, refusal) in refusals {
+        match refusal {
+            Some(roost_blackboard::Error::Invalid { .. }) => {}
+            other => return Err(format!("a {name} breaking its limits gave {other:?}")),
+        }
+    }
+    let after = count().await?;
+    if after != before {
+        return Err(format!("{} invalid artifacts were stored", after - before));
+    }
+    println!("limits: every invalid artifact refused, none stored");
     Ok(())
 }
 
@@ -199,7 +294,9 @@ fn capitalise(word: &str) -> String {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: band --store memory|embedded|dapr [--path FILE] [--dapr-store NAME]");
+    eprintln!(
+        "usage: band --store memory|embedded|dapr [--path FILE] [--dapr-store NAME] [--sidecar-encryption]"
+    );
     ExitCode::from(2)
 }
 
@@ -209,9 +306,11 @@ async fn main() -> ExitCode {
     let mut store_kind = "memory".to_string();
     let mut path = std::env::temp_dir().join(format!("roost-band-{}.roost", std::process::id()));
     let mut dapr_store = "statestore".to_string();
+    let mut sidecar_encryption = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
+            "--sidecar-encryption" => sidecar_encryption = true,
             "--store" => match it.next() {
                 Some(kind) => store_kind = kind.clone(),
                 None => return usage(),
@@ -241,6 +340,7 @@ async fn main() -> ExitCode {
         },
         "dapr" => match DaprStore::from_env(&dapr_store).await {
             Ok(store) => {
+                let store = store.with_capabilities(|c| c.sidecar_encryption = sidecar_encryption);
                 println!("store: Dapr state store {:?}", store.capabilities());
                 Arc::new(store)
             }
@@ -254,6 +354,10 @@ async fn main() -> ExitCode {
     let flock = Flock::with_store(Arc::clone(&store));
     if let Err(err) = register(&flock) {
         eprintln!("band: {err}");
+        return ExitCode::FAILURE;
+    }
+    if let Err(why) = limits_are_enforced(&flock, &store).await {
+        eprintln!("band: {why}");
         return ExitCode::FAILURE;
     }
     let concept = BandConcept {
