@@ -8,7 +8,7 @@
 //! harness does; where one is missing it prints that it skipped that backend (under
 //! `CI=true` that fails it).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use roost_bench::harness::servers::{PostgresServer, RedisPersistence, RedisServer, RoostServer};
@@ -31,13 +31,13 @@ fn skip(why: &str) {
 }
 
 /// Runs the band example against daprd in front of `yaml`; returns its output.
-fn run_band(daprd: &PathBuf, sockets: PathBuf, yaml: &str, extra: &[&str]) -> String {
+fn run_band(daprd: &Path, sockets: PathBuf, yaml: &str, extra: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let resources = dir.path().join("resources");
     std::fs::create_dir_all(&resources).unwrap();
     std::fs::write(resources.join("statestore.yaml"), yaml).unwrap();
     let front = DaprdProcess::start(&DaprdOptions {
-        binary: daprd.clone(),
+        binary: daprd.to_path_buf(),
         app_id: "band".into(),
         resources_path: resources,
         socket_folder: sockets,
