@@ -5,15 +5,21 @@
 //!
 //! Stores: `memory`, `embedded` (durable per publish), and `dapr`: the `DaprStore` through a
 //! real `roost sidecar` → `roost serve` (in process, loopback gRPC + Unix socket), durable
-//! per write, indexes on the pushed-down fields.
+//! per write, indexes on the pushed-down fields. With a daprd (`tests/dapr/build.sh`) also the
+//! `DaprStore` through real daprd on `state.roost`, Dapr's `state.in-memory` and
+//! `state.postgresql` v2 (index records: no query API), and `state.redis` with daprd's
+//! `primaryEncryptionKey` (index records, no transactions).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use roost_bench::harness::servers::{PostgresServer, RedisPersistence, RedisServer};
+use roost_bench::harness::targets::daprd::component_yaml;
 use roost_blackboard::{
     Artifact, ArtifactType, BlackboardStore, DaprStore, EmbeddedStore, Filter, Flock, MemoryStore,
     Output,
 };
+use roost_component::sidecar::daprd::find_daprd;
 use roost_component::sidecar::local::LocalDapr;
 use serde::{Deserialize, Serialize};
 
@@ -141,26 +147,91 @@ spec:
   metadata:
   - {name: indexedFields, value: "type, produced_by, correlation_id, artifact_id"}
 "#;
+    let daprd = find_daprd();
+    if daprd.is_none() {
+        eprintln!("no daprd (run `bash tests/dapr/build.sh`): the daprd-* stores are left out");
+    }
+    // The servers behind the daprd stores, started once.
+    let redis = daprd
+        .as_ref()
+        .and_then(|_| RedisServer::start(RedisPersistence::AofAlways).ok());
+    let postgres = daprd.as_ref().and_then(|_| PostgresServer::start().ok());
+    let secrets = dir.path().join("secrets.json");
+    std::fs::write(
+        &secrets,
+        r#"{"redis-key": "000102030405060708090a0b0c0d0e0f"}"#,
+    )
+    .expect("secrets file");
+    let mut names = vec!["memory", "embedded", "dapr"];
+    if daprd.is_some() {
+        names.extend(["daprd-roost", "daprd-memory"]);
+        if postgres.is_some() {
+            names.push("daprd-postgres");
+        }
+        if redis.is_some() {
+            names.push("daprd-redis-encrypted");
+        }
+    }
     let mut stacks = Vec::new();
-    for name in ["memory", "embedded", "dapr"] {
+    let mut table = 0;
+    for name in names {
         let mut make = |file: &str| -> Arc<dyn BlackboardStore> {
-            match name {
-                "memory" => Arc::new(MemoryStore::new()),
-                "embedded" => Arc::new(EmbeddedStore::open(dir.path().join(file)).expect("open")),
-                _ => {
-                    let stack = LocalDapr::start(
-                        &dir.path().join(format!("dapr-{file}")),
-                        "bench",
-                        component,
-                    )
-                    .expect("roost serve + roost sidecar");
-                    let store = runtime
-                        .block_on(DaprStore::connect(&stack.grpc_endpoint, "board"))
-                        .expect("connect");
-                    stacks.push(stack);
-                    Arc::new(store)
+            table += 1;
+            let yaml = match name {
+                "memory" => return Arc::new(MemoryStore::new()),
+                "embedded" => {
+                    return Arc::new(EmbeddedStore::open(dir.path().join(file)).expect("open"));
                 }
+                "dapr" | "daprd-roost" => component.to_string(),
+                "daprd-memory" => component_yaml("state.in-memory", "v1", &[]),
+                "daprd-postgres" => component_yaml(
+                    "state.postgresql",
+                    "v2",
+                    &[
+                        (
+                            "connectionString",
+                            &postgres.as_ref().expect("started").connection_string(),
+                        ),
+                        ("tablePrefix", &format!("bb{table}_")),
+                    ],
+                ),
+                _ => format!(
+                    "{}  - name: primaryEncryptionKey\n    secretKeyRef:\n      name: redis-key\n\
+                     auth:\n  secretStore: localsecrets\n---\n{}",
+                    component_yaml(
+                        "state.redis",
+                        "v1",
+                        &[
+                            (
+                                "redisHost",
+                                &redis.as_ref().expect("started").addr.to_string()
+                            ),
+                            ("redisPassword", ""),
+                            ("keyPrefix", &format!("bb{table}")),
+                        ],
+                    ),
+                    component_yaml(
+                        "secretstores.local.file",
+                        "v1",
+                        &[("secretsFile", &secrets.display().to_string())],
+                    )
+                    .replace("name: statestore", "name: localsecrets"),
+                ),
             }
+            .replace("name: statestore", "name: board");
+            let stack_dir = dir.path().join(format!("{name}-{file}"));
+            let stack = if name == "dapr" {
+                LocalDapr::start(&stack_dir, "bench", &yaml).expect("roost serve + roost sidecar")
+            } else {
+                let binary = daprd.as_ref().expect("daprd");
+                LocalDapr::start_under_daprd(&stack_dir, "bench", &yaml, binary).expect("daprd")
+            };
+            let store = runtime
+                .block_on(DaprStore::connect(&stack.grpc_endpoint, "board"))
+                .expect("connect")
+                .with_capabilities(|c| c.sidecar_encryption = name == "daprd-redis-encrypted");
+            stacks.push(stack);
+            Arc::new(store)
         };
         let latencies = runtime.block_on(publish_latency(make("publish.roost"), publishes));
         let (artifacts, elapsed) = runtime.block_on(pipeline(make("pipeline.roost"), inputs));
