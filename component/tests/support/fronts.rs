@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,15 +64,6 @@ pub fn go_binary(test: &str) -> Option<PathBuf> {
     None
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (daprd takes its ports as numbers).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Which program serves the app-facing Dapr API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -100,25 +91,9 @@ pub struct Front {
 }
 
 impl Front {
-    /// Starts `kind` with `yaml` as its only resource file, after a fresh `roost serve`.
-    pub fn start(kind: Kind, daprd: Option<&Path>, app_id: &str, yaml: &str) -> Front {
-        let server = Server::start();
-        Front::start_with(kind, daprd, server, app_id, yaml)
-    }
-
-    /// Like [`Front::start`], in front of an already running `server`.
-    pub fn start_with(
-        kind: Kind,
-        daprd: Option<&Path>,
-        server: Server,
-        app_id: &str,
-        yaml: &str,
-    ) -> Front {
-        Front::start_with_files(kind, daprd, server, app_id, yaml, &[])
-    }
-
-    /// Like [`Front::start_with`], with `files` (name, contents) written beside the resources
-    /// folder; `RESOURCES` in `yaml` is replaced by that folder's path.
+    /// Starts `kind` in front of the running `server`, with `yaml` as its only resource file
+    /// and `files` (name, contents) written beside the resources folder; `RESOURCES` in `yaml`
+    /// is replaced by that folder's path.
     pub fn start_with_files(
         kind: Kind,
         daprd: Option<&Path>,
