@@ -283,9 +283,15 @@ impl Workload {
         if target.is_daprd() {
             return match self {
                 Workload::Ping => Some("daprd's API has no ping"),
-                Workload::QueryIndexed | Workload::QueryScan => {
-                    Some("query workloads are not measured through daprd yet")
-                }
+                Workload::QueryIndexed | Workload::QueryScan => match target {
+                    Target::DaprdRoost => None,
+                    Target::DaprdRedis | Target::DaprdRedisNopersist => Some(
+                        "state.redis queries need RedisJSON + RediSearch (not in redis-server)",
+                    ),
+                    Target::DaprdPostgres => Some("state.postgresql v2 has no query API"),
+                    Target::DaprdSqlite => Some("state.sqlite has no query API"),
+                    _ => Some("state.in-memory has no query API"),
+                },
                 _ => None,
             };
         }

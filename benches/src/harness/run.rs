@@ -107,6 +107,8 @@ pub enum Connector {
         endpoint: String,
         daprd: Option<u32>,
         store: Option<u32>,
+        /// Whether daprd has the query workloads' components.
+        queries: bool,
     },
     Redis(SocketAddr),
     Postgres {
@@ -125,7 +127,9 @@ pub enum Connector {
 impl Connector {
     pub async fn client(&self, worker: usize) -> Result<Box<dyn Client>, OpError> {
         Ok(match self {
-            Connector::Daprd { endpoint, .. } => Box::new(DaprdClient::connect(endpoint).await?),
+            Connector::Daprd {
+                endpoint, queries, ..
+            } => Box::new(DaprdClient::connect(endpoint, *queries).await?),
             Connector::Redis(addr) => Box::new(RedisClient::connect(*addr).await?),
             Connector::Postgres {
                 connection_string,
@@ -327,11 +331,28 @@ impl Servers {
                 socket_folder = server.socket_folder().to_path_buf();
                 let pid = server.pid();
                 self.daprd_roost = Some(server);
-                let yaml = daprd_target::component_yaml(
-                    "state.roost",
-                    "v1",
-                    &[("durability", "immediate")],
-                );
+                // The main keyspace, and the query workloads' documents with and without a
+                // secondary index, each a component of its own as a Dapr user would declare it.
+                let yaml = [
+                    daprd_target::component_yaml(
+                        "state.roost",
+                        "v1",
+                        &[("durability", "immediate")],
+                    ),
+                    daprd_target::named_component_yaml(
+                        daprd_target::QUERY_INDEXED_STORE,
+                        "state.roost",
+                        "v1",
+                        &[("indexedFields", super::targets::QUERY_FIELD)],
+                    ),
+                    daprd_target::named_component_yaml(
+                        daprd_target::QUERY_SCAN_STORE,
+                        "state.roost",
+                        "v1",
+                        &[],
+                    ),
+                ]
+                .join("---\n");
                 (yaml, Some(pid))
             }
             Target::DaprdRedis | Target::DaprdRedisNopersist => {
@@ -395,6 +416,7 @@ impl Servers {
             endpoint: daprd.grpc_endpoint(),
             daprd: daprd.daprd_pid(),
             store,
+            queries: target == Target::DaprdRoost,
         };
         self.daprds.push(daprd);
         self.dirs.push(dir);

@@ -20,16 +20,22 @@ use super::{Client, Fut, Item, OpError};
 pub const STORE: &str = "statestore";
 /// The app id of every daprd the harness starts (so keys are `bench||…`).
 pub const APP_ID: &str = "bench";
+/// The components of the query workloads (daprd-roost only): the same documents in a store with
+/// a secondary index on the query field and in one without.
+pub const QUERY_INDEXED_STORE: &str = "query-indexed";
+pub const QUERY_SCAN_STORE: &str = "query-scan";
 /// Items per SaveState call while preloading.
 const LOAD_BATCH: usize = 100;
 
 /// One worker's connection to daprd's gRPC API.
 pub struct DaprdClient {
     api: Api<Channel>,
+    /// Whether daprd has the query components ([`QUERY_INDEXED_STORE`], [`QUERY_SCAN_STORE`]).
+    queries: bool,
 }
 
 impl DaprdClient {
-    pub async fn connect(endpoint: &str) -> Result<DaprdClient, OpError> {
+    pub async fn connect(endpoint: &str, queries: bool) -> Result<DaprdClient, OpError> {
         let channel = Channel::from_shared(endpoint.to_string())
             .map_err(OpError::failed)?
             .connect()
@@ -39,6 +45,7 @@ impl DaprdClient {
             api: Api::new(channel)
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
+            queries,
         })
     }
 }
@@ -73,10 +80,14 @@ fn item(key: &str, value: &[u8], etag: Option<&str>, first_write: bool) -> commo
 
 impl DaprdClient {
     async fn save(&self, items: Vec<common::StateItem>) -> Result<(), OpError> {
+        self.save_to(STORE, items).await
+    }
+
+    async fn save_to(&self, store: &str, items: Vec<common::StateItem>) -> Result<(), OpError> {
         self.api
             .clone()
             .save_state(runtime::SaveStateRequest {
-                store_name: STORE.into(),
+                store_name: store.into(),
                 states: items,
             })
             .await
@@ -84,10 +95,13 @@ impl DaprdClient {
         Ok(())
     }
 
-    async fn load_all(&self, items: &[(String, Vec<u8>)]) -> Result<(), OpError> {
+    async fn load_all(&self, store: &str, items: &[(String, Vec<u8>)]) -> Result<(), OpError> {
         for batch in items.chunks(LOAD_BATCH) {
-            self.save(batch.iter().map(|(k, v)| item(k, v, None, false)).collect())
-                .await?;
+            self.save_to(
+                store,
+                batch.iter().map(|(k, v)| item(k, v, None, false)).collect(),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -168,27 +182,65 @@ impl Client for DaprdClient {
         })
     }
 
-    fn query_eq<'a>(&'a self, _: &'a str, _: bool) -> Fut<'a, usize> {
-        Box::pin(async {
-            Err(OpError::Failed(
-                "query workloads are not measured through daprd".into(),
-            ))
+    /// daprd's `QueryStateAlpha1` with the query as JSON text, as the SDKs send it.
+    fn query_eq<'a>(&'a self, value: &'a str, indexed: bool) -> Fut<'a, usize> {
+        Box::pin(async move {
+            if !self.queries {
+                return Err(OpError::Failed("this daprd has no query components".into()));
+            }
+            let query = serde_json::json!({
+                "filter": { "EQ": { super::QUERY_FIELD: value } },
+            })
+            .to_string();
+            let response = self
+                .api
+                .clone()
+                .query_state_alpha1(runtime::QueryStateRequest {
+                    store_name: if indexed {
+                        QUERY_INDEXED_STORE
+                    } else {
+                        QUERY_SCAN_STORE
+                    }
+                    .into(),
+                    query,
+                    metadata: HashMap::new(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            Ok(response.results.len())
         })
     }
 
     fn load<'a>(&'a self, items: &'a [(String, Vec<u8>)]) -> Fut<'a, ()> {
-        Box::pin(self.load_all(items))
+        Box::pin(self.load_all(STORE, items))
     }
 
     fn load_documents<'a>(&'a self, items: &'a [(String, Vec<u8>)]) -> Fut<'a, ()> {
-        Box::pin(self.load_all(items))
+        Box::pin(async move {
+            if !self.queries {
+                return Err(OpError::Failed("this daprd has no query components".into()));
+            }
+            self.load_all(QUERY_INDEXED_STORE, items).await?;
+            self.load_all(QUERY_SCAN_STORE, items).await
+        })
     }
 }
 
 /// The component YAML of a daprd target, `statestore` of the given type and metadata.
 pub fn component_yaml(kind: &str, version: &str, metadata: &[(&str, &str)]) -> String {
+    named_component_yaml(STORE, kind, version, metadata)
+}
+
+/// One component document named `name` (several are joined with `---` in one file).
+pub fn named_component_yaml(
+    name: &str,
+    kind: &str,
+    version: &str,
+    metadata: &[(&str, &str)],
+) -> String {
     let mut yaml = format!(
-        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {STORE}\nspec:\n  \
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  \
          type: {kind}\n  version: {version}\n"
     );
     if metadata.is_empty() {
