@@ -1,9 +1,10 @@
 //! The public handles: [`Database`] (blocking) and [`AsyncDatabase`] (for tokio code).
 //!
-//! Reads go straight to redb: each takes its own MVCC snapshot and never waits for the
-//! writer. Writes are checked (limits, etag syntax, TTL) on the caller's thread, then queued
-//! to the group-commit writer ([`crate::writer`]); the call returns when the batch holding the
-//! write is committed with the configured durability.
+//! Reads never wait for the writer: each takes one consistent cut of the table of unapplied
+//! writes ([`crate::overlay`]) and a redb MVCC snapshot ([`crate::read`]). Writes are checked
+//! (limits, etag syntax, TTL) on the caller's thread, then queued to the group-commit writer
+//! ([`crate::writer`]); the call returns when the batch holding the write is durable with the
+//! configured durability ([`crate::durability`]).
 //!
 //! `Database` blocks the calling thread. In async code use [`AsyncDatabase`] (from
 //! [`Database::into_async`]): its writes wait on the queue without blocking a runtime worker,
@@ -16,18 +17,19 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use flume::{Receiver, Sender};
-use redb::ReadableDatabase;
 
 use crate::clock::Clock;
 use crate::codec::Codec;
-use crate::durability::Committer;
+use crate::durability::Sink;
 use crate::error::Error;
 use crate::etag::Etag;
 use crate::options::{Limits, Options};
 use crate::query::index::IndexDef;
 use crate::query::{Query, QueryPage};
 use crate::request::{CheckedOp, DeleteRequest, Operation, SetRequest};
-use crate::storage::{self, Record};
+use crate::overlay::Overlay;
+use crate::read::{self, Cut, KeyspaceStats, Record, ScanPage};
+use crate::storage;
 use crate::writer::{BulkResults, Command, Writer, WriterCounters};
 
 /// Records visited per rewrite batch.
@@ -62,6 +64,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     indexes: Arc<Vec<IndexDef>>,
     codec: Arc<Codec>,
+    overlay: Arc<Overlay>,
     counters: Arc<WriterCounters>,
     gate: Arc<Mutex<()>>,
     closed: AtomicBool,
@@ -165,16 +168,15 @@ impl Database {
         let (commands, queue) = flume::bounded(options.write_queue_capacity);
         let counters = Arc::new(WriterCounters::default());
         let gate = Arc::new(Mutex::new(()));
+        let overlay = Arc::new(Overlay::new(options.max_unapplied_bytes));
+        let sink = Sink::new(
+            &options, opened.wal, &db, &overlay, &indexes, &codec, &counters,
+        )?;
         let writer = Writer {
             db: Arc::clone(&db),
             commands: queue,
-            committer: Committer::new(
-                options.durability,
-                opened.wal,
-                options.checkpoint_interval,
-                options.checkpoint_log_bytes,
-                Arc::clone(&counters),
-            ),
+            sink,
+            overlay: Arc::clone(&overlay),
             clock: Arc::clone(&options.clock),
             last_etag: opened.last_etag,
             max_batch_requests: options.max_batch_requests,
@@ -197,6 +199,7 @@ impl Database {
             clock: options.clock,
             indexes,
             codec,
+            overlay,
             counters,
             gate,
             closed: AtomicBool::new(false),
@@ -243,14 +246,29 @@ impl Database {
         }
     }
 
-    /// The writer's histograms: group-commit batch sizes, commit and checkpoint times.
+    /// The writer's histograms: group-commit batch sizes, commit and checkpoint times, and
+    /// the overlay of writes not yet applied to the main file.
     pub fn writer_metrics(&self) -> crate::metrics::WriterMetrics {
         let c = &self.inner.counters;
         crate::metrics::WriterMetrics {
             batch_size: c.batch_size.snapshot(),
             commit_seconds: c.commit_time.snapshot(),
             checkpoint_seconds: c.checkpoint_time.snapshot(),
+            apply_seconds: c.apply_time.snapshot(),
+            room_wait_seconds: c.room_wait.snapshot(),
+            unapplied_bytes: self.inner.overlay.bytes(),
+            unapplied_limit_bytes: self.inner.overlay.limit(),
         }
+    }
+
+    /// The files this database consists of now: the main file and the write-ahead log's
+    /// segments (for sizes, backups and removal; never open them while the database is open).
+    pub fn files(&self) -> Vec<PathBuf> {
+        database_files(&self.inner.path)
+    }
+
+    fn cut(&self) -> Result<Cut, Error> {
+        Cut::take(&*self.redb()?, &self.inner.overlay)
     }
 
     /// A handle whose methods are `async` and never block a tokio worker.
@@ -271,8 +289,9 @@ impl Database {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Record>, Error> {
         let key = key.as_ref();
         crate::request::check_key(key, &self.inner.limits)?;
-        let mut records = storage::read_many(
+        let mut records = read::read_many(
             &*self.redb()?,
+            &self.inner.overlay,
             &self.inner.codec,
             &[key],
             self.inner.clock.now_unix_ms(),
@@ -287,8 +306,9 @@ impl Database {
         for key in keys {
             crate::request::check_key(key.as_ref(), &self.inner.limits)?;
         }
-        storage::read_many(
+        read::read_many(
             &*self.redb()?,
+            &self.inner.overlay,
             &self.inner.codec,
             keys,
             self.inner.clock.now_unix_ms(),
@@ -298,10 +318,9 @@ impl Database {
     /// Runs a query over the JSON records from one snapshot and returns one page (see
     /// `docs/query.md`). Records whose value is not JSON, and expired records, never appear.
     pub fn query(&self, query: &Query) -> Result<QueryPage, Error> {
-        let db = self.redb()?;
-        let txn = db.begin_read()?;
+        let cut = self.cut()?;
         crate::query::plan::execute(
-            &txn,
+            &cut,
             &self.inner.indexes,
             &self.inner.codec,
             query,
@@ -316,9 +335,9 @@ impl Database {
         prefix: impl AsRef<[u8]>,
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<storage::ScanPage, Error> {
-        storage::scan(
-            &*self.redb()?,
+    ) -> Result<ScanPage, Error> {
+        read::scan(
+            &self.cut()?,
             &self.inner.codec,
             prefix.as_ref(),
             after,
@@ -329,8 +348,8 @@ impl Database {
 
     /// Record, expired-pending and index-entry counts (expired-pending counts the due part of
     /// the expiry index, so its cost is proportional to what awaits the sweeper).
-    pub fn keyspace_stats(&self) -> Result<storage::KeyspaceStats, Error> {
-        storage::keyspace_stats(&*self.redb()?, self.inner.clock.now_unix_ms())
+    pub fn keyspace_stats(&self) -> Result<KeyspaceStats, Error> {
+        read::keyspace_stats(&self.cut()?, self.inner.clock.now_unix_ms())
     }
 
     /// Writes a consistent snapshot of the keyspace to a new file at `path` while readers and
@@ -338,7 +357,12 @@ impl Database {
     /// encrypted), durable when this returns. Open it like the original (same keys) or put it
     /// in place of the original's file to restore it.
     pub fn snapshot_to(&self, path: impl AsRef<Path>) -> Result<storage::SnapshotStats, Error> {
-        storage::snapshot_to(&*self.redb()?, path.as_ref())
+        storage::snapshot_to(
+            &self.cut()?,
+            &self.inner.indexes,
+            &self.inner.codec,
+            path.as_ref(),
+        )
     }
 
     /// The dot paths that have a secondary index.
@@ -453,7 +477,9 @@ impl Database {
         Submission::new(|tx| Command::Sweep(batch, tx)).wait(&self.inner.commands)
     }
 
-    /// Makes every write acknowledged so far durable (useful with `Eventual` durability).
+    /// Makes every write acknowledged so far durable in the main file: with `Eventual`
+    /// durability a flush; with the write-ahead log (where acknowledged writes are durable
+    /// already) catch-up applies everything and checkpoints, so the main file alone holds it.
     pub fn sync(&self) -> Result<(), Error> {
         Submission::new(Command::Sync).wait(&self.inner.commands)
     }
@@ -553,6 +579,34 @@ impl Drop for Inner {
             tracing::error!(path = %self.path.display(), error = %err, "closing the database failed");
         }
     }
+}
+
+/// The files of the database at `path` that exist now: the main file and the write-ahead
+/// log's segments.
+pub fn database_files(path: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if path.exists() {
+        files.push(path.to_path_buf());
+    }
+    files.extend(crate::wal::log_files(path));
+    files
+}
+
+/// The write-ahead log's segment files of the database at `path` that exist now, oldest first:
+/// `<file>-wal.<first batch, 20 digits>` (and `<file>-wal`, the single log of older versions).
+pub fn log_files(path: &Path) -> Vec<PathBuf> {
+    crate::wal::log_files(path)
+}
+
+/// Deletes the write-ahead log of the database at `path` (when its main file is replaced by
+/// a snapshot while the database is closed).
+pub fn remove_log_files(path: &Path) -> Result<(), Error> {
+    crate::wal::remove_log_files(path).map_err(|err| {
+        Error::Storage(format!(
+            "cannot remove the write-ahead log of {}: {err}",
+            path.display()
+        ))
+    })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -1,110 +1,227 @@
-//! The durability seam: how a batch's write transaction becomes durable.
+//! Durability: how a planned batch becomes durable, and when it may be acknowledged. The
+//! decision to use the write-ahead log is made once, at open (`Options::logs`), and picks the
+//! [`Sink`]:
 //!
-//! The group-commit writer hands every batch to [`Committer::commit`] and asks it, while idle,
-//! whether a deferred flush is due ([`Committer::flush_deadline`], [`Committer::flush`]).
-//! Everything about fsync lives here, so a write-ahead log can later be put in front of redb
-//! by changing this module alone.
-//!
-//! - `Immediate` on a file: each batch's final records are appended to the write-ahead log
-//!   ([`crate::wal`]) and fdatasync'ed, then the batch commits to redb with
-//!   `Durability::None` (no fsync; readers see it from here), then it is acknowledged. A
-//!   checkpoint — an empty `Immediate` redb commit, which makes every earlier commit durable
-//!   in the main file — runs when the log reaches `Options::checkpoint_log_bytes` (128 MiB by
-//!   default); once writes pause for [`CHECKPOINT_QUIET`] at least one checkpoint interval
-//!   (`Options::checkpoint_interval`) after the first un-checkpointed batch; on `sync`; and at
-//!   close. The log is emptied after it. Open replays what the log holds beyond the
-//!   checkpointed sequence.
-//! - `Immediate` on a custom storage backend (no file to put a log beside): each batch commits
-//!   with redb `Durability::Immediate` (one fsync) and is acknowledged after that returns.
-//! - `Eventual { max_delay }`: each batch commits with `Durability::None` (no fsync) and is
-//!   acknowledged at once; the first such commit starts a timer, and when `max_delay` has
-//!   passed an empty `Immediate` commit makes everything before it durable (while the writer
-//!   waits for requests, or right after the batch that finds the deadline passed). redb
-//!   commits are atomic either way, so a crash loses a suffix of whole batches, never part of
-//!   one.
+//! - [`Sink::Logged`] (`Immediate` durability on a file, the default): the batch's final
+//!   records are appended to the log ([`crate::wal`]) and fdatasync'ed, put in the overlay
+//!   ([`crate::overlay`]) where every reader sees them, and acknowledged. Catch-up
+//!   ([`crate::catchup`]) applies them to redb in the background and checkpoints; the writer
+//!   never waits for either, except for room in the overlay when it is full.
+//! - [`Sink::Direct`] with `Immediate` (a custom storage backend, or the log turned off): the
+//!   writer applies the batch in one redb transaction committed with `Durability::Immediate`
+//!   (one fsync) and acknowledges after that returns.
+//! - [`Sink::Direct`] with `Eventual { max_delay }`: the batch commits with
+//!   `Durability::None` (no fsync) and is acknowledged at once; the first such commit starts
+//!   a timer, and when `max_delay` has passed an empty `Immediate` commit makes everything
+//!   before it durable (while the writer waits for requests, or right after the batch that
+//!   finds the deadline passed). redb commits are atomic either way, so a crash loses a suffix
+//!   of whole batches, never part of one.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::WriteTransaction;
+use flume::Sender;
 
+use crate::catchup::{CatchUp, Message, Poison};
+use crate::codec::Codec;
 use crate::error::Error;
-use crate::options::Durability;
-use crate::wal::{Wal, WalOp};
-use crate::writer::WriterCounters;
+use crate::options::{Durability, Options};
+use crate::overlay::{Batch, Overlay, Planned};
+use crate::query::index::IndexDef;
+use crate::storage::{self, Applier};
+use crate::wal::{self, Wal};
+use crate::writer::{Reply, WriterCounters};
 
-/// With `Immediate` durability, how long no write may arrive before a due idle checkpoint
-/// runs. Clients that keep the writer busy with gaps shorter than this (64 socket clients
-/// leave gaps far below a millisecond) would otherwise meet a checkpoint — which holds every
-/// write for 0.2–0.6 s on a 100 000-record keyspace — once per checkpoint interval.
-pub(crate) const CHECKPOINT_QUIET: Duration = Duration::from_millis(50);
-
-pub(crate) struct Committer {
-    durability: Durability,
-    /// When the oldest commit not yet durable in the main file was made.
-    unflushed_since: Option<Instant>,
-    /// The write-ahead log (immediate durability on a file) and the last sequence logged.
-    wal: Option<(Wal, u64)>,
-    checkpoint_interval: Duration,
-    checkpoint_log_bytes: u64,
-    /// Where checkpoint times are recorded.
-    counters: Arc<WriterCounters>,
+pub(crate) enum Sink {
+    Direct(Direct),
+    Logged(Logged),
 }
 
-impl Committer {
-    /// `wal` is the opened log and the sequence it continues from; `None` for a custom
-    /// storage backend or eventual durability.
+impl Sink {
+    /// Picks the sink for `options`; `wal` is the opened log and the sequence it continues
+    /// from (present exactly when the options log).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        durability: Durability,
+        options: &Options,
         wal: Option<(Wal, u64)>,
-        checkpoint_interval: Duration,
-        checkpoint_log_bytes: u64,
-        counters: Arc<WriterCounters>,
-    ) -> Committer {
-        let wal = match durability {
-            Durability::Immediate => wal,
-            Durability::Eventual { .. } => None,
+        db: &Arc<redb::Database>,
+        overlay: &Arc<Overlay>,
+        indexes: &Arc<Vec<IndexDef>>,
+        codec: &Arc<Codec>,
+        counters: &Arc<WriterCounters>,
+    ) -> Result<Sink, Error> {
+        let Some((wal, seq)) = wal else {
+            return Ok(Sink::Direct(Direct {
+                durability: options.durability,
+                unflushed_since: None,
+                counters: Arc::clone(counters),
+            }));
         };
-        Committer {
-            durability,
+        let (messages, inbox) = flume::unbounded();
+        let poison: Poison = Arc::default();
+        let catchup = CatchUp {
+            db: Arc::clone(db),
+            messages: inbox,
+            overlay: Arc::clone(overlay),
+            indexes: Arc::clone(indexes),
+            codec: Arc::clone(codec),
+            segments: wal.segments(),
+            counters: Arc::clone(counters),
+            poison: Arc::clone(&poison),
+            checkpoint_interval: options.checkpoint_interval,
+            checkpoint_log_bytes: options.checkpoint_log_bytes,
+            applied_seq: seq,
+            durable_seq: seq,
+            since_checkpoint: 0,
             unflushed_since: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("roost-catchup".into())
+            .spawn(move || catchup.run())
+            .map_err(|err| Error::Storage(format!("cannot start the catch-up thread: {err}")))?;
+        Ok(Sink::Logged(Logged {
+            db_path: options.path.clone(),
             wal,
-            checkpoint_interval,
-            checkpoint_log_bytes,
-            counters,
+            seq,
+            overlay: Arc::clone(overlay),
+            catchup: Some(messages),
+            handle: Some(handle),
+            poison,
+            counters: Arc::clone(counters),
+        }))
+    }
+
+    /// Waits, if the overlay is full, until catch-up makes room (a no-op without the log).
+    pub fn wait_for_room(&self) {
+        if let Sink::Logged(logged) = self {
+            let waited = logged
+                .overlay
+                .wait_for_room(|| logged.poisoned().is_some());
+            if !waited.is_zero() {
+                logged.counters.room_wait.observe_duration(waited);
+            }
         }
     }
 
-    /// Whether batches must hand their final records to [`Committer::commit`].
-    pub fn logging(&self) -> bool {
-        self.wal.is_some()
+    /// Why catch-up stopped, if it did.
+    pub fn poisoned(&self) -> Option<String> {
+        match self {
+            Sink::Logged(logged) => logged.poisoned(),
+            Sink::Direct(_) => None,
+        }
     }
 
-    /// Commits one batch whose final records are `ops` (empty unless [`Committer::logging`])
-    /// and whose etag sequence ends at `last_etag`. When this returns `Ok`, its requests may
+    /// Makes one planned batch durable (or logged); when this returns `Ok`, its requests may
     /// be acknowledged.
     pub fn commit(
         &mut self,
         db: &redb::Database,
-        mut txn: WriteTransaction,
-        ops: &[WalOp],
+        indexes: &[IndexDef],
+        codec: &Codec,
+        planned: Vec<Planned>,
         last_etag: u64,
     ) -> Result<(), Error> {
-        if let Some((wal, seq)) = &mut self.wal {
-            let next = *seq + 1;
-            crate::storage::store_wal_seq(&txn, next)?;
-            // On disk in the log before redb makes it visible, so nothing a reader sees can
-            // be lost by a crash.
-            wal.append(next, last_etag, ops)
-                .map_err(|e| Error::Storage(format!("write-ahead log append failed: {e}")))?;
-            *seq = next;
-            txn.set_durability(redb::Durability::None)?;
-            txn.commit()?;
-            self.unflushed_since.get_or_insert_with(Instant::now);
-            if wal.len() >= self.checkpoint_log_bytes {
-                self.flush(db)?;
+        match self {
+            Sink::Direct(direct) => direct.commit(db, indexes, codec, &planned, last_etag),
+            Sink::Logged(logged) => logged.commit(planned, last_etag),
+        }
+    }
+
+    /// Answers `replies` once every write acknowledged before them is durable in the main
+    /// file (with the log: after catch-up has applied and checkpointed them).
+    pub fn sync(&mut self, db: &redb::Database, replies: Vec<Reply<()>>) -> Result<(), Error> {
+        match self {
+            Sink::Direct(direct) => {
+                direct.flush(db)?;
+                for reply in replies {
+                    let _ = reply.send(Ok(()));
+                }
+                Ok(())
             }
-            return Ok(());
+            Sink::Logged(logged) => {
+                for reply in replies {
+                    logged.send(Message::Checkpoint(reply))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// How long the writer may sleep waiting for requests before a deferred flush is due.
+    pub fn time_to_flush(&self) -> Option<Duration> {
+        match self {
+            Sink::Direct(direct) => direct.time_to_flush(),
+            Sink::Logged(_) => None,
+        }
+    }
+
+    /// Runs a due deferred flush (eventual durability).
+    pub fn flush(&mut self, db: &redb::Database) -> Result<(), Error> {
+        match self {
+            Sink::Direct(direct) => direct.flush(db),
+            Sink::Logged(_) => Ok(()),
+        }
+    }
+
+    /// Everything durable in the main file, the file marked clean, the log gone: the close.
+    pub fn finish(&mut self, db: &redb::Database, last_etag: u64) -> Result<(), Error> {
+        match self {
+            Sink::Direct(direct) => {
+                direct.flush(db)?;
+                storage::mark_clean(db, last_etag)
+            }
+            Sink::Logged(logged) => {
+                logged.stop_catchup()?;
+                storage::mark_clean(db, last_etag)?;
+                wal::remove_log_files(&logged.db_path).map_err(|e| {
+                    Error::Storage(format!("removing the checkpointed write-ahead log failed: {e}"))
+                })
+            }
+        }
+    }
+
+    /// Stops catch-up without a final checkpoint when the writer gives up (poisoned).
+    pub fn abandon(&mut self) {
+        if let Sink::Logged(logged) = self {
+            logged.catchup.take();
+            if let Some(handle) = logged.handle.take() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// Without the log: the writer applies and commits to redb itself.
+pub(crate) struct Direct {
+    durability: Durability,
+    /// When the oldest commit not yet durable in the main file was made.
+    unflushed_since: Option<Instant>,
+    counters: Arc<WriterCounters>,
+}
+
+impl Direct {
+    fn commit(
+        &mut self,
+        db: &redb::Database,
+        indexes: &[IndexDef],
+        codec: &Codec,
+        planned: &[Planned],
+        last_etag: u64,
+    ) -> Result<(), Error> {
+        let mut txn = db.begin_write()?;
+        let applied = (|| {
+            let mut applier = Applier::new(&txn, indexes, codec)?;
+            for op in planned {
+                applier.apply(op)?;
+            }
+            drop(applier);
+            storage::store_etag_sequence(&txn, last_etag)
+        })();
+        if let Err(error) = applied {
+            let _ = txn.abort();
+            return Err(error);
         }
         match self.durability {
             Durability::Immediate => {
@@ -128,90 +245,101 @@ impl Committer {
         Ok(())
     }
 
-    /// How long the queue must stay empty before a due flush runs. An `Immediate` checkpoint
-    /// only bounds replay time, so it waits for writes to pause ([`CHECKPOINT_QUIET`]) and,
-    /// under sustained writes, is left to the log size; an `Eventual` flush is owed to the
-    /// loss window and runs as soon as it is due.
-    pub fn quiet_before_flush(&self) -> Duration {
-        match self.durability {
-            Durability::Immediate => CHECKPOINT_QUIET,
-            Durability::Eventual { .. } => Duration::ZERO,
-        }
-    }
-
-    /// When the writer must wake up to flush, if anything is waiting to become durable.
-    pub fn flush_deadline(&self) -> Option<Instant> {
+    fn flush_deadline(&self) -> Option<Instant> {
         match self.durability {
             Durability::Eventual { max_delay } => self.unflushed_since.map(|t| t + max_delay),
-            Durability::Immediate => self.unflushed_since.map(|t| t + self.checkpoint_interval),
+            Durability::Immediate => None,
         }
     }
 
-    /// Makes every earlier commit durable in the main file (a no-op when nothing is pending)
-    /// and, with a log, empties it.
-    pub fn flush(&mut self, db: &redb::Database) -> Result<(), Error> {
+    fn time_to_flush(&self) -> Option<Duration> {
+        self.flush_deadline()
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Makes every earlier commit durable in the main file (a no-op when nothing is pending).
+    fn flush(&mut self, db: &redb::Database) -> Result<(), Error> {
         if self.unflushed_since.is_none() {
             return Ok(());
         }
         let started = Instant::now();
-        let log_bytes = self.wal.as_ref().map_or(0, |(wal, _)| wal.len());
         let mut txn = db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
         txn.commit()?;
-        if let Some((wal, _)) = &mut self.wal {
-            wal.reset()
-                .map_err(|e| Error::Storage(format!("emptying the write-ahead log failed: {e}")))?;
-        }
         self.unflushed_since = None;
-        let elapsed = started.elapsed();
-        self.counters.checkpoint_time.observe_duration(elapsed);
-        tracing::debug!(
-            log_bytes,
-            elapsed_ms = elapsed.as_secs_f64() * 1e3,
-            "checkpoint"
-        );
+        self.counters
+            .checkpoint_time
+            .observe_duration(started.elapsed());
         Ok(())
-    }
-
-    /// How long the writer may sleep waiting for requests before a flush is due.
-    pub fn time_to_flush(&self) -> Option<Duration> {
-        self.flush_deadline()
-            .map(|deadline| deadline.saturating_duration_since(Instant::now()))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// With the log: the writer logs, shows the batch in the overlay and hands it to catch-up.
+pub(crate) struct Logged {
+    db_path: PathBuf,
+    wal: Wal,
+    /// The last log sequence used.
+    seq: u64,
+    overlay: Arc<Overlay>,
+    catchup: Option<Sender<Message>>,
+    handle: Option<JoinHandle<()>>,
+    poison: Poison,
+    counters: Arc<WriterCounters>,
+}
 
-    fn commit(committer: &mut Committer, db: &redb::Database) {
-        let txn = db.begin_write().unwrap();
-        committer.commit(db, txn, &[], 0).unwrap();
+impl Logged {
+    fn poisoned(&self) -> Option<String> {
+        self.poison
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    /// A writer whose queue is never empty never waits on it, so the loss window must be kept
-    /// by the commit that finds it over.
-    #[test]
-    fn an_eventual_commit_after_the_loss_window_flushes() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = redb::Database::create(dir.path().join("db.redb")).unwrap();
-        let counters = Arc::new(WriterCounters::default());
-        let max_delay = Duration::from_millis(20);
-        let mut committer = Committer::new(
-            Durability::Eventual { max_delay },
-            None,
-            Duration::from_secs(1),
-            crate::DEFAULT_CHECKPOINT_LOG_BYTES,
-            Arc::clone(&counters),
-        );
-        commit(&mut committer, &db);
-        std::thread::sleep(max_delay + Duration::from_millis(10));
-        commit(&mut committer, &db);
-        assert!(counters.checkpoint_time.snapshot().count >= 1, "no flush");
-        assert!(
-            committer.flush_deadline().is_none(),
-            "the flush left a pending deadline"
-        );
-        assert_eq!(committer.quiet_before_flush(), Duration::ZERO);
+    fn send(&self, message: Message) -> Result<(), Error> {
+        self.catchup
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .send(message)
+            .map_err(|_| Error::Storage("the catch-up thread stopped".into()))
+    }
+
+    fn commit(&mut self, planned: Vec<Planned>, last_etag: u64) -> Result<(), Error> {
+        let next = self.seq + 1;
+        // On disk in the log before any reader can see it, so nothing a reader sees can be
+        // lost by a crash.
+        self.wal
+            .append(next, last_etag, planned.iter().map(|p| &p.op))
+            .map_err(|e| Error::Storage(format!("write-ahead log append failed: {e}")))?;
+        self.seq = next;
+        let batch = Arc::new(Batch {
+            seq: next,
+            last_etag,
+            ops: planned,
+        });
+        self.overlay.insert(&batch);
+        self.send(Message::Batch(batch))
+    }
+
+    fn stop_catchup(&mut self) -> Result<(), Error> {
+        let (tx, rx) = flume::bounded(1);
+        self.send(Message::Finish(tx))?;
+        let result = rx
+            .recv()
+            .unwrap_or_else(|_| Err(Error::Storage("the catch-up thread stopped".into())));
+        self.catchup.take();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+        result
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        // Without a finish (a poisoned writer), catch-up stops when its queue closes.
+        self.catchup.take();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
     }
 }

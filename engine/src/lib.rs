@@ -27,6 +27,7 @@
 #![deny(clippy::all)]
 #![warn(missing_debug_implementations)]
 
+mod catchup;
 mod clock;
 mod codec;
 mod database;
@@ -36,7 +37,10 @@ mod etag;
 mod id;
 pub mod metrics;
 mod options;
+mod overlay;
+mod plan;
 mod query;
+mod read;
 mod record;
 mod request;
 mod storage;
@@ -46,12 +50,18 @@ mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{CodecOptions, Compression, EncryptionKey};
-pub use database::{AsyncDatabase, Database, Stats};
+pub use database::{
+    AsyncDatabase, Database, Stats, database_files, log_files, remove_log_files,
+};
 pub use error::{Error, MismatchReason, Result};
 pub use etag::Etag;
 pub use id::{uuid_v4, uuid_v4_text};
-pub use options::{DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_LOG_BYTES, Durability, Limits, Options};
+pub use options::{
+    DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_LOG_BYTES, DEFAULT_MAX_UNAPPLIED_BYTES, Durability,
+    Limits, Options,
+};
 pub use query::{CmpOp, Filter, Query, QueryPage, QueryRow, SortKey};
 pub use request::{Concurrency, DeleteRequest, Operation, SetRequest};
-pub use storage::{ImportRecord, KeyspaceStats, Record, ScanPage, SnapshotStats};
+pub use read::{KeyspaceStats, Record, ScanPage};
+pub use storage::{ImportRecord, SnapshotStats};
 pub use ttl::{Ttl, format_rfc3339};

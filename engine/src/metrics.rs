@@ -104,9 +104,18 @@ pub struct WriterMetrics {
     /// Time to make one batch durable (log append + fdatasync + redb commit, or the redb
     /// durable commit), in seconds.
     pub commit_seconds: HistogramSnapshot,
-    /// Time of each checkpoint (the durable redb commit that lets the write-ahead log be
-    /// emptied, or eventual durability's deferred flush), in seconds. Writes wait meanwhile.
+    /// Time of each checkpoint (the durable redb commit after which the write-ahead log's
+    /// covered segments go, or eventual durability's deferred flush), in seconds. With the
+    /// log, writes go on meanwhile.
     pub checkpoint_seconds: HistogramSnapshot,
+    /// With the log: catch-up's redb commits (applying logged batches), in seconds.
+    pub apply_seconds: HistogramSnapshot,
+    /// With the log: how long a batch waited for room in a full overlay, in seconds (the
+    /// back-pressure; empty when writers never waited).
+    pub room_wait_seconds: HistogramSnapshot,
+    /// Bytes of acknowledged writes not yet applied to the main file, and their bound.
+    pub unapplied_bytes: u64,
+    pub unapplied_limit_bytes: u64,
 }
 
 #[cfg(test)]

@@ -82,14 +82,18 @@ impl std::fmt::Debug for BackendSlot {
 /// same run (misses cost a file read and an eviction each; BENCHMARKS.md).
 pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
-/// The write-ahead log size that makes a busy writer checkpoint, unless
-/// [`Options::checkpoint_log_bytes`] says otherwise. A checkpoint writes every page dirtied
-/// since the last one and holds the writer meanwhile (0.2–0.6 s for a 100 000 × 1 KiB keyspace
-/// under random writes on our 2-core VM, at 32 MiB and at 128 MiB alike), so a larger log
-/// means rarer pauses: 10-op transactions at 64 clients kept a p99 of 31–64 ms instead of
-/// 281–401 ms. Replaying a 123 MiB log after a crash took 2.4 s (1.2 s for 30 MiB)
-/// (BENCHMARKS.md, "Checkpoints").
+/// The write-ahead log size (applied to redb since the last checkpoint) at which catch-up
+/// checkpoints, unless [`Options::checkpoint_log_bytes`] says otherwise. A checkpoint writes
+/// every page dirtied since the last one (0.2–0.6 s for a 100 000 × 1 KiB keyspace under
+/// random writes on our 2-core VM); writers go on meanwhile, into the table of unapplied
+/// writes. A larger log means fewer checkpoints and a longer replay after a crash: replaying
+/// a 123 MiB log took 2.4 s (BENCHMARKS.md, "Checkpoints").
 pub const DEFAULT_CHECKPOINT_LOG_BYTES: u64 = 128 * 1024 * 1024;
+
+/// The most memory the table of acknowledged writes not yet applied to redb may hold before
+/// writers wait for catch-up, unless [`Options::max_unapplied_bytes`] says otherwise. A
+/// checkpoint of 0.6 s under 64 clients of 10-op transactions leaves about 25 MiB there.
+pub const DEFAULT_MAX_UNAPPLIED_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Options for [`crate::Database::open`]. Start from [`Options::new`] and chain setters.
 #[derive(Debug, Clone)]
@@ -111,6 +115,7 @@ pub struct Options {
     pub(crate) checkpoint_interval: Duration,
     pub(crate) checkpoint_log_bytes: u64,
     pub(crate) write_ahead_log: bool,
+    pub(crate) max_unapplied_bytes: u64,
 }
 
 impl Options {
@@ -136,7 +141,32 @@ impl Options {
             checkpoint_interval: Duration::from_secs(1),
             checkpoint_log_bytes: DEFAULT_CHECKPOINT_LOG_BYTES,
             write_ahead_log: true,
+            max_unapplied_bytes: DEFAULT_MAX_UNAPPLIED_BYTES,
         }
+    }
+
+    /// Whether writes go through the write-ahead log: `Immediate` durability on a file with
+    /// the log on. (A custom storage backend has no file to put a log beside.)
+    pub(crate) fn logs(&self) -> bool {
+        self.write_ahead_log
+            && self.backend.is_none()
+            && matches!(self.durability, Durability::Immediate)
+    }
+
+    /// The size at which the writer starts a new log segment: a quarter of the checkpoint
+    /// size, so a checkpoint frees whole segments (at least 4 KiB).
+    pub(crate) fn log_segment_bytes(&self) -> u64 {
+        (self.checkpoint_log_bytes / 4).max(4 * 1024)
+    }
+
+    /// With the write-ahead log, the most memory (bytes of keys, records and index entries)
+    /// that acknowledged writes not yet applied to redb may hold (default
+    /// [`DEFAULT_MAX_UNAPPLIED_BYTES`], 256 MiB). When it is full, writers wait for catch-up;
+    /// the wait is measured (`Database::writer_metrics`). Replay after a crash re-applies at
+    /// most this much plus one checkpoint's log.
+    pub fn max_unapplied_bytes(mut self, bytes: u64) -> Options {
+        self.max_unapplied_bytes = bytes;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -175,9 +205,10 @@ impl Options {
         self
     }
 
-    /// With `Immediate` durability, the write-ahead log size at which the writer checkpoints
-    /// even while busy (default [`DEFAULT_CHECKPOINT_LOG_BYTES`], 128 MiB). Larger means fewer checkpoints under sustained
-    /// writes, a longer replay after a crash and a bigger log file.
+    /// With `Immediate` durability, the write-ahead log size (applied to redb since the last
+    /// checkpoint) at which catch-up checkpoints even while busy (default
+    /// [`DEFAULT_CHECKPOINT_LOG_BYTES`], 128 MiB). Larger means fewer checkpoints under
+    /// sustained writes, a longer replay after a crash and more log on disk.
     pub fn checkpoint_log_bytes(mut self, bytes: u64) -> Options {
         self.checkpoint_log_bytes = bytes;
         self

@@ -24,6 +24,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// One key's final state in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,69 +52,260 @@ const HEADER: usize = 8;
 /// The most a record may claim to hold; anything larger is a torn or foreign length.
 const MAX_RECORD_BYTES: usize = 1 << 30;
 
-/// The log file of the database at `db_path`.
-pub(crate) fn path_for(db_path: &Path) -> PathBuf {
+impl WalOp {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            WalOp::Put { key, .. } | WalOp::Remove { key } => key,
+        }
+    }
+
+    /// Bytes the op takes in the log.
+    pub fn logged_len(&self) -> u64 {
+        match self {
+            WalOp::Put { key, record } => (8 + key.len() + record.len()) as u64,
+            WalOp::Remove { key } => (8 + key.len()) as u64,
+        }
+    }
+}
+
+/// The single log file of databases written before the log was split into segments; read
+/// (first) on open, never written.
+fn legacy_path(db_path: &Path) -> PathBuf {
     let mut name = db_path.as_os_str().to_owned();
     name.push("-wal");
     PathBuf::from(name)
 }
 
-pub(crate) struct Wal {
+/// The segment whose first batch is `first_seq`: `<database>-wal.<first_seq, 20 digits>`.
+fn segment_path(db_path: &Path, first_seq: u64) -> PathBuf {
+    let mut name = db_path.as_os_str().to_owned();
+    name.push(format!("-wal.{first_seq:020}"));
+    PathBuf::from(name)
+}
+
+/// The log files beside the database at `db_path` that exist now, oldest first.
+pub fn log_files(db_path: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let legacy = legacy_path(db_path);
+    if legacy.exists() {
+        files.push((0u64, legacy));
+    }
+    let Some(name) = db_path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let dir = match db_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let prefix = format!("{name}-wal.");
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if let Some(first) = file
+                .strip_prefix(&prefix)
+                .filter(|n| n.len() == 20)
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                files.push((first, entry.path()));
+            }
+        }
+    }
+    files.sort();
+    files.into_iter().map(|(_, path)| path).collect()
+}
+
+/// Deletes every log file of the database at `db_path` (and syncs the directory).
+pub fn remove_log_files(db_path: &Path) -> std::io::Result<()> {
+    for file in log_files(db_path) {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+    }
+    sync_parent(db_path)
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
+    }
+}
+
+/// The batches after `checkpointed_seq` in every log file of the database, in order. Reading
+/// stops at the first torn or out-of-sequence record.
+pub(crate) fn read_all(db_path: &Path, checkpointed_seq: u64) -> std::io::Result<Vec<WalBatch>> {
+    let mut batches = Vec::new();
+    let mut expected: Option<u64> = None;
+    for path in log_files(db_path) {
+        let mut bytes = Vec::new();
+        File::open(&path)?.read_to_end(&mut bytes)?;
+        let (mut found, valid, next) = decode_from(&bytes, checkpointed_seq, expected);
+        batches.append(&mut found);
+        if valid != bytes.len() {
+            // A torn tail: nothing after it was ever acknowledged.
+            break;
+        }
+        if next.is_some() {
+            expected = next;
+        }
+    }
+    Ok(batches)
+}
+
+/// The log's segments, shared by the writer (which appends to the open one and closes it when
+/// full) and catch-up (which deletes what a checkpoint covers).
+#[derive(Debug)]
+pub(crate) struct Segments {
+    db_path: PathBuf,
+    segment_bytes: u64,
+    /// Closed segments, oldest first, with the last batch each holds.
+    closed: Mutex<Vec<(PathBuf, u64)>>,
+    open: Mutex<OpenSegment>,
+}
+
+#[derive(Debug)]
+struct OpenSegment {
     file: File,
-    /// Bytes of valid records in the file (the append position).
+    path: PathBuf,
+    /// Bytes in the segment.
     len: u64,
+    /// The last batch in it (0 if none).
+    last_seq: u64,
     buffer: Vec<u8>,
 }
 
+impl Segments {
+    /// Deletes the log that a checkpoint through `seq` covers: the closed segments whose
+    /// batches are all at or below it, and the open segment's contents if it holds nothing
+    /// newer (emptied in place; the writer appends after). Returns the segments removed.
+    pub fn remove_through(&self, seq: u64) -> std::io::Result<usize> {
+        let mut removed = 0;
+        {
+            let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some((path, last)) = closed.first() {
+                if *last > seq {
+                    break;
+                }
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(err),
+                }
+                closed.remove(0);
+                removed += 1;
+            }
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.len > 0 && open.last_seq <= seq {
+            open.file.set_len(0)?;
+            open.file.seek(SeekFrom::Start(0))?;
+            open.file.sync_data()?;
+            open.len = 0;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Log bytes on disk.
+    #[cfg(test)]
+    pub fn bytes(&self) -> u64 {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner()).len;
+        let closed: u64 = self
+            .closed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(path, _)| std::fs::metadata(path).ok())
+            .map(|m| m.len())
+            .sum();
+        open + closed
+    }
+}
+
+/// The log the writer appends to: the open segment, rotated at `segment_bytes`.
+pub(crate) struct Wal {
+    shared: Arc<Segments>,
+}
+
 impl Wal {
-    /// Opens (or creates) the log and returns the batches after `checkpointed_seq`, in order.
-    pub fn open(path: &Path, checkpointed_seq: u64) -> std::io::Result<(Wal, Vec<WalBatch>)> {
-        let mut file = OpenOptions::new()
+    /// Starts a fresh log whose first batch will be `next_seq`, deleting every older log file
+    /// (their batches are in the main file, durably, when this is called).
+    pub fn create(db_path: &Path, next_seq: u64, segment_bytes: u64) -> std::io::Result<Wal> {
+        remove_log_files(db_path)?;
+        let path = segment_path(db_path, next_seq);
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(false)
-            .open(path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let (batches, valid) = decode_all(&bytes, checkpointed_seq);
-        // Drop the torn tail now, so appends continue right after the last good record.
-        if valid as u64 != bytes.len() as u64 {
-            file.set_len(valid as u64)?;
+            .truncate(true)
+            .open(&path)?;
+        sync_parent(db_path)?;
+        Ok(Wal {
+            shared: Arc::new(Segments {
+                db_path: db_path.to_path_buf(),
+                segment_bytes: segment_bytes.max(1),
+                closed: Mutex::new(Vec::new()),
+                open: Mutex::new(OpenSegment {
+                    file,
+                    path,
+                    len: 0,
+                    last_seq: 0,
+                    buffer: Vec::new(),
+                }),
+            }),
+        })
+    }
+
+    /// The segments, for catch-up to delete what checkpoints cover.
+    pub fn segments(&self) -> Arc<Segments> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Appends one batch and waits until it is on disk. A full segment is closed first and
+    /// the batch starts the next one (whose directory entry is made durable before the batch).
+    pub fn append<'a>(
+        &mut self,
+        batch_seq: u64,
+        last_etag: u64,
+        ops: impl ExactSizeIterator<Item = &'a WalOp>,
+    ) -> std::io::Result<()> {
+        let shared = &self.shared;
+        let mut open = shared.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.len >= shared.segment_bytes {
+            let path = segment_path(&shared.db_path, batch_seq);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)?;
+            sync_parent(&shared.db_path)?;
+            let old = std::mem::replace(&mut open.path, path);
+            open.file = file;
+            let last = open.last_seq;
+            open.len = 0;
+            shared
+                .closed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((old, last));
         }
-        file.seek(SeekFrom::Start(valid as u64))?;
-        Ok((
-            Wal {
-                file,
-                len: valid as u64,
-                buffer: Vec::new(),
-            },
-            batches,
-        ))
-    }
-
-    /// Appends one batch and waits until it is on disk.
-    pub fn append(&mut self, batch_seq: u64, last_etag: u64, ops: &[WalOp]) -> std::io::Result<()> {
-        self.buffer.clear();
-        encode(&mut self.buffer, batch_seq, last_etag, ops);
-        self.file.write_all(&self.buffer)?;
-        self.file.sync_data()?;
-        self.len += self.buffer.len() as u64;
+        let open = &mut *open;
+        open.buffer.clear();
+        encode(&mut open.buffer, batch_seq, last_etag, ops);
+        open.file.write_all(&open.buffer)?;
+        open.file.sync_data()?;
+        open.len += open.buffer.len() as u64;
+        open.last_seq = batch_seq;
         Ok(())
     }
 
-    /// Bytes in the log since it was last emptied.
+    /// Bytes in the open segment.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Empties the log (after a checkpoint made its contents durable in the main file).
-    pub fn reset(&mut self) -> std::io::Result<()> {
-        self.file.set_len(0)?;
-        self.file.seek(SeekFrom::Start(0))?;
-        self.file.sync_data()?;
-        self.len = 0;
-        Ok(())
+        self.shared.open.lock().unwrap().len
     }
 }
 
@@ -121,7 +313,12 @@ fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-fn encode(out: &mut Vec<u8>, seq: u64, last_etag: u64, ops: &[WalOp]) {
+fn encode<'a>(
+    out: &mut Vec<u8>,
+    seq: u64,
+    last_etag: u64,
+    ops: impl ExactSizeIterator<Item = &'a WalOp>,
+) {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER]);
     out.extend_from_slice(&seq.to_le_bytes());
@@ -149,10 +346,21 @@ fn encode(out: &mut Vec<u8>, seq: u64, last_etag: u64, ops: &[WalOp]) {
 }
 
 /// The batches after `checkpointed_seq` and the length of the valid prefix of `bytes`.
+#[cfg(test)]
 fn decode_all(bytes: &[u8], checkpointed_seq: u64) -> (Vec<WalBatch>, usize) {
+    let (batches, valid, _) = decode_from(bytes, checkpointed_seq, None);
+    (batches, valid)
+}
+
+/// Like [`decode_all`], continuing a sequence that expects `expected` next (the previous
+/// segment's end); also returns the sequence the next segment must start with.
+fn decode_from(
+    bytes: &[u8],
+    checkpointed_seq: u64,
+    mut expected: Option<u64>,
+) -> (Vec<WalBatch>, usize, Option<u64>) {
     let mut batches = Vec::new();
     let mut at = 0;
-    let mut expected: Option<u64> = None;
     while let Some((batch, used)) = decode_one(&bytes[at..]) {
         // Sequence numbers are contiguous; a record that breaks the run is from an older
         // generation of the file.
@@ -165,7 +373,7 @@ fn decode_all(bytes: &[u8], checkpointed_seq: u64) -> (Vec<WalBatch>, usize) {
             batches.push(batch);
         }
     }
-    (batches, at)
+    (batches, at, expected)
 }
 
 fn decode_one(bytes: &[u8]) -> Option<(WalBatch, usize)> {
@@ -259,7 +467,7 @@ mod tests {
     fn log(batches: &[(u64, u8)]) -> Vec<u8> {
         let mut out = Vec::new();
         for (seq, n) in batches {
-            encode(&mut out, *seq, seq * 10, &ops(*n));
+            encode(&mut out, *seq, seq * 10, ops(*n).iter());
         }
         out
     }
@@ -308,29 +516,53 @@ mod tests {
     }
 
     #[test]
-    fn the_file_reopens_where_the_valid_records_end() {
+    fn segments_rotate_replay_in_order_and_go_once_checkpointed() {
         let dir = tempfile::tempdir().unwrap();
-        let path = path_for(&dir.path().join("db.roost"));
-        assert!(path.to_string_lossy().ends_with("db.roost-wal"));
-        {
-            let (mut wal, replay) = Wal::open(&path, 0).unwrap();
-            assert!(replay.is_empty());
-            wal.append(1, 1, &ops(2)).unwrap();
-            wal.append(2, 2, &ops(1)).unwrap();
+        let db = dir.path().join("db.roost");
+        let mut wal = Wal::create(&db, 1, 300).unwrap();
+        for seq in 1..=6 {
+            wal.append(seq, seq, ops(2).iter()).unwrap();
         }
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let files = log_files(&db);
+        assert!(files.len() >= 2, "no rotation: {files:?}");
+        assert!(files[0].to_string_lossy().ends_with("db.roost-wal.00000000000000000001"));
+        let all = read_all(&db, 0).unwrap();
+        assert_eq!(all.iter().map(|b| b.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(read_all(&db, 4).unwrap().len(), 2);
+        // A checkpoint through 3 deletes the closed segments holding only batches <= 3.
+        let segments = wal.segments();
+        segments.remove_through(3).unwrap();
+        let left = read_all(&db, 0).unwrap();
+        assert!(left.first().unwrap().seq <= 4, "a batch after the checkpoint went");
+        assert_eq!(left.last().unwrap().seq, 6);
+        assert!(segments.bytes() > 0);
+        // A torn tail ends the log.
+        let last = log_files(&db).pop().unwrap();
+        let mut file = OpenOptions::new().append(true).open(&last).unwrap();
         file.write_all(&[1, 2, 3]).unwrap();
         drop(file);
-        let (mut wal, replay) = Wal::open(&path, 1).unwrap();
-        assert_eq!(replay.len(), 1);
-        assert_eq!(replay[0].seq, 2);
-        wal.append(3, 3, &ops(1)).unwrap();
+        assert_eq!(read_all(&db, 0).unwrap().last().unwrap().seq, 6);
+        // A checkpoint through the last batch empties the open segment too; appends go on.
+        segments.remove_through(6).unwrap();
+        assert!(read_all(&db, 0).unwrap().is_empty());
+        assert_eq!(segments.bytes(), 0);
+        wal.append(7, 7, ops(1).iter()).unwrap();
+        assert_eq!(read_all(&db, 6).unwrap().len(), 1);
         drop(wal);
-        let (mut wal, replay) = Wal::open(&path, 0).unwrap();
-        assert_eq!(replay.iter().map(|b| b.seq).collect::<Vec<_>>(), [1, 2, 3]);
-        wal.reset().unwrap();
-        assert_eq!(wal.len(), 0);
-        drop(wal);
-        assert!(Wal::open(&path, 0).unwrap().1.is_empty());
+        let fresh = Wal::create(&db, 8, 300).unwrap();
+        assert_eq!(fresh.len(), 0);
+        assert_eq!(log_files(&db).len(), 1, "older segments stayed");
+        remove_log_files(&db).unwrap();
+        assert!(log_files(&db).is_empty());
+    }
+
+    #[test]
+    fn the_single_file_log_of_older_versions_is_read_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.roost");
+        std::fs::write(legacy_path(&db), log(&[(1, 1), (2, 1)])).unwrap();
+        std::fs::write(segment_path(&db, 3), log(&[(3, 1)])).unwrap();
+        let seqs: Vec<u64> = read_all(&db, 0).unwrap().iter().map(|b| b.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
     }
 }

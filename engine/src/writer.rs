@@ -2,17 +2,16 @@
 //!
 //! Every write (single, bulk, transaction, expiry sweep) is a [`Command`] on one bounded
 //! queue. The writer blocks for the first command, drains whatever else is queued (up to
-//! `max_batch_requests`), applies them in arrival order inside **one** redb write transaction,
-//! commits it once through the [`Committer`] and then answers every waiter. While one batch
-//! commits, the next fills up, so throughput grows with concurrency instead of being pinned at
-//! one fsync per write. There is no timer: a lone writer is never delayed.
+//! `max_batch_requests`), plans them in arrival order against one consistent cut of the
+//! overlay and redb ([`crate::plan`]), makes the batch durable once through the [`Sink`]
+//! (one log append and fdatasync, or one redb commit) and then answers every waiter. While one
+//! batch is made durable, the next fills up, so throughput grows with concurrency instead of
+//! being pinned at one fsync per write. There is no timer: a lone writer is never delayed.
 //!
-//! Each request is checked against the state the requests before it in the batch left, and a
-//! request whose condition fails writes nothing (see [`Applier::apply_atomic`]), so it never
-//! affects its neighbours. A *storage* error, by contrast, makes the transaction unusable: the
-//! batch is abandoned, every request in it gets the error, and the writer poisons itself —
-//! later writes are refused until the database is reopened, rather than guessing what reached
-//! the disk.
+//! A request whose condition fails plans nothing, so it never affects its neighbours. A
+//! *storage* error, by contrast, abandons the batch: every request in it gets the error, and
+//! the writer poisons itself — later writes are refused until the database is reopened,
+//! rather than guessing what reached the disk.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,13 +21,14 @@ use flume::{Receiver, RecvTimeoutError, Sender};
 
 use crate::clock::Clock;
 use crate::codec::Codec;
-use crate::durability::Committer;
+use crate::durability::Sink;
 use crate::error::Error;
 use crate::etag::Etag;
+use crate::overlay::Overlay;
+use crate::plan::{PlanError, Planner};
 use crate::query::index::IndexDef;
+use crate::read::Cut;
 use crate::request::CheckedOp;
-use crate::storage::{self, Applier, ApplyError};
-use crate::wal::WalOp;
 
 pub(crate) type Reply<T> = Sender<Result<T, Error>>;
 /// Per-item results of a bulk request.
@@ -63,6 +63,10 @@ pub(crate) struct WriterCounters {
     pub batch_size: crate::metrics::Histogram,
     pub commit_time: crate::metrics::Histogram,
     pub checkpoint_time: crate::metrics::Histogram,
+    /// Catch-up's redb commits (with the log).
+    pub apply_time: crate::metrics::Histogram,
+    /// How long a batch waited for room in a full overlay (with the log).
+    pub room_wait: crate::metrics::Histogram,
 }
 
 impl Default for WriterCounters {
@@ -75,6 +79,8 @@ impl Default for WriterCounters {
             batch_size: crate::metrics::Histogram::new(crate::metrics::BATCH_BOUNDS, 1.0),
             commit_time: crate::metrics::Histogram::latency(),
             checkpoint_time: crate::metrics::Histogram::latency(),
+            apply_time: crate::metrics::Histogram::latency(),
+            room_wait: crate::metrics::Histogram::latency(),
         }
     }
 }
@@ -82,7 +88,8 @@ impl Default for WriterCounters {
 pub(crate) struct Writer {
     pub db: Arc<redb::Database>,
     pub commands: Receiver<Command>,
-    pub committer: Committer,
+    pub sink: Sink,
+    pub overlay: Arc<Overlay>,
     pub clock: Arc<dyn Clock>,
     pub last_etag: u64,
     pub max_batch_requests: usize,
@@ -105,6 +112,7 @@ enum Answer {
     /// A count: expired records swept, or records imported.
     Count(Reply<usize>, usize),
     Rewrite(Reply<(usize, Option<Vec<u8>>)>, (usize, Option<Vec<u8>>)),
+    /// A sync whose batch failed (answered only with the error).
     Sync(Reply<()>),
     Shutdown(Reply<()>),
 }
@@ -143,15 +151,12 @@ impl Writer {
     pub fn run(mut self) {
         let mut shutdown: Vec<Reply<()>> = Vec::new();
         loop {
-            let first = match self.committer.time_to_flush() {
+            let first = match self.sink.time_to_flush() {
                 None => match self.commands.recv() {
                     Ok(command) => command,
                     Err(_) => break,
                 },
-                Some(wait) => match self
-                    .commands
-                    .recv_timeout(wait.max(self.committer.quiet_before_flush()))
-                {
+                Some(wait) => match self.commands.recv_timeout(wait) {
                     Ok(command) => command,
                     Err(RecvTimeoutError::Timeout) => {
                         self.flush_or_poison();
@@ -197,17 +202,28 @@ impl Writer {
         }
     }
 
-    /// Flushes pending writes and marks the file clean (only if nothing failed).
+    /// Makes everything durable in the main file and marks it clean (only if nothing failed).
     fn finish(&mut self) -> Result<(), Error> {
-        if let Some(reason) = &self.poisoned {
-            return Err(Error::Poisoned(reason.clone()));
+        if let Some(reason) = self.poison_reason() {
+            self.sink.abandon();
+            return Err(Error::Poisoned(reason));
         }
-        self.committer.flush(&self.db)?;
-        storage::mark_clean(&self.db, self.last_etag)
+        let result = self.sink.finish(&self.db, self.last_etag);
+        if result.is_err() {
+            self.sink.abandon();
+        }
+        result
+    }
+
+    fn poison_reason(&mut self) -> Option<String> {
+        if self.poisoned.is_none() {
+            self.poisoned = self.sink.poisoned();
+        }
+        self.poisoned.clone()
     }
 
     fn flush_or_poison(&mut self) {
-        if let Err(err) = self.committer.flush(&self.db) {
+        if let Err(err) = self.sink.flush(&self.db) {
             tracing::error!(error = %err, "deferred flush failed; refusing further writes");
             self.poisoned = Some(err.to_string());
         }
@@ -221,10 +237,11 @@ impl Writer {
         self.counters
             .largest_batch
             .fetch_max(requests, Ordering::Relaxed);
-        if let Some(reason) = self.poisoned.clone() {
+        self.sink.wait_for_room();
+        if let Some(reason) = self.poison_reason() {
             return fail_all(batch.into_iter().map(pending), &Error::Poisoned(reason));
         }
-        match self.apply_and_commit(batch) {
+        match self.plan_and_commit(batch) {
             Ok(answers) => answers,
             Err((error, answers)) => {
                 tracing::error!(error = %error, "write batch failed; refusing further writes until reopen");
@@ -234,104 +251,87 @@ impl Writer {
         }
     }
 
-    /// Applies every command of the batch in one transaction and commits it.
+    /// Plans every command of the batch against one cut, then makes the batch durable once.
     #[allow(clippy::type_complexity)]
-    fn apply_and_commit(
+    fn plan_and_commit(
         &mut self,
         batch: Vec<Command>,
     ) -> Result<Vec<Answer>, (Error, Vec<Answer>)> {
         let requests = batch.len() as u64;
-        let txn = match self.db.begin_write() {
-            Ok(txn) => txn,
-            Err(err) => return Err((Error::from(err), batch.into_iter().map(pending).collect())),
+        let cut = match Cut::take(&self.db, &self.overlay) {
+            Ok(cut) => cut,
+            Err(err) => return Err((err, batch.into_iter().map(pending).collect())),
         };
         let mut answers = Vec::with_capacity(batch.len());
-        let mut wrote = false;
-        let mut sync_requested = false;
-        let logging = self.committer.logging();
-        let outcome: Result<(u64, Vec<WalOp>), Error> = (|| {
-            let mut applier = Applier::new(
-                &txn,
+        let mut syncs: Vec<Reply<()>> = Vec::new();
+        let planned = (|| {
+            let mut planner = Planner::new(
+                &cut,
                 &self.indexes,
                 &self.codec,
                 self.clock.now_unix_ms(),
                 self.last_etag,
             )?;
-            if logging {
-                applier.log = Some(Vec::new());
-            }
             let mut iter = batch.into_iter();
             while let Some(command) = iter.next() {
+                // A storage error abandons the batch: this command's slot and every later
+                // one's are answered with it.
+                let abandon = |answers: &mut Vec<Answer>, slot: Answer, iter: std::vec::IntoIter<Command>| {
+                    answers.push(slot);
+                    answers.extend(iter.map(pending));
+                };
                 let answer = match command {
                     Command::Single(op, reply) => {
-                        let result = match applier.apply_atomic(std::slice::from_ref(&op)) {
-                            Ok(mut etags) => {
-                                wrote = true;
-                                Ok(etags.pop().flatten())
-                            }
-                            Err(ApplyError::Request { error, .. }) => Err(error),
-                            Err(ApplyError::Storage(error)) => {
-                                answers.push(Answer::Single(reply, Err(Error::Closed)));
-                                answers.extend(iter.map(pending));
+                        match planner.plan_atomic(std::slice::from_ref(&op)) {
+                            Ok(mut etags) => Answer::Single(reply, Ok(etags.pop().flatten())),
+                            Err(PlanError::Request { error, .. }) => Answer::Single(reply, Err(error)),
+                            Err(PlanError::Storage(error)) => {
+                                abandon(&mut answers, Answer::Single(reply, Err(Error::Closed)), iter);
                                 return Err(error);
                             }
-                        };
-                        Answer::Single(reply, result)
+                        }
                     }
                     Command::Bulk(ops, reply) => {
                         let mut results = Vec::with_capacity(ops.len());
                         for op in &ops {
-                            match applier.apply_atomic(std::slice::from_ref(op)) {
-                                Ok(mut etags) => {
-                                    wrote = true;
-                                    results.push(Ok(etags.pop().flatten()));
-                                }
-                                Err(ApplyError::Request { error, .. }) => results.push(Err(error)),
-                                Err(ApplyError::Storage(error)) => {
-                                    answers.push(Answer::Bulk(reply, Vec::new()));
-                                    answers.extend(iter.map(pending));
+                            match planner.plan_atomic(std::slice::from_ref(op)) {
+                                Ok(mut etags) => results.push(Ok(etags.pop().flatten())),
+                                Err(PlanError::Request { error, .. }) => results.push(Err(error)),
+                                Err(PlanError::Storage(error)) => {
+                                    abandon(&mut answers, Answer::Bulk(reply, Vec::new()), iter);
                                     return Err(error);
                                 }
                             }
                         }
                         Answer::Bulk(reply, results)
                     }
-                    Command::Transaction(ops, reply) => {
-                        let result = match applier.apply_atomic(&ops) {
-                            Ok(etags) => {
-                                wrote = true;
-                                Ok(etags)
-                            }
-                            Err(ApplyError::Request { index, error }) => Err(Error::Transaction {
+                    Command::Transaction(ops, reply) => match planner.plan_atomic(&ops) {
+                        Ok(etags) => Answer::Transaction(reply, Ok(etags)),
+                        Err(PlanError::Request { index, error }) => Answer::Transaction(
+                            reply,
+                            Err(Error::Transaction {
                                 index,
                                 source: Box::new(error),
                             }),
-                            Err(ApplyError::Storage(error)) => {
-                                answers.push(Answer::Transaction(reply, Err(Error::Closed)));
-                                answers.extend(iter.map(pending));
-                                return Err(error);
-                            }
-                        };
-                        Answer::Transaction(reply, result)
-                    }
-                    Command::Sweep(limit, reply) => match applier.sweep(limit) {
+                        ),
+                        Err(PlanError::Storage(error)) => {
+                            abandon(&mut answers, Answer::Transaction(reply, Err(Error::Closed)), iter);
+                            return Err(error);
+                        }
+                    },
+                    Command::Sweep(limit, reply) => match planner.sweep(limit) {
                         Ok(n) => {
-                            wrote |= n > 0;
                             self.counters.swept.fetch_add(n as u64, Ordering::Relaxed);
                             Answer::Count(reply, n)
                         }
                         Err(error) => {
-                            answers.push(Answer::Count(reply, 0));
-                            answers.extend(iter.map(pending));
+                            abandon(&mut answers, Answer::Count(reply, 0), iter);
                             return Err(error);
                         }
                     },
                     Command::Rewrite(after, limit, reply) => {
-                        match applier.rewrite(after.as_deref(), limit) {
-                            Ok(result) => {
-                                wrote |= result.0 > 0;
-                                Answer::Rewrite(reply, result)
-                            }
+                        match planner.rewrite(after.as_deref(), limit) {
+                            Ok(result) => Answer::Rewrite(reply, result),
                             Err(error)
                                 if error.is_request_error()
                                     || matches!(
@@ -339,62 +339,60 @@ impl Writer {
                                         Error::EncryptionKey(_) | Error::Integrity { .. }
                                     ) =>
                             {
-                                // Nothing was written by this command: report it to its caller.
+                                // Nothing was planned by this command: report it to its caller.
                                 drop(reply.send(Err(error)));
                                 continue;
                             }
                             Err(error) => {
-                                answers.push(Answer::Rewrite(reply, (0, None)));
-                                answers.extend(iter.map(pending));
+                                abandon(&mut answers, Answer::Rewrite(reply, (0, None)), iter);
                                 return Err(error);
                             }
                         }
                     }
-                    Command::Import(records, reply) => match applier.import(&records) {
-                        Ok(n) => {
-                            wrote |= n > 0;
-                            Answer::Count(reply, n)
-                        }
-                        Err(error) => {
-                            answers.push(Answer::Count(reply, 0));
-                            answers.extend(iter.map(pending));
-                            return Err(error);
-                        }
-                    },
+                    Command::Import(records, reply) => {
+                        Answer::Count(reply, planner.import(&records))
+                    }
                     Command::Sync(reply) => {
-                        sync_requested = true;
-                        Answer::Sync(reply)
+                        syncs.push(reply);
+                        continue;
                     }
                     Command::Shutdown(reply) => Answer::Shutdown(reply),
                 };
                 answers.push(answer);
             }
-            Ok((applier.last_etag, applier.log.take().unwrap_or_default()))
+            Ok((planner.last_etag, std::mem::take(&mut planner.out)))
         })();
-        let (last_etag, ops) = match outcome {
+        drop(cut);
+        let (last_etag, planned) = match planned {
             Ok(done) => done,
             Err(error) => {
-                let _ = txn.abort();
+                answers.extend(syncs.into_iter().map(Answer::Sync));
                 return Err((error, answers));
             }
         };
-        if wrote {
+        if !planned.is_empty() {
             let started = std::time::Instant::now();
-            let committed = storage::store_etag_sequence(&txn, last_etag)
-                .and_then(|()| self.committer.commit(&self.db, txn, &ops, last_etag));
+            let committed =
+                self.sink
+                    .commit(&self.db, &self.indexes, &self.codec, planned, last_etag);
             self.counters
                 .commit_time
                 .observe_duration(started.elapsed());
             self.counters.batch_size.observe(requests);
             if let Err(error) = committed {
+                for reply in syncs {
+                    let _ = reply.send(Err(Error::CommitFailed(error.to_string())));
+                }
                 return Err((error, answers));
             }
             self.last_etag = last_etag;
             self.counters.batches.fetch_add(1, Ordering::Relaxed);
-        } else if let Err(error) = txn.abort() {
-            return Err((Error::storage(error), answers));
+        } else {
+            self.last_etag = self.last_etag.max(last_etag);
         }
-        if sync_requested && let Err(error) = self.committer.flush(&self.db) {
+        if !syncs.is_empty()
+            && let Err(error) = self.sink.sync(&self.db, syncs)
+        {
             return Err((error, answers));
         }
         Ok(answers)

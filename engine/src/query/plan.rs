@@ -18,7 +18,6 @@
 use std::cmp::Ordering;
 use std::ops::Bound;
 
-use redb::ReadTransaction;
 use serde_json::Value;
 
 use crate::error::Error;
@@ -26,6 +25,8 @@ use crate::etag::Etag;
 use crate::query::index::{INDEX, IndexDef, entry_key};
 use crate::query::value::{self, TAG_MISSING, TAG_NUMBER, TAG_OTHER};
 use crate::query::{CmpOp, Filter, Query, QueryPage, QueryRow, SortKey, token};
+use crate::overlay::Layer;
+use crate::read::{self, Cut};
 use crate::record;
 use crate::storage::DATA;
 
@@ -67,7 +68,7 @@ fn position_cmp(
 }
 
 pub(crate) fn execute(
-    txn: &ReadTransaction,
+    cut: &Cut,
     indexes: &[IndexDef],
     codec: &crate::codec::Codec,
     query: &Query,
@@ -77,6 +78,8 @@ pub(crate) fn execute(
         Some(t) => Some(token::decode(t, query.sort.len())?),
         None => None,
     };
+    let txn = &cut.txn;
+    let layer = &cut.layer;
     let data = txn.open_table(DATA)?;
     // Only the members the filter and the sort read are built; the rest is validated and
     // skipped.
@@ -108,9 +111,10 @@ pub(crate) fn execute(
             sort_values,
         }))
     };
+    // The record's newest state: the overlay's, else redb's.
     let fetch = |key: &[u8]| -> Result<Option<Candidate>, Error> {
-        match data.get(key)? {
-            Some(stored) => check(key, stored.value()),
+        match read::stored(layer, &data, key)? {
+            Some(stored) => check(key, stored.bytes()),
             None => Ok(None),
         }
     };
@@ -121,10 +125,10 @@ pub(crate) fn execute(
             let table = txn.open_table(INDEX)?;
             let mut keys = Vec::new();
             for (start, end) in condition_ranges(index, condition) {
-                for entry in table.range::<&[u8]>((bound(&start), bound(&end)))? {
-                    let (entry, _) = entry?;
-                    let entry = entry.value();
-                    let key = entry_key(entry)
+                let range = (owned(bound(&start)), owned(bound(&end)));
+                for entry in merged_entries(&table, layer, &range, false)? {
+                    let entry = entry?;
+                    let key = entry_key(&entry)
                         .ok_or_else(|| Error::Corrupted("malformed index entry".into()))?;
                     keys.push(key.to_vec());
                 }
@@ -137,13 +141,11 @@ pub(crate) fn execute(
         if let [sort_key] = query.sort.as_slice()
             && let Some(index) = index_of(&sort_key.segments)
         {
-            return index_order_page(txn, index, sort_key, query, after, &fetch);
+            return index_order_page(cut, index, sort_key, query, after, &fetch);
         }
     }
-    let scan = data.range::<&[u8]>(..)?.filter_map(|item| {
-        item.map_err(Error::from)
-            .and_then(|(k, v)| check(k.value(), v.value()))
-            .transpose()
+    let scan = read::merged_range(layer, &data, Bound::Unbounded)?.filter_map(|item| {
+        item.and_then(|(k, v)| check(&k, v.bytes())).transpose()
     });
     page_from_unordered(query, after, scan)
 }
@@ -211,14 +213,14 @@ fn take_page(
 
 /// Walks an index in the order of its (single) sort key.
 fn index_order_page(
-    txn: &ReadTransaction,
+    cut: &Cut,
     index: &IndexDef,
     sort_key: &SortKey,
     query: &Query,
     after: Option<(Vec<Option<Value>>, Vec<u8>)>,
     fetch: &Fetch<'_>,
 ) -> Result<QueryPage, Error> {
-    let table = txn.open_table(INDEX)?;
+    let table = cut.txn.open_table(INDEX)?;
     let prefix = index.prefix();
     let with = |tail: &[u8]| [prefix.as_slice(), tail].concat();
     let present_start = Bound::Included(with(&[TAG_NUMBER]));
@@ -257,15 +259,9 @@ fn index_order_page(
     };
     let mut produced = 0usize;
     'walk: for (lo, hi) in parts {
-        let range = table.range::<&[u8]>((as_ref(&lo), as_ref(&hi)))?;
-        let iter: Box<dyn Iterator<Item = _>> = if sort_key.descending {
-            Box::new(range.rev())
-        } else {
-            Box::new(range)
-        };
-        for entry in iter {
-            let (entry, _) = entry?;
-            let key = entry_key(entry.value())
+        for entry in merged_entries(&table, &cut.layer, &(lo, hi), sort_key.descending)? {
+            let entry = entry?;
+            let key = entry_key(&entry)
                 .ok_or_else(|| Error::Corrupted("malformed index entry".into()))?
                 .to_vec();
             if let Some(candidate) = fetch(&key)? {
@@ -275,7 +271,7 @@ fn index_order_page(
                 let mut current = prefix.clone();
                 value::encode_sortable(candidate.sort_values[0].as_ref(), &mut current);
                 current.extend_from_slice(&key);
-                if current.as_slice() != entry.value() {
+                if current != entry {
                     continue;
                 }
                 keys_in_order.push(candidate);
@@ -288,6 +284,69 @@ fn index_order_page(
         }
     }
     take_page(query, keys_in_order.into_iter().map(Ok))
+}
+
+/// Index entries in `range` from redb's index and the overlay's (the entries of unapplied
+/// records) merged in order — descending when asked — each entry once. Entries redb still
+/// holds for a key whose newest state is in the overlay are stale; callers re-check every
+/// candidate against its record.
+fn merged_entries<'a>(
+    table: &'a redb::ReadOnlyTable<&'static [u8], ()>,
+    layer: &'a Layer,
+    range: &BoundRange,
+    descending: bool,
+) -> Result<Box<dyn Iterator<Item = Result<Vec<u8>, Error>> + 'a>, Error> {
+    let stored = table.range::<&[u8]>((as_ref(&range.0), as_ref(&range.1)))?;
+    let stored: Box<dyn Iterator<Item = Result<Vec<u8>, Error>> + 'a> = {
+        let map = |e: Result<(redb::AccessGuard<'a, &'static [u8]>, redb::AccessGuard<'a, ()>), redb::StorageError>| {
+            e.map(|(k, _)| k.value().to_vec()).map_err(Error::from)
+        };
+        if descending {
+            Box::new(stored.rev().map(map))
+        } else {
+            Box::new(stored.map(map))
+        }
+    };
+    if layer.index.is_empty() {
+        return Ok(stored);
+    }
+    let unapplied = layer.index.range((range.0.clone(), range.1.clone()));
+    let unapplied: Box<dyn Iterator<Item = &'a Vec<u8>> + 'a> = if descending {
+        Box::new(unapplied.rev())
+    } else {
+        Box::new(unapplied)
+    };
+    let mut stored = stored.peekable();
+    let mut unapplied = unapplied.peekable();
+    Ok(Box::new(std::iter::from_fn(move || {
+        let take_unapplied = match (stored.peek(), unapplied.peek()) {
+            (None, None) => return None,
+            (Some(Err(_)), _) => return stored.next(),
+            (Some(Ok(_)), None) => false,
+            (None, Some(_)) => true,
+            (Some(Ok(s)), Some(u)) => {
+                if s == *u {
+                    stored.next();
+                    true
+                } else {
+                    (u.as_slice() < s.as_slice()) != descending
+                }
+            }
+        };
+        if take_unapplied {
+            unapplied.next().map(|e| Ok(e.clone()))
+        } else {
+            stored.next()
+        }
+    })))
+}
+
+fn owned(bound: Bound<&[u8]>) -> Bound<Vec<u8>> {
+    match bound {
+        Bound::Included(b) => Bound::Included(b.to_vec()),
+        Bound::Excluded(b) => Bound::Excluded(b.to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
 }
 
 fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {

@@ -1,0 +1,337 @@
+//! The table of acknowledged writes that redb does not hold yet.
+//!
+//! With a write-ahead log, a batch is acknowledged once it is in the log; the writer then puts
+//! each key's final state here, and the catch-up thread ([`crate::catchup`]) applies the
+//! batches to redb in the background and removes what it applied. Every read consults this
+//! table first, so a reader never sees redb's older state of a key written here.
+//!
+//! Consistency rule: a reader takes the table's state and begins its redb read transaction
+//! **under one hold of the table's lock** ([`Overlay::snapshot`]); catch-up removes entries only
+//! after the redb commit holding them is visible, and under the write lock. So for any key, the
+//! newest acknowledged state is either in the reader's copy of the table or in its redb
+//! snapshot, and the pair is one consistent cut: writes of one batch are inserted under one
+//! hold, so a reader sees all of a transaction or none of it.
+//!
+//! The table is a persistent ordered map: a reader's copy costs a reference-count bump, and
+//! keeps its version alive while the writer and catch-up go on changing theirs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use redb::ReadableDatabase;
+
+use crate::error::Error;
+use crate::wal::WalOp;
+
+/// One logged batch: every key's final state, in the order written.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub seq: u64,
+    pub last_etag: u64,
+    pub ops: Vec<Planned>,
+}
+
+impl Batch {
+    /// Bytes of the batch's ops as logged.
+    pub fn logged_len(&self) -> u64 {
+        self.ops.iter().map(|p| p.op.logged_len()).sum()
+    }
+}
+
+/// One key's newest acknowledged state: an op of a batch that catch-up has not applied.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    batch: Arc<Batch>,
+    at: usize,
+}
+
+impl Entry {
+    /// The log batch that wrote it.
+    pub fn seq(&self) -> u64 {
+        self.batch.seq
+    }
+
+    fn planned(&self) -> &Planned {
+        &self.batch.ops[self.at]
+    }
+
+    /// The sealed record, exactly as redb will store it; `None` = removed.
+    pub fn record(&self) -> Option<&[u8]> {
+        match &self.planned().op {
+            WalOp::Put { record, .. } => Some(record),
+            WalOp::Remove { .. } => None,
+        }
+    }
+
+    /// The record's secondary-index entries (see [`crate::query::index::entries`]).
+    pub fn index_entries(&self) -> &[Vec<u8>] {
+        &self.planned().index_entries
+    }
+
+    fn bytes(&self) -> u64 {
+        let planned = self.planned();
+        let index: usize = planned.index_entries.iter().map(Vec::len).sum();
+        planned.op.logged_len() + (index + ENTRY_OVERHEAD) as u64
+    }
+}
+
+/// What an entry costs beyond its bytes (map node share, `Arc`, vectors), for the bound.
+const ENTRY_OVERHEAD: usize = 96;
+
+/// One version of the table.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Layer {
+    pub map: imbl::OrdMap<Vec<u8>, Arc<Entry>>,
+    /// The index entries of every record in `map`, for indexed queries.
+    pub index: imbl::OrdSet<Vec<u8>>,
+    /// The highest etag sequence any entry carries (or was handed out by a batch here).
+    pub last_etag: u64,
+    /// The last log batch inserted.
+    pub last_seq: u64,
+}
+
+impl Layer {
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// A key's final state as planned by the writer, with its index entries.
+#[derive(Debug)]
+pub(crate) struct Planned {
+    pub op: WalOp,
+    pub index_entries: Vec<Vec<u8>>,
+}
+
+/// The shared table, its size bound and the writers' wait for room.
+pub(crate) struct Overlay {
+    state: RwLock<Layer>,
+    bytes: AtomicU64,
+    limit: u64,
+    room: Mutex<()>,
+    room_freed: Condvar,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("bytes", &self.bytes.load(Ordering::Relaxed))
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Overlay {
+    pub fn new(limit: u64) -> Overlay {
+        Overlay {
+            state: RwLock::new(Layer::default()),
+            bytes: AtomicU64::new(0),
+            limit: limit.max(1),
+            room: Mutex::new(()),
+            room_freed: Condvar::new(),
+        }
+    }
+
+    /// The table's state and a redb read transaction that form one consistent cut.
+    pub fn snapshot(&self, db: &redb::Database) -> Result<(Layer, redb::ReadTransaction), Error> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let txn = db.begin_read()?;
+        Ok(((*state).clone(), txn))
+    }
+
+    /// Looks `keys` up, and begins the redb read transaction for the ones not here, under one
+    /// hold of the lock (a point read costs no copy of the table).
+    #[allow(clippy::type_complexity)]
+    pub fn lookup<K: AsRef<[u8]>>(
+        &self,
+        db: &redb::Database,
+        keys: &[K],
+    ) -> Result<(Vec<Option<Arc<Entry>>>, Option<redb::ReadTransaction>), Error> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let found: Vec<Option<Arc<Entry>>> = keys
+            .iter()
+            .map(|k| state.map.get(k.as_ref()).cloned())
+            .collect();
+        let txn = if found.iter().all(Option::is_some) {
+            None
+        } else {
+            Some(db.begin_read()?)
+        };
+        Ok((found, txn))
+    }
+
+    /// Bytes held (keys, records, index entries and overhead).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Entries held.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).map.len()
+    }
+
+    /// Blocks while the table is at its bound (catch-up makes room); returns how long it waited.
+    pub fn wait_for_room(&self, poisoned: impl Fn() -> bool) -> Duration {
+        if self.bytes() < self.limit {
+            return Duration::ZERO;
+        }
+        let started = Instant::now();
+        let mut guard = self.room.lock().unwrap_or_else(|p| p.into_inner());
+        while self.bytes() >= self.limit && !poisoned() {
+            guard = self
+                .room_freed
+                .wait_timeout(guard, Duration::from_millis(20))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        started.elapsed()
+    }
+
+    /// Inserts one logged batch's final states (the newest state of a key replaces an older
+    /// one), all under one hold of the lock.
+    pub fn insert(&self, batch: &Arc<Batch>) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut added: i64 = 0;
+        for (at, planned) in batch.ops.iter().enumerate() {
+            let key = planned.op.key();
+            let entry = Arc::new(Entry {
+                batch: Arc::clone(batch),
+                at,
+            });
+            added += entry.bytes() as i64;
+            for index_entry in entry.index_entries() {
+                state.index.insert(index_entry.clone());
+            }
+            if let Some(old) = state.map.insert(key.to_vec(), entry) {
+                added -= old.bytes() as i64;
+                let current = planned.index_entries.as_slice();
+                for stale in old.index_entries() {
+                    if !current.contains(stale) {
+                        state.index.remove(stale);
+                    }
+                }
+            }
+        }
+        state.last_etag = state.last_etag.max(batch.last_etag);
+        state.last_seq = state.last_seq.max(batch.seq);
+        if added >= 0 {
+            self.bytes.fetch_add(added as u64, Ordering::Relaxed);
+        } else {
+            self.bytes.fetch_sub((-added) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes the entries written by `batches` that nothing newer replaced: called after the
+    /// redb commit holding them is visible to readers.
+    pub fn remove_applied(&self, batches: &[Arc<Batch>]) {
+        let mut freed = 0u64;
+        {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            for batch in batches {
+                for planned in &batch.ops {
+                    let key = planned.op.key();
+                    if state.map.get(key).is_some_and(|e| e.seq() == batch.seq)
+                        && let Some(entry) = state.map.remove(key)
+                    {
+                        freed += entry.bytes();
+                        for index_entry in entry.index_entries() {
+                            state.index.remove(index_entry);
+                        }
+                    }
+                }
+            }
+        }
+        self.bytes.fetch_sub(freed, Ordering::Relaxed);
+        let _guard = self.room.lock().unwrap_or_else(|p| p.into_inner());
+        self.room_freed.notify_all();
+    }
+
+    /// Wakes writers waiting for room (the catch-up thread stopped).
+    pub fn wake_all(&self) {
+        let _guard = self.room.lock().unwrap_or_else(|p| p.into_inner());
+        self.room_freed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, record: &[u8], index: &[&str]) -> Planned {
+        Planned {
+            op: WalOp::Put {
+                key: key.as_bytes().to_vec(),
+                record: record.to_vec(),
+            },
+            index_entries: index.iter().map(|e| e.as_bytes().to_vec()).collect(),
+        }
+    }
+
+    fn batch(seq: u64, ops: Vec<Planned>) -> Arc<Batch> {
+        Arc::new(Batch {
+            seq,
+            last_etag: seq + 10,
+            ops,
+        })
+    }
+
+    #[test]
+    fn newer_states_replace_older_ones_and_applied_ones_leave() {
+        let overlay = Overlay::new(1 << 20);
+        let one = batch(1, vec![put("a", b"one", &["ia1"]), put("b", b"two", &[])]);
+        let two = batch(2, vec![put("a", b"three", &["ia2"])]);
+        overlay.insert(&one);
+        overlay.insert(&two);
+        let before = overlay.bytes();
+        assert!(before > 0);
+        {
+            let state = overlay.state.read().unwrap();
+            assert_eq!(state.map.get(b"a".as_slice()).unwrap().seq(), 2);
+            assert!(!state.index.contains(b"ia1".as_slice()), "a stale index entry stayed");
+            assert!(state.index.contains(b"ia2".as_slice()));
+            assert_eq!((state.last_seq, state.last_etag), (2, 12));
+        }
+        // Batch 1 applied: "b" leaves; "a" stays, batch 2 replaced it.
+        overlay.remove_applied(std::slice::from_ref(&one));
+        assert_eq!(overlay.len(), 1);
+        assert!(overlay.bytes() < before);
+        overlay.remove_applied(std::slice::from_ref(&two));
+        assert_eq!(overlay.len(), 0);
+        assert_eq!(overlay.bytes(), 0);
+        assert!(overlay.state.read().unwrap().index.is_empty());
+    }
+
+    #[test]
+    fn a_copy_keeps_its_version_while_the_table_changes() {
+        let overlay = Overlay::new(1 << 20);
+        overlay.insert(&batch(1, vec![put("k", b"v1", &[])]));
+        let copy = overlay.state.read().unwrap().clone();
+        overlay.insert(&batch(2, vec![put("k", b"v2", &[])]));
+        assert_eq!(
+            copy.map.get(b"k".as_slice()).unwrap().record(),
+            Some(b"v1".as_slice())
+        );
+    }
+
+    #[test]
+    fn a_full_table_makes_writers_wait_until_room_is_made() {
+        let overlay = Arc::new(Overlay::new(10));
+        let full = batch(1, vec![put("k", &[0; 100], &[])]);
+        overlay.insert(&full);
+        let waiter = {
+            let overlay = Arc::clone(&overlay);
+            std::thread::spawn(move || overlay.wait_for_room(|| false))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "the writer did not wait");
+        overlay.remove_applied(std::slice::from_ref(&full));
+        let waited = waiter.join().unwrap();
+        assert!(waited >= Duration::from_millis(40), "waited {waited:?}");
+    }
+}

@@ -1,0 +1,320 @@
+//! Planning a batch: the writer checks each request against the state it finds (the batch's
+//! own earlier writes, then one consistent cut of the overlay and redb), seals the records it
+//! writes and hands out etags. The result is each key's final state ([`Planned`]), which the
+//! durability stage logs and applies; planning itself writes nothing.
+//!
+//! Each request is checked against the state the requests before it in the batch left, and a
+//! request whose condition fails plans nothing, so it never affects its neighbours.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+
+
+use crate::codec::Codec;
+use crate::error::{Error, MismatchReason};
+use crate::etag::Etag;
+use crate::overlay::{Layer, Planned};
+use crate::query::index::{self, IndexDef};
+use crate::read::{self, Cut};
+use crate::record;
+use crate::request::{CheckedOp, Concurrency};
+use crate::storage::{DATA, EXPIRY, ImportRecord, expiry_key};
+use crate::wal::WalOp;
+
+/// What a key holds as far as conditions are concerned: its live etag, or nothing.
+type LiveEtag = Option<u64>;
+
+/// A request error (nothing planned) or a storage error (the batch cannot go on).
+pub(crate) enum PlanError {
+    Request { index: usize, error: Error },
+    Storage(Error),
+}
+
+impl From<Error> for PlanError {
+    fn from(err: Error) -> PlanError {
+        PlanError::Storage(err)
+    }
+}
+
+impl From<redb::StorageError> for PlanError {
+    fn from(err: redb::StorageError) -> PlanError {
+        PlanError::Storage(Error::storage(err))
+    }
+}
+
+pub(crate) struct Planner<'c> {
+    layer: &'c Layer,
+    data: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    txn: &'c redb::ReadTransaction,
+    indexes: &'c [IndexDef],
+    codec: &'c Codec,
+    now_ms: u64,
+    /// The last etag sequence handed out; the next set gets `last_etag + 1`.
+    pub last_etag: u64,
+    /// The state this batch's earlier requests left, by key.
+    written: HashMap<Vec<u8>, LiveEtag>,
+    /// Every key's final state, in the order written.
+    pub out: Vec<Planned>,
+}
+
+impl<'c> Planner<'c> {
+    pub fn new(
+        cut: &'c Cut,
+        indexes: &'c [IndexDef],
+        codec: &'c Codec,
+        now_ms: u64,
+        last_etag: u64,
+    ) -> Result<Planner<'c>, Error> {
+        Ok(Planner {
+            layer: &cut.layer,
+            data: cut.txn.open_table(DATA)?,
+            txn: &cut.txn,
+            indexes,
+            codec,
+            now_ms,
+            last_etag,
+            written: HashMap::new(),
+            out: Vec::new(),
+        })
+    }
+
+    fn live_etag(&self, key: &[u8]) -> Result<LiveEtag, Error> {
+        if let Some(state) = self.written.get(key) {
+            return Ok(*state);
+        }
+        let Some(stored) = read::stored(self.layer, &self.data, key)? else {
+            return Ok(None);
+        };
+        let view = record::decode(stored.bytes())?;
+        Ok(view.is_live(self.now_ms).then_some(view.etag))
+    }
+
+    /// Whether the key was written by this batch or is in the overlay (so its newest state is
+    /// not redb's).
+    fn newer_than_redb(&self, key: &[u8]) -> bool {
+        self.written.contains_key(key) || self.layer.map.contains_key(key)
+    }
+
+    fn push(&mut self, key: &[u8], state: Final<'_>) {
+        let (op, index_entries, live) = match state {
+            Final::Put {
+                record,
+                value,
+                etag,
+            } => (
+                WalOp::Put {
+                    key: key.to_vec(),
+                    record,
+                },
+                index::entries(self.indexes, key, value),
+                Some(etag),
+            ),
+            Final::Remove => (WalOp::Remove { key: key.to_vec() }, Vec::new(), None),
+        };
+        self.written.insert(key.to_vec(), live);
+        self.out.push(Planned { op, index_entries });
+    }
+
+    /// Plans `ops` in order, all or nothing: every condition is checked against the state left
+    /// by the operations before it (in this request and in earlier requests of the batch);
+    /// only if all hold is anything planned. Returns the etag of each set (`None` for deletes).
+    pub fn plan_atomic(&mut self, ops: &[CheckedOp]) -> Result<Vec<Option<Etag>>, PlanError> {
+        let mut view: HashMap<&[u8], LiveEtag> = HashMap::new();
+        let mut finals: Vec<(&[u8], Final)> = Vec::with_capacity(ops.len());
+        let mut etags = Vec::with_capacity(ops.len());
+        let mut next_etag = self.last_etag;
+        for (index, op) in ops.iter().enumerate() {
+            let key = op.key();
+            let current = match view.get(key) {
+                Some(state) => *state,
+                None => self.live_etag(key)?,
+            };
+            let (etag, concurrency) = match op {
+                CheckedOp::Set {
+                    etag, concurrency, ..
+                }
+                | CheckedOp::Delete {
+                    etag, concurrency, ..
+                } => (*etag, *concurrency),
+            };
+            check_condition(key, current, etag, concurrency)
+                .map_err(|error| PlanError::Request { index, error })?;
+            match op {
+                CheckedOp::Set {
+                    value,
+                    ttl,
+                    content_type,
+                    ..
+                } => {
+                    next_etag += 1;
+                    let expires_at = ttl.expiry_from(self.now_ms);
+                    let record =
+                        self.codec
+                            .seal(key, next_etag, expires_at, content_type.as_deref(), value);
+                    view.insert(key, Some(next_etag));
+                    finals.push((
+                        key,
+                        Final::Put {
+                            record,
+                            value,
+                            etag: next_etag,
+                        },
+                    ));
+                    etags.push(Some(Etag::new(next_etag)));
+                }
+                CheckedOp::Delete { .. } => {
+                    view.insert(key, None);
+                    finals.push((key, Final::Remove));
+                    etags.push(None);
+                }
+            }
+        }
+        // Only the last state of each key is written, in the order of those last states.
+        let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(finals.len());
+        for (i, (key, _)) in finals.iter().enumerate() {
+            last.insert(key, i);
+        }
+        for (i, (key, state)) in finals.into_iter().enumerate() {
+            if last.get(key) == Some(&i) {
+                self.push(key, state);
+            }
+        }
+        self.last_etag = next_etag;
+        Ok(etags)
+    }
+
+    /// Plans records exactly as given (etag, expiry, content type), replacing what is there;
+    /// the etag sequence moves above every imported etag. Returns how many were planned.
+    pub fn import(&mut self, records: &[ImportRecord]) -> usize {
+        for record in records {
+            let sealed = self.codec.seal(
+                &record.key,
+                record.etag,
+                record.expires_at_unix_ms,
+                record.content_type.as_deref(),
+                &record.value,
+            );
+            self.push(
+                &record.key,
+                Final::Put {
+                    record: sealed,
+                    value: &record.value,
+                    etag: record.etag,
+                },
+            );
+            self.last_etag = self.last_etag.max(record.etag);
+        }
+        records.len()
+    }
+
+    /// Re-encodes up to `limit` records after `after` (in key order) whose encoding differs
+    /// from the current codec settings: same value, etag, expiry and content type. Keys with a
+    /// newer state in this batch or the overlay were sealed under the current settings and are
+    /// left alone. Returns how many were rewritten and the last key visited (`None` at the end).
+    pub fn rewrite(
+        &mut self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(usize, Option<Vec<u8>>), Error> {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut planned: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, u64)> = Vec::new();
+        let mut last = None;
+        let mut visited = 0;
+        for item in self.data.range::<&[u8]>((start, Bound::Unbounded))? {
+            let (key, stored) = item?;
+            visited += 1;
+            let key_bytes = key.value();
+            if !self.newer_than_redb(key_bytes) {
+                let view = record::decode(stored.value())?;
+                if self.codec.needs_rewrite(&view) {
+                    let plain = self.codec.open(key_bytes, &view)?;
+                    let resealed = self.codec.seal(
+                        key_bytes,
+                        view.etag,
+                        view.expires_at_ms,
+                        view.content_type,
+                        &plain,
+                    );
+                    planned.push((key_bytes.to_vec(), resealed, plain.into_owned(), view.etag));
+                }
+            }
+            last = Some(key_bytes.to_vec());
+            if visited >= limit {
+                break;
+            }
+        }
+        let rewritten = planned.len();
+        for (key, record, plain, etag) in planned {
+            self.push(
+                &key,
+                Final::Put {
+                    record,
+                    value: &plain,
+                    etag,
+                },
+            );
+        }
+        let more = visited >= limit;
+        Ok((rewritten, if more { last } else { None }))
+    }
+
+    /// Plans the removal of up to `limit` records that expired at or before now, oldest
+    /// expiry first, from redb's expiry index. A key whose newest state is in this batch or
+    /// the overlay is passed over (its entry there is replaced or removed when catch-up
+    /// applies that state, and a record expiring there is swept once applied). Returns how
+    /// many it removes.
+    pub fn sweep(&mut self, limit: usize) -> Result<usize, Error> {
+        let end = expiry_key(self.now_ms.saturating_add(1), &[]);
+        let expiry = self.txn.open_table(EXPIRY)?;
+        let mut due: Vec<Vec<u8>> = Vec::new();
+        for entry in expiry.range::<&[u8]>(..end.as_slice())? {
+            if due.len() >= limit {
+                break;
+            }
+            let (index_key, _) = entry?;
+            let key = &index_key.value()[8..];
+            if self.newer_than_redb(key) {
+                continue;
+            }
+            let expired = match self.data.get(key)? {
+                Some(stored) => !record::decode(stored.value())?.is_live(self.now_ms),
+                None => false,
+            };
+            if expired {
+                due.push(key.to_vec());
+            }
+        }
+        for key in &due {
+            self.push(key, Final::Remove);
+        }
+        Ok(due.len())
+    }
+}
+
+/// The final state of a key after a planned request.
+enum Final<'v> {
+    Put {
+        record: Vec<u8>,
+        /// The plaintext value (for index entries).
+        value: &'v [u8],
+        etag: u64,
+    },
+    Remove,
+}
+
+fn check_condition(
+    key: &[u8],
+    current: LiveEtag,
+    etag: Option<Etag>,
+    concurrency: Concurrency,
+) -> Result<(), Error> {
+    match (etag, current) {
+        (Some(wanted), Some(live)) if wanted.sequence() == live => Ok(()),
+        (Some(_), Some(_)) => Err(Error::mismatch(key, MismatchReason::EtagDiffers)),
+        (Some(_), None) => Err(Error::mismatch(key, MismatchReason::NoLiveRecord)),
+        (None, Some(_)) if concurrency == Concurrency::FirstWrite => {
+            Err(Error::mismatch(key, MismatchReason::KeyExists))
+        }
+        (None, _) => Ok(()),
+    }
+}
