@@ -234,8 +234,7 @@ pub fn restore(data_dir: &Path, instance: &str, input: &Path, force: bool) -> Re
             ));
         }
     }
-    let wal = dir.join(format!("{DATA_FILE}-wal"));
-    let _ = std::fs::remove_file(&wal);
+    roost_engine::remove_log_files(&target).map_err(|e| e.to_string())?;
     std::fs::rename(&staged, &target).map_err(|e| e.to_string())?;
     sync_dir(&dir);
     Ok(records)
@@ -262,7 +261,7 @@ pub fn compact(data_dir: &Path, instance: &str) -> Result<(u64, u64), String> {
             return Err(e);
         }
     };
-    let _ = std::fs::remove_file(dir.join(format!("{DATA_FILE}-wal")));
+    roost_engine::remove_log_files(&target).map_err(|e| e.to_string())?;
     std::fs::rename(&staged, &target).map_err(|e| e.to_string())?;
     sync_dir(&dir);
     Ok((before, stats.bytes))

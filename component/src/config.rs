@@ -7,7 +7,8 @@
 //! | `durability` | `immediate` (acknowledged = on disk) or `eventual` | `immediate` |
 //! | `maxFlushDelay` | eventual mode's loss window: Go duration (`100ms`, `1s`) or milliseconds | `100ms` |
 //! | `cacheSizeMB` | redb page cache, MiB (filled as pages are read) | `256` |
-//! | `checkpointLogMB` | with `immediate` durability, the write-ahead log size (MiB) at which a busy writer checkpoints | `128` |
+//! | `checkpointLogMB` | with `immediate` durability, the write-ahead log size (MiB) applied since the last checkpoint at which catch-up checkpoints (writes go on meanwhile) | `128` |
+//! | `maxUnappliedMB` | with `immediate` durability, the most memory (MiB) acknowledged writes not yet applied to the data file may hold before writers wait for catch-up | `256` |
 //! | `maxValueSize` | largest value in bytes | `4128768` (4 MiB − 64 KiB, so any Get response fits daprd's 4 MiB limit) |
 //! | `maxTransactionOps` | most operations per transaction, reported by `MultiMaxSize`; `0` = unlimited | `0` |
 //! | `cleanupInterval` | how often expired records are deleted: Go duration or seconds; `0` disables (expired records stay invisible) | `1s` |
@@ -44,6 +45,8 @@ pub struct InstanceConfig {
     /// Written by versions that had it; older persisted configurations get the default.
     #[serde(default = "default_checkpoint_log_mb")]
     pub checkpoint_log_mb: u64,
+    #[serde(default = "default_max_unapplied_mb")]
+    pub max_unapplied_mb: u64,
     pub max_value_size: usize,
     pub max_transaction_ops: u64,
     pub cleanup_interval_ms: u64,
@@ -86,6 +89,10 @@ fn default_checkpoint_log_mb() -> u64 {
     roost_engine::DEFAULT_CHECKPOINT_LOG_BYTES >> 20
 }
 
+fn default_max_unapplied_mb() -> u64 {
+    roost_engine::DEFAULT_MAX_UNAPPLIED_BYTES >> 20
+}
+
 /// daprd's receive limit for a response from a component (grpc-go's default).
 pub const DAPRD_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -96,6 +103,7 @@ impl Default for InstanceConfig {
             max_flush_delay_ms: 100,
             cache_size_mb: (roost_engine::DEFAULT_CACHE_BYTES >> 20) as u64,
             checkpoint_log_mb: default_checkpoint_log_mb(),
+            max_unapplied_mb: default_max_unapplied_mb(),
             max_value_size: DAPRD_MAX_RESPONSE_BYTES - 64 * 1024,
             max_transaction_ops: 0,
             cleanup_interval_ms: 1000,
@@ -213,6 +221,9 @@ impl InstanceConfig {
         if let Some(value) = get("checkpointLogMB") {
             config.checkpoint_log_mb = parse_integer("checkpointLogMB", value, 1, 1 << 16)?;
         }
+        if let Some(value) = get("maxUnappliedMB") {
+            config.max_unapplied_mb = parse_integer("maxUnappliedMB", value, 1, 1 << 20)?;
+        }
         if let Some(value) = get("maxValueSize") {
             config.max_value_size = parse_integer("maxValueSize", value, 1, 1 << 30)? as usize;
         }
@@ -260,6 +271,7 @@ impl InstanceConfig {
             .durability(durability)
             .cache_size_bytes((self.cache_size_mb as usize).saturating_mul(1024 * 1024))
             .checkpoint_log_bytes(self.checkpoint_log_mb << 20)
+            .max_unapplied_bytes(self.max_unapplied_mb << 20)
             .limits(limits)
             .sweep_interval(sweep)
             .indexes(self.indexed_paths.iter().cloned())
@@ -433,6 +445,7 @@ mod tests {
                 max_flush_delay_ms: 250,
                 cache_size_mb: 16,
                 checkpoint_log_mb: 8,
+                max_unapplied_mb: 256,
                 max_value_size: 1024,
                 max_transaction_ops: 100,
                 cleanup_interval_ms: 90_000,
@@ -457,6 +470,7 @@ mod tests {
             ("cacheSizeMB", "-1"),
             ("checkpointLogMB", "0"),
             ("checkpointLogMB", "65537"),
+            ("maxUnappliedMB", "0"),
             ("maxValueSize", "big"),
             ("maxTransactionOps", "1.5"),
             ("cleanupInterval", "5x"),
@@ -522,19 +536,23 @@ mod tests {
         assert!(!err.0.contains(&key[..16]), "{err}");
     }
 
-    /// `instance.json` written before `checkpointLogMB` existed reads back with its default,
+    /// `instance.json` written before `checkpointLogMB` or `maxUnappliedMB` existed reads back
+    /// with their defaults,
     /// so a daprd re-`Init` with the same metadata after an upgrade is still a no-op.
     #[test]
     fn a_configuration_persisted_without_newer_keys_reads_with_their_defaults() {
         let mut persisted = serde_json::to_value(InstanceConfig::default()).unwrap();
-        persisted
-            .as_object_mut()
-            .unwrap()
-            .remove("checkpointLogMb")
-            .expect("the field's persisted name");
+        for field in ["checkpointLogMb", "maxUnappliedMb"] {
+            persisted
+                .as_object_mut()
+                .unwrap()
+                .remove(field)
+                .expect("the field's persisted name");
+        }
         let config: InstanceConfig = serde_json::from_value(persisted).unwrap();
         assert_eq!(config, InstanceConfig::default());
         assert_eq!(config.checkpoint_log_mb, 128);
+        assert_eq!(config.max_unapplied_mb, 256);
     }
 
     #[test]

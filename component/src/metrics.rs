@@ -195,9 +195,9 @@ pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> S
         let sample = tokio::task::spawn_blocking(move || {
             let file_bytes = dir
                 .map(|dir| {
-                    [DATA_FILE.to_string(), format!("{DATA_FILE}-wal")]
+                    roost_engine::database_files(&dir.join(DATA_FILE))
                         .iter()
-                        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+                        .filter_map(|f| std::fs::metadata(f).ok())
                         .map(|m| m.len())
                         .sum()
                 })
@@ -244,7 +244,7 @@ pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> S
             let _ = writeln!(out, "{name}{{{}}} {}", s.labels, value(s));
         }
     }
-    let gauges: [Series<Option<u64>>; 4] = [
+    let gauges: [Series<Option<u64>>; 6] = [
         (
             "roost_keyspace_records",
             "Records stored, live or expired but not yet swept.",
@@ -264,6 +264,16 @@ pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> S
             "roost_keyspace_file_bytes",
             "Bytes on disk: the data file and its write-ahead log.",
             |s| Some(s.file_bytes),
+        ),
+        (
+            "roost_unapplied_bytes",
+            "Memory held by acknowledged writes not yet applied to the data file (logged; catch-up applies them).",
+            |s| Some(s.writer.unapplied_bytes),
+        ),
+        (
+            "roost_unapplied_limit_bytes",
+            "The bound on that memory; writers wait for catch-up when it is reached.",
+            |s| Some(s.writer.unapplied_limit_bytes),
         ),
     ];
     for (name, help, value) in gauges {
@@ -306,7 +316,7 @@ pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> S
         &mut out,
         "roost_checkpoint_duration_seconds",
         "histogram",
-        "Time of each checkpoint (durable commit of the main file; writes wait meanwhile).",
+        "Time of each checkpoint (durable commit of the data file; with the write-ahead log, writes go on meanwhile).",
     );
     for s in &samples {
         histogram(
@@ -314,6 +324,34 @@ pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> S
             "roost_checkpoint_duration_seconds",
             &s.labels,
             &s.writer.checkpoint_seconds,
+        );
+    }
+    header(
+        &mut out,
+        "roost_catchup_apply_duration_seconds",
+        "histogram",
+        "Time of each catch-up step (logged batches applied to the data file in one commit without fsync).",
+    );
+    for s in &samples {
+        histogram(
+            &mut out,
+            "roost_catchup_apply_duration_seconds",
+            &s.labels,
+            &s.writer.apply_seconds,
+        );
+    }
+    header(
+        &mut out,
+        "roost_unapplied_wait_seconds",
+        "histogram",
+        "How long a write batch waited for room among the unapplied writes (back-pressure).",
+    );
+    for s in &samples {
+        histogram(
+            &mut out,
+            "roost_unapplied_wait_seconds",
+            &s.labels,
+            &s.writer.room_wait_seconds,
         );
     }
     out

@@ -13,13 +13,14 @@
 //! keep logging, and the overlay holds what they write (up to `Options::max_unapplied_bytes`,
 //! beyond which they wait for room). `docs/design.md` argues the crash cases.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use flume::{Receiver, RecvTimeoutError, Sender};
 
 use crate::codec::Codec;
 use crate::error::Error;
+use crate::options::{CrashAt, CrashPoint};
 use crate::overlay::{Batch, Overlay};
 use crate::query::index::IndexDef;
 use crate::storage::{self, Applier};
@@ -63,6 +64,29 @@ pub(crate) struct CatchUp {
     pub since_checkpoint: u64,
     /// When the oldest commit not yet durable in the main file was made.
     pub unflushed_since: Option<Instant>,
+    pub pause: Arc<Pause>,
+    pub crash_at: Option<Arc<CrashAt>>,
+}
+
+/// Holds catch-up before its next step while set (tests: writes then stay in the overlay).
+#[derive(Debug, Default)]
+pub(crate) struct Pause {
+    paused: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Pause {
+    pub fn set(&self, paused: bool) {
+        *self.paused.lock().unwrap_or_else(|p| p.into_inner()) = paused;
+        self.changed.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut paused = self.paused.lock().unwrap_or_else(|p| p.into_inner());
+        while *paused {
+            paused = self.changed.wait(paused).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 impl CatchUp {
@@ -92,6 +116,7 @@ impl CatchUp {
                     }
                 },
             };
+            self.pause.wait();
             match first {
                 Message::Batch(batch) => {
                     let mut step = vec![batch];
@@ -150,7 +175,12 @@ impl CatchUp {
     }
 
     fn checked_checkpoint(&mut self) -> Result<(), Error> {
-        if let Some(reason) = self.poison.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(reason) = self
+            .poison
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Err(Error::Poisoned(reason));
         }
         let result = self.checkpoint();
@@ -187,6 +217,7 @@ impl CatchUp {
         storage::store_wal_seq(&txn, last.seq)?;
         storage::store_etag_sequence(&txn, last_etag)?;
         txn.commit()?;
+        CrashAt::reached(&self.crash_at, CrashPoint::AfterApply);
         // Visible to readers from here: the overlay's entries may go.
         self.overlay.remove_applied(step);
         self.applied_seq = last.seq;
@@ -203,14 +234,19 @@ impl CatchUp {
             return Ok(());
         }
         let started = Instant::now();
+        CrashAt::reached(&self.crash_at, CrashPoint::BeforeCheckpoint);
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
         txn.commit()?;
+        CrashAt::reached(&self.crash_at, CrashPoint::AfterCheckpoint);
         self.durable_seq = self.applied_seq;
         let removed = self
             .segments
             .remove_through(self.durable_seq)
-            .map_err(|e| Error::Storage(format!("deleting checkpointed log segments failed: {e}")))?;
+            .map_err(|e| {
+                Error::Storage(format!("deleting checkpointed log segments failed: {e}"))
+            })?;
+        CrashAt::reached(&self.crash_at, CrashPoint::AfterLogTruncate);
         let elapsed = started.elapsed();
         self.counters.checkpoint_time.observe_duration(elapsed);
         tracing::debug!(

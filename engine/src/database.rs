@@ -24,11 +24,11 @@ use crate::durability::Sink;
 use crate::error::Error;
 use crate::etag::Etag;
 use crate::options::{Limits, Options};
+use crate::overlay::Overlay;
 use crate::query::index::IndexDef;
 use crate::query::{Query, QueryPage};
-use crate::request::{CheckedOp, DeleteRequest, Operation, SetRequest};
-use crate::overlay::Overlay;
 use crate::read::{self, Cut, KeyspaceStats, Record, ScanPage};
+use crate::request::{CheckedOp, DeleteRequest, Operation, SetRequest};
 use crate::storage;
 use crate::writer::{BulkResults, Command, Writer, WriterCounters};
 
@@ -65,6 +65,7 @@ struct Inner {
     indexes: Arc<Vec<IndexDef>>,
     codec: Arc<Codec>,
     overlay: Arc<Overlay>,
+    pause: Arc<crate::catchup::Pause>,
     counters: Arc<WriterCounters>,
     gate: Arc<Mutex<()>>,
     closed: AtomicBool,
@@ -169,8 +170,9 @@ impl Database {
         let counters = Arc::new(WriterCounters::default());
         let gate = Arc::new(Mutex::new(()));
         let overlay = Arc::new(Overlay::new(options.max_unapplied_bytes));
+        let pause = Arc::new(crate::catchup::Pause::default());
         let sink = Sink::new(
-            &options, opened.wal, &db, &overlay, &indexes, &codec, &counters,
+            &options, opened.wal, &db, &overlay, &indexes, &codec, &counters, &pause,
         )?;
         let writer = Writer {
             db: Arc::clone(&db),
@@ -200,6 +202,7 @@ impl Database {
             indexes,
             codec,
             overlay,
+            pause,
             counters,
             gate,
             closed: AtomicBool::new(false),
@@ -548,6 +551,19 @@ impl Database {
         lock(&self.inner.gate)
     }
 
+    /// Holds catch-up (with the write-ahead log) until [`Database::resume_catchup`], so
+    /// acknowledged writes stay in the overlay. For tests of the read paths over unapplied
+    /// writes; `close` resumes it.
+    #[doc(hidden)]
+    pub fn pause_catchup(&self) {
+        self.inner.pause.set(true);
+    }
+
+    #[doc(hidden)]
+    pub fn resume_catchup(&self) {
+        self.inner.pause.set(false);
+    }
+
     /// Requests waiting in the write queue. For tests of group commit.
     #[doc(hidden)]
     pub fn queued_writes(&self) -> usize {
@@ -564,6 +580,7 @@ impl Inner {
             drop(stop);
             let _ = handle.join();
         }
+        self.pause.set(false);
         let result = Submission::new(Command::Shutdown).wait(&self.commands);
         if let Some(handle) = lock(&self.writer).take() {
             let _ = handle.join();

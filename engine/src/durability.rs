@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use flume::Sender;
 
-use crate::catchup::{CatchUp, Message, Poison};
+use crate::catchup::{CatchUp, Message, Pause, Poison};
 use crate::codec::Codec;
 use crate::error::Error;
-use crate::options::{Durability, Options};
+use crate::options::{CrashAt, CrashPoint, Durability, Options};
 use crate::overlay::{Batch, Overlay, Planned};
 use crate::query::index::IndexDef;
 use crate::storage::{self, Applier};
@@ -51,6 +51,7 @@ impl Sink {
         indexes: &Arc<Vec<IndexDef>>,
         codec: &Arc<Codec>,
         counters: &Arc<WriterCounters>,
+        pause: &Arc<Pause>,
     ) -> Result<Sink, Error> {
         let Some((wal, seq)) = wal else {
             return Ok(Sink::Direct(Direct {
@@ -76,6 +77,8 @@ impl Sink {
             durable_seq: seq,
             since_checkpoint: 0,
             unflushed_since: None,
+            pause: Arc::clone(pause),
+            crash_at: options.crash_at.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("roost-catchup".into())
@@ -90,15 +93,14 @@ impl Sink {
             handle: Some(handle),
             poison,
             counters: Arc::clone(counters),
+            crash_at: options.crash_at.clone(),
         }))
     }
 
     /// Waits, if the overlay is full, until catch-up makes room (a no-op without the log).
     pub fn wait_for_room(&self) {
         if let Sink::Logged(logged) = self {
-            let waited = logged
-                .overlay
-                .wait_for_room(|| logged.poisoned().is_some());
+            let waited = logged.overlay.wait_for_room(|| logged.poisoned().is_some());
             if !waited.is_zero() {
                 logged.counters.room_wait.observe_duration(waited);
             }
@@ -176,7 +178,9 @@ impl Sink {
                 logged.stop_catchup()?;
                 storage::mark_clean(db, last_etag)?;
                 wal::remove_log_files(&logged.db_path).map_err(|e| {
-                    Error::Storage(format!("removing the checkpointed write-ahead log failed: {e}"))
+                    Error::Storage(format!(
+                        "removing the checkpointed write-ahead log failed: {e}"
+                    ))
                 })
             }
         }
@@ -285,6 +289,7 @@ pub(crate) struct Logged {
     handle: Option<JoinHandle<()>>,
     poison: Poison,
     counters: Arc<WriterCounters>,
+    crash_at: Option<Arc<CrashAt>>,
 }
 
 impl Logged {
@@ -310,6 +315,7 @@ impl Logged {
         self.wal
             .append(next, last_etag, planned.iter().map(|p| &p.op))
             .map_err(|e| Error::Storage(format!("write-ahead log append failed: {e}")))?;
+        CrashAt::reached(&self.crash_at, CrashPoint::AfterLogAppend);
         self.seq = next;
         let batch = Arc::new(Batch {
             seq: next,

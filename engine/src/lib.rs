@@ -50,18 +50,16 @@ mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{CodecOptions, Compression, EncryptionKey};
-pub use database::{
-    AsyncDatabase, Database, Stats, database_files, log_files, remove_log_files,
-};
+pub use database::{AsyncDatabase, Database, Stats, database_files, log_files, remove_log_files};
 pub use error::{Error, MismatchReason, Result};
 pub use etag::Etag;
 pub use id::{uuid_v4, uuid_v4_text};
 pub use options::{
-    DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_LOG_BYTES, DEFAULT_MAX_UNAPPLIED_BYTES, Durability,
-    Limits, Options,
+    CrashPoint, DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_LOG_BYTES, DEFAULT_MAX_UNAPPLIED_BYTES,
+    Durability, Limits, Options,
 };
 pub use query::{CmpOp, Filter, Query, QueryPage, QueryRow, SortKey};
-pub use request::{Concurrency, DeleteRequest, Operation, SetRequest};
 pub use read::{KeyspaceStats, Record, ScanPage};
+pub use request::{Concurrency, DeleteRequest, Operation, SetRequest};
 pub use storage::{ImportRecord, SnapshotStats};
 pub use ttl::{Ttl, format_rfc3339};

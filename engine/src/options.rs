@@ -116,6 +116,47 @@ pub struct Options {
     pub(crate) checkpoint_log_bytes: u64,
     pub(crate) write_ahead_log: bool,
     pub(crate) max_unapplied_bytes: u64,
+    pub(crate) crash_at: Option<Arc<CrashAt>>,
+}
+
+/// A step of the logged write path where a crash test may abort the process.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// A batch is in the log, not yet in the overlay nor acknowledged.
+    AfterLogAppend,
+    /// Catch-up committed a step to redb (no fsync), before removing it from the overlay.
+    AfterApply,
+    /// Catch-up is about to run a checkpoint's durable commit.
+    BeforeCheckpoint,
+    /// The checkpoint is durable; the log it covers is not deleted yet.
+    AfterCheckpoint,
+    /// The log a checkpoint covers was just deleted.
+    AfterLogTruncate,
+}
+
+/// Aborts the process the `nth` time `point` is reached (crash tests only).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct CrashAt {
+    point: CrashPoint,
+    nth: u64,
+    reached: std::sync::atomic::AtomicU64,
+}
+
+impl CrashAt {
+    pub(crate) fn reached(crash: &Option<Arc<CrashAt>>, point: CrashPoint) {
+        if let Some(crash) = crash
+            && crash.point == point
+            && crash
+                .reached
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1
+                == crash.nth
+        {
+            std::process::abort();
+        }
+    }
 }
 
 impl Options {
@@ -142,7 +183,19 @@ impl Options {
             checkpoint_log_bytes: DEFAULT_CHECKPOINT_LOG_BYTES,
             write_ahead_log: true,
             max_unapplied_bytes: DEFAULT_MAX_UNAPPLIED_BYTES,
+            crash_at: None,
         }
+    }
+
+    /// Aborts the process the `nth` time the write path reaches `point` (for crash tests).
+    #[doc(hidden)]
+    pub fn abort_at(mut self, point: CrashPoint, nth: u64) -> Options {
+        self.crash_at = Some(Arc::new(CrashAt {
+            point,
+            nth,
+            reached: std::sync::atomic::AtomicU64::new(0),
+        }));
+        self
     }
 
     /// Whether writes go through the write-ahead log: `Immediate` durability on a file with

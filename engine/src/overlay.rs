@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use redb::ReadableDatabase;
 
 use crate::error::Error;
+use crate::storage::expiry_key;
 use crate::wal::WalOp;
 
 /// One logged batch: every key's final state, in the order written.
@@ -69,6 +70,11 @@ impl Entry {
         &self.planned().index_entries
     }
 
+    /// The record's expiry, if it has one.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.planned().expires_at
+    }
+
     fn bytes(&self) -> u64 {
         let planned = self.planned();
         let index: usize = planned.index_entries.iter().map(Vec::len).sum();
@@ -85,6 +91,8 @@ pub(crate) struct Layer {
     pub map: imbl::OrdMap<Vec<u8>, Arc<Entry>>,
     /// The index entries of every record in `map`, for indexed queries.
     pub index: imbl::OrdSet<Vec<u8>>,
+    /// `expiry_ms (u64 BE) ‖ key` of every record in `map` with an expiry, for the sweeper.
+    pub expiry: imbl::OrdSet<Vec<u8>>,
     /// The highest etag sequence any entry carries (or was handed out by a batch here).
     pub last_etag: u64,
     /// The last log batch inserted.
@@ -97,11 +105,13 @@ impl Layer {
     }
 }
 
-/// A key's final state as planned by the writer, with its index entries.
+/// A key's final state as planned by the writer, with its index entries and expiry.
 #[derive(Debug)]
 pub(crate) struct Planned {
     pub op: WalOp,
     pub index_entries: Vec<Vec<u8>>,
+    /// The record's expiry (Unix ms), if it is a record with one.
+    pub expires_at: Option<u64>,
 }
 
 /// The shared table, its size bound and the writers' wait for room.
@@ -173,7 +183,11 @@ impl Overlay {
     /// Entries held.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).map.len()
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .map
+            .len()
     }
 
     /// Blocks while the table is at its bound (catch-up makes room); returns how long it waited.
@@ -208,6 +222,9 @@ impl Overlay {
             for index_entry in entry.index_entries() {
                 state.index.insert(index_entry.clone());
             }
+            if let Some(at) = planned.expires_at {
+                state.expiry.insert(expiry_key(at, key));
+            }
             if let Some(old) = state.map.insert(key.to_vec(), entry) {
                 added -= old.bytes() as i64;
                 let current = planned.index_entries.as_slice();
@@ -215,6 +232,11 @@ impl Overlay {
                     if !current.contains(stale) {
                         state.index.remove(stale);
                     }
+                }
+                if let Some(at) = old.expires_at()
+                    && Some(at) != planned.expires_at
+                {
+                    state.expiry.remove(&expiry_key(at, key));
                 }
             }
         }
@@ -243,6 +265,9 @@ impl Overlay {
                         for index_entry in entry.index_entries() {
                             state.index.remove(index_entry);
                         }
+                        if let Some(at) = entry.expires_at() {
+                            state.expiry.remove(&expiry_key(at, key));
+                        }
                     }
                 }
             }
@@ -270,6 +295,7 @@ mod tests {
                 record: record.to_vec(),
             },
             index_entries: index.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            expires_at: None,
         }
     }
 
@@ -293,7 +319,10 @@ mod tests {
         {
             let state = overlay.state.read().unwrap();
             assert_eq!(state.map.get(b"a".as_slice()).unwrap().seq(), 2);
-            assert!(!state.index.contains(b"ia1".as_slice()), "a stale index entry stayed");
+            assert!(
+                !state.index.contains(b"ia1".as_slice()),
+                "a stale index entry stayed"
+            );
             assert!(state.index.contains(b"ia2".as_slice()));
             assert_eq!((state.last_seq, state.last_etag), (2, 12));
         }

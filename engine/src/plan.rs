@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 
-
 use crate::codec::Codec;
 use crate::error::{Error, MismatchReason};
 use crate::etag::Etag;
@@ -96,23 +95,29 @@ impl<'c> Planner<'c> {
     }
 
     fn push(&mut self, key: &[u8], state: Final<'_>) {
-        let (op, index_entries, live) = match state {
+        let (op, index_entries, expires_at, live) = match state {
             Final::Put {
                 record,
                 value,
                 etag,
+                expires_at,
             } => (
                 WalOp::Put {
                     key: key.to_vec(),
                     record,
                 },
                 index::entries(self.indexes, key, value),
+                expires_at,
                 Some(etag),
             ),
-            Final::Remove => (WalOp::Remove { key: key.to_vec() }, Vec::new(), None),
+            Final::Remove => (WalOp::Remove { key: key.to_vec() }, Vec::new(), None, None),
         };
         self.written.insert(key.to_vec(), live);
-        self.out.push(Planned { op, index_entries });
+        self.out.push(Planned {
+            op,
+            index_entries,
+            expires_at,
+        });
     }
 
     /// Plans `ops` in order, all or nothing: every condition is checked against the state left
@@ -158,6 +163,7 @@ impl<'c> Planner<'c> {
                             record,
                             value,
                             etag: next_etag,
+                            expires_at,
                         },
                     ));
                     etags.push(Some(Etag::new(next_etag)));
@@ -200,6 +206,7 @@ impl<'c> Planner<'c> {
                     record: sealed,
                     value: &record.value,
                     etag: record.etag,
+                    expires_at: record.expires_at_unix_ms,
                 },
             );
             self.last_etag = self.last_etag.max(record.etag);
@@ -217,7 +224,9 @@ impl<'c> Planner<'c> {
         limit: usize,
     ) -> Result<(usize, Option<Vec<u8>>), Error> {
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut planned: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, u64)> = Vec::new();
+        // (key, resealed record, plaintext, etag, expiry)
+        type Resealed = (Vec<u8>, Vec<u8>, Vec<u8>, u64, Option<u64>);
+        let mut planned: Vec<Resealed> = Vec::new();
         let mut last = None;
         let mut visited = 0;
         for item in self.data.range::<&[u8]>((start, Bound::Unbounded))? {
@@ -235,7 +244,13 @@ impl<'c> Planner<'c> {
                         view.content_type,
                         &plain,
                     );
-                    planned.push((key_bytes.to_vec(), resealed, plain.into_owned(), view.etag));
+                    planned.push((
+                        key_bytes.to_vec(),
+                        resealed,
+                        plain.into_owned(),
+                        view.etag,
+                        view.expires_at_ms,
+                    ));
                 }
             }
             last = Some(key_bytes.to_vec());
@@ -244,13 +259,14 @@ impl<'c> Planner<'c> {
             }
         }
         let rewritten = planned.len();
-        for (key, record, plain, etag) in planned {
+        for (key, record, plain, etag, expires_at) in planned {
             self.push(
                 &key,
                 Final::Put {
                     record,
                     value: &plain,
                     etag,
+                    expires_at,
                 },
             );
         }
@@ -259,13 +275,13 @@ impl<'c> Planner<'c> {
     }
 
     /// Plans the removal of up to `limit` records that expired at or before now, oldest
-    /// expiry first, from redb's expiry index. A key whose newest state is in this batch or
-    /// the overlay is passed over (its entry there is replaced or removed when catch-up
-    /// applies that state, and a record expiring there is swept once applied). Returns how
-    /// many it removes.
+    /// expiry first: from redb's expiry index (passing over keys whose newest state is in the
+    /// overlay, where that state's own expiry counts) and the overlay's. Returns how many it
+    /// removes.
     pub fn sweep(&mut self, limit: usize) -> Result<usize, Error> {
         let end = expiry_key(self.now_ms.saturating_add(1), &[]);
         let expiry = self.txn.open_table(EXPIRY)?;
+        // Due entries (expiry key order = expiry order) from both, at most `limit` each.
         let mut due: Vec<Vec<u8>> = Vec::new();
         for entry in expiry.range::<&[u8]>(..end.as_slice())? {
             if due.len() >= limit {
@@ -273,7 +289,7 @@ impl<'c> Planner<'c> {
             }
             let (index_key, _) = entry?;
             let key = &index_key.value()[8..];
-            if self.newer_than_redb(key) {
+            if self.written.contains_key(key) || self.layer.map.contains_key(key) {
                 continue;
             }
             let expired = match self.data.get(key)? {
@@ -281,11 +297,18 @@ impl<'c> Planner<'c> {
                 None => false,
             };
             if expired {
-                due.push(key.to_vec());
+                due.push(index_key.value().to_vec());
             }
         }
-        for key in &due {
-            self.push(key, Final::Remove);
+        for index_key in self.layer.expiry.range(..end).take(limit) {
+            if !self.written.contains_key(&index_key[8..]) {
+                due.push(index_key.clone());
+            }
+        }
+        due.sort();
+        due.truncate(limit);
+        for index_key in &due {
+            self.push(&index_key[8..], Final::Remove);
         }
         Ok(due.len())
     }
@@ -298,6 +321,7 @@ enum Final<'v> {
         /// The plaintext value (for index entries).
         value: &'v [u8],
         etag: u64,
+        expires_at: Option<u64>,
     },
     Remove,
 }

@@ -82,7 +82,12 @@ pub(crate) fn stored<'t>(
     Ok(data.get(key)?.map(Stored::Redb))
 }
 
-fn live_record(codec: &Codec, key: &[u8], bytes: &[u8], now_ms: u64) -> Result<Option<Record>, Error> {
+fn live_record(
+    codec: &Codec,
+    key: &[u8],
+    bytes: &[u8],
+    now_ms: u64,
+) -> Result<Option<Record>, Error> {
     let view = record::decode(bytes)?;
     if !view.is_live(now_ms) {
         return Ok(None);
@@ -134,7 +139,9 @@ pub(crate) fn merged_range<'t>(
 ) -> Result<impl Iterator<Item = Result<(Vec<u8>, MergedBytes<'t>), Error>> + 't, Error> {
     use std::ops::Bound;
     let redb_start: Bound<&[u8]> = start;
-    let mut redb = data.range::<&[u8]>((redb_start, Bound::Unbounded))?.peekable();
+    let mut redb = data
+        .range::<&[u8]>((redb_start, Bound::Unbounded))?
+        .peekable();
     let overlay_start: Bound<Vec<u8>> = match start {
         Bound::Included(k) => Bound::Included(k.to_vec()),
         Bound::Excluded(k) => Bound::Excluded(k.to_vec()),

@@ -142,11 +142,13 @@ fn finish_open(
         Some(path) => {
             let seq = recover(&db, path, &indexes, &codec, &mut last_etag)?;
             let log_error = |err: std::io::Error| {
-                Error::Storage(format!("cannot start the write-ahead log of {shown}: {err}"))
+                Error::Storage(format!(
+                    "cannot start the write-ahead log of {shown}: {err}"
+                ))
             };
             if options.logs() {
-                let wal = Wal::create(path, seq + 1, options.log_segment_bytes())
-                    .map_err(log_error)?;
+                let wal =
+                    Wal::create(path, seq + 1, options.log_segment_bytes()).map_err(log_error)?;
                 Some((wal, seq))
             } else {
                 // Eventual durability (or a log turned off) does not log; the replayed log
@@ -547,6 +549,7 @@ pub(crate) fn snapshot_to(
                                 record: record.to_vec(),
                             },
                             index_entries: entry.index_entries().to_vec(),
+                            expires_at: entry.expires_at(),
                         })?;
                         added += i64::from(!before);
                     }
@@ -554,6 +557,7 @@ pub(crate) fn snapshot_to(
                         applier.apply(&Planned {
                             op: WalOp::Remove { key: key.clone() },
                             index_entries: Vec::new(),
+                            expires_at: None,
                         })?;
                         added -= i64::from(before);
                     }

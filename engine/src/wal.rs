@@ -90,7 +90,10 @@ pub fn log_files(db_path: &Path) -> Vec<PathBuf> {
     if legacy.exists() {
         files.push((0u64, legacy));
     }
-    let Some(name) = db_path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+    let Some(name) = db_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+    else {
         return Vec::new();
     };
     let dir = match db_path.parent() {
@@ -525,15 +528,25 @@ mod tests {
         }
         let files = log_files(&db);
         assert!(files.len() >= 2, "no rotation: {files:?}");
-        assert!(files[0].to_string_lossy().ends_with("db.roost-wal.00000000000000000001"));
+        assert!(
+            files[0]
+                .to_string_lossy()
+                .ends_with("db.roost-wal.00000000000000000001")
+        );
         let all = read_all(&db, 0).unwrap();
-        assert_eq!(all.iter().map(|b| b.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            all.iter().map(|b| b.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6]
+        );
         assert_eq!(read_all(&db, 4).unwrap().len(), 2);
         // A checkpoint through 3 deletes the closed segments holding only batches <= 3.
         let segments = wal.segments();
         segments.remove_through(3).unwrap();
         let left = read_all(&db, 0).unwrap();
-        assert!(left.first().unwrap().seq <= 4, "a batch after the checkpoint went");
+        assert!(
+            left.first().unwrap().seq <= 4,
+            "a batch after the checkpoint went"
+        );
         assert_eq!(left.last().unwrap().seq, 6);
         assert!(segments.bytes() > 0);
         // A torn tail ends the log.

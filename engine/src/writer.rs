@@ -276,17 +276,24 @@ impl Writer {
             while let Some(command) = iter.next() {
                 // A storage error abandons the batch: this command's slot and every later
                 // one's are answered with it.
-                let abandon = |answers: &mut Vec<Answer>, slot: Answer, iter: std::vec::IntoIter<Command>| {
-                    answers.push(slot);
-                    answers.extend(iter.map(pending));
-                };
+                let abandon =
+                    |answers: &mut Vec<Answer>, slot: Answer, iter: std::vec::IntoIter<Command>| {
+                        answers.push(slot);
+                        answers.extend(iter.map(pending));
+                    };
                 let answer = match command {
                     Command::Single(op, reply) => {
                         match planner.plan_atomic(std::slice::from_ref(&op)) {
                             Ok(mut etags) => Answer::Single(reply, Ok(etags.pop().flatten())),
-                            Err(PlanError::Request { error, .. }) => Answer::Single(reply, Err(error)),
+                            Err(PlanError::Request { error, .. }) => {
+                                Answer::Single(reply, Err(error))
+                            }
                             Err(PlanError::Storage(error)) => {
-                                abandon(&mut answers, Answer::Single(reply, Err(Error::Closed)), iter);
+                                abandon(
+                                    &mut answers,
+                                    Answer::Single(reply, Err(Error::Closed)),
+                                    iter,
+                                );
                                 return Err(error);
                             }
                         }
@@ -315,7 +322,11 @@ impl Writer {
                             }),
                         ),
                         Err(PlanError::Storage(error)) => {
-                            abandon(&mut answers, Answer::Transaction(reply, Err(Error::Closed)), iter);
+                            abandon(
+                                &mut answers,
+                                Answer::Transaction(reply, Err(Error::Closed)),
+                                iter,
+                            );
                             return Err(error);
                         }
                     },

@@ -12,10 +12,25 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use roost_engine::{Database, DeleteRequest, Error, Operation, Options, SetRequest};
+use roost_engine::{CrashPoint, Database, DeleteRequest, Error, Operation, Options, SetRequest};
 
 const ENV_DB: &str = "ROOST_CRASH_DB";
 const ENV_ROUND: &str = "ROOST_CRASH_ROUND";
+/// `<point>:<nth>`: the child aborts itself the nth time the write path reaches the point.
+const ENV_CRASH_AT: &str = "ROOST_CRASH_AT";
+/// Small checkpoints, so catch-up and checkpoints run many times in a short load.
+const CHECKPOINT_BYTES: u64 = 256 * 1024;
+
+fn crash_point(name: &str) -> CrashPoint {
+    match name {
+        "after-log-append" => CrashPoint::AfterLogAppend,
+        "after-apply" => CrashPoint::AfterApply,
+        "before-checkpoint" => CrashPoint::BeforeCheckpoint,
+        "after-checkpoint" => CrashPoint::AfterCheckpoint,
+        "after-log-truncate" => CrashPoint::AfterLogTruncate,
+        other => panic!("unknown crash point {other}"),
+    }
+}
 const THREADS: usize = 8;
 
 fn value_for(key: &str) -> Vec<u8> {
@@ -29,7 +44,12 @@ fn crash_child() {
         return;
     };
     let round: u32 = std::env::var(ENV_ROUND).unwrap().parse().unwrap();
-    let db = Database::open(Options::new(&path)).expect("child open");
+    let mut options = Options::new(&path).checkpoint_log_bytes(CHECKPOINT_BYTES);
+    if let Ok(at) = std::env::var(ENV_CRASH_AT) {
+        let (point, nth) = at.split_once(':').unwrap();
+        options = options.abort_at(crash_point(point), nth.parse().unwrap());
+    }
+    let db = Database::open(options).expect("child open");
     let stdout = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let say = move |line: String| {
         let mut out = stdout.lock().unwrap();
@@ -127,9 +147,15 @@ struct Acks {
     max_etag: u64,
 }
 
-fn run_child_and_kill(path: &Path, round: u32, kill_after_lines: usize) -> Acks {
+/// Runs the writer child; it is SIGKILLed after `kill_after_lines` acknowledgements, or (with
+/// `crash_at`) aborts itself at that step of the write path.
+fn run_child(path: &Path, round: u32, kill_after_lines: usize, crash_at: Option<&str>) -> Acks {
     let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    if let Some(at) = crash_at {
+        command.env(ENV_CRASH_AT, at);
+    }
+    let mut child = command
         .args([
             "crash_child",
             "--exact",
@@ -169,14 +195,24 @@ fn run_child_and_kill(path: &Path, round: u32, kill_after_lines: usize) -> Acks 
             _ => {}
         }
         seen += 1;
-        if !killed && (seen >= kill_after_lines || Instant::now() > deadline) {
+        if !killed && crash_at.is_none() && (seen >= kill_after_lines || Instant::now() > deadline)
+        {
             // SIGKILL: no destructor, no flush, no clean-close marker.
             child.kill().unwrap();
             killed = true;
         }
     }
-    child.wait().unwrap();
-    assert!(killed, "the writer stopped before it was killed");
+    let status = child.wait().unwrap();
+    if crash_at.is_some() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(6),
+            "the writer did not abort at {crash_at:?}: {status}"
+        );
+    } else {
+        assert!(killed, "the writer stopped before it was killed");
+    }
     acks.max_etag = acks
         .sets
         .iter()
@@ -197,24 +233,64 @@ fn sigkill_during_load_loses_no_acknowledged_write() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut previous_max_etag = 0;
-    let mut all_sets: Vec<(String, u64)> = Vec::new();
+    let mut state = Verified::default();
     for round in 0..rounds {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let kill_after = 50 + (seed % 1500) as usize;
-        let acks = run_child_and_kill(&path, round, kill_after);
+        let acks = run_child(&path, round, kill_after, None);
         assert!(
             !acks.sets.is_empty(),
             "round {round}: no acknowledged writes"
         );
+        state.verify(&path, round, &acks);
+        eprintln!("round {round}: killed after {kill_after} lines");
+    }
+}
 
-        let db = Database::open(Options::new(&path).sweep_interval(None))
+/// A crash at each step of catching up (the log appended but the batch not yet shown; a step
+/// applied to redb without fsync; just before, and just after, a checkpoint's durable commit;
+/// just after the covered log was deleted): the reopened database holds every acknowledged
+/// write and no half transaction, rounds after rounds on the same file.
+#[test]
+fn a_crash_at_each_step_of_catching_up_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.roost");
+    let mut state = Verified::default();
+    let points = [
+        ("after-log-append", 400),
+        ("after-apply", 60),
+        ("before-checkpoint", 3),
+        ("after-checkpoint", 3),
+        ("after-log-truncate", 2),
+        ("after-apply", 8),
+        ("after-log-append", 1),
+    ];
+    for (round, (point, nth)) in points.iter().enumerate() {
+        let at = format!("{point}:{nth}");
+        let acks = run_child(&path, round as u32, usize::MAX, Some(&at));
+        state.verify(&path, round as u32, &acks);
+        eprintln!("round {round}: aborted at {at}");
+    }
+}
+
+/// What earlier rounds acknowledged, checked again after every crash.
+#[derive(Default)]
+struct Verified {
+    previous_max_etag: u64,
+    all_sets: Vec<(String, u64)>,
+}
+
+impl Verified {
+    fn verify(&mut self, path: &Path, round: u32, acks: &Acks) {
+        let previous_max_etag = self.previous_max_etag;
+        let all_sets = &mut self.all_sets;
+        let db = Database::open(Options::new(path).sweep_interval(None))
             .unwrap_or_else(|e| panic!("round {round}: reopen after SIGKILL failed: {e}"));
         all_sets.extend(acks.sets.iter().cloned());
         // Every acknowledged set of this and all earlier rounds is present with its etag.
-        for (key, etag) in &all_sets {
+        for (key, etag) in all_sets.iter() {
             let record = db
                 .get(key)
                 .unwrap()
@@ -257,10 +333,10 @@ fn sigkill_during_load_loses_no_acknowledged_write() {
             .set(SetRequest::new(format!("probe{round}"), b"p".to_vec()))
             .unwrap();
         assert!(probe.sequence() > acks.max_etag);
-        previous_max_etag = probe.sequence();
+        self.previous_max_etag = probe.sequence();
         db.close().unwrap();
         eprintln!(
-            "round {round}: killed after {kill_after} lines; {} sets, {} transactions verified",
+            "round {round}: {} sets, {} transactions verified",
             acks.sets.len(),
             acks.txs.len()
         );

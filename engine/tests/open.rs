@@ -237,7 +237,10 @@ fn the_log_is_checkpointed_at_its_configured_size() {
         // Catch-up runs behind the writes: wait until it has applied them all.
         let started = Instant::now();
         while db.writer_metrics().unapplied_bytes > 0 {
-            assert!(started.elapsed() < Duration::from_secs(10), "catch-up stalled");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "catch-up stalled"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         let checkpoints = db.writer_metrics().checkpoint_seconds.count;

@@ -22,10 +22,10 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::etag::Etag;
+use crate::overlay::Layer;
 use crate::query::index::{INDEX, IndexDef, entry_key};
 use crate::query::value::{self, TAG_MISSING, TAG_NUMBER, TAG_OTHER};
 use crate::query::{CmpOp, Filter, Query, QueryPage, QueryRow, SortKey, token};
-use crate::overlay::Layer;
 use crate::read::{self, Cut};
 use crate::record;
 use crate::storage::DATA;
@@ -144,9 +144,8 @@ pub(crate) fn execute(
             return index_order_page(cut, index, sort_key, query, after, &fetch);
         }
     }
-    let scan = read::merged_range(layer, &data, Bound::Unbounded)?.filter_map(|item| {
-        item.and_then(|(k, v)| check(&k, v.bytes())).transpose()
-    });
+    let scan = read::merged_range(layer, &data, Bound::Unbounded)?
+        .filter_map(|item| item.and_then(|(k, v)| check(&k, v.bytes())).transpose());
     page_from_unordered(query, after, scan)
 }
 
@@ -295,12 +294,16 @@ fn merged_entries<'a>(
     layer: &'a Layer,
     range: &BoundRange,
     descending: bool,
-) -> Result<Box<dyn Iterator<Item = Result<Vec<u8>, Error>> + 'a>, Error> {
+) -> Result<Entries<'a>, Error> {
     let stored = table.range::<&[u8]>((as_ref(&range.0), as_ref(&range.1)))?;
-    let stored: Box<dyn Iterator<Item = Result<Vec<u8>, Error>> + 'a> = {
-        let map = |e: Result<(redb::AccessGuard<'a, &'static [u8]>, redb::AccessGuard<'a, ()>), redb::StorageError>| {
-            e.map(|(k, _)| k.value().to_vec()).map_err(Error::from)
-        };
+    let stored: Entries<'a> = {
+        let map = |e: Result<
+            (
+                redb::AccessGuard<'a, &'static [u8]>,
+                redb::AccessGuard<'a, ()>,
+            ),
+            redb::StorageError,
+        >| { e.map(|(k, _)| k.value().to_vec()).map_err(Error::from) };
         if descending {
             Box::new(stored.rev().map(map))
         } else {
@@ -340,6 +343,9 @@ fn merged_entries<'a>(
         }
     })))
 }
+
+/// Index entries in walk order.
+type Entries<'a> = Box<dyn Iterator<Item = Result<Vec<u8>, Error>> + 'a>;
 
 fn owned(bound: Bound<&[u8]>) -> Bound<Vec<u8>> {
     match bound {
