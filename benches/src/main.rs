@@ -92,6 +92,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The embedded targets' engine logs as `roost serve`'s does (`ROOST_LOG`, e.g.
+    // `roost_engine=debug` for every checkpoint).
+    roost_component::logging::init(false, "warn");
     let settings = settings(&args);
     if let Err(err) = check(&settings) {
         eprintln!("roost-bench: {err}");
@@ -323,7 +326,7 @@ async fn run_all(settings: Settings) -> Result<Report, HarnessError> {
                             ))
                         })?;
                 say(format!(
-                    "{:<18} {:<8} {:<14} clients {:>3}  {:>7} B  {:>10.0} ops/s  p50 {:>9.0} µs  p99 {:>9.0} µs  max {:>9.0} µs  conflicts {}  errors {}  steal {:.0}%",
+                    "{:<18} {:<8} {:<14} clients {:>3}  {:>7} B  {:>10.0} ops/s  p50 {:>9.0} µs  p99 {:>9.0} µs  p99.9 {:>9.0} µs  max {:>9.0} µs  conflicts {}  errors {}  steal {:.0}%",
                     target.name(),
                     target.tier(),
                     workload.name(),
@@ -332,6 +335,7 @@ async fn run_all(settings: Settings) -> Result<Report, HarnessError> {
                     outcome.ops_per_sec,
                     outcome.p50_us,
                     outcome.p99_us,
+                    outcome.p999_us,
                     outcome.max_us,
                     outcome.conflicts,
                     outcome.errors,

@@ -23,9 +23,11 @@ use crate::error::Error;
 use crate::options::{CrashAt, CrashPoint};
 use crate::overlay::{Batch, Overlay};
 use crate::query::index::IndexDef;
-use crate::storage::{self, Applier};
+use crate::apply::Applier;
+use crate::meta;
 use crate::wal::Segments;
-use crate::writer::{Reply, WriterCounters};
+use crate::command::Reply;
+use crate::metrics::WriterCounters;
 
 /// How long no batch may arrive before a due idle checkpoint runs.
 pub(crate) const CHECKPOINT_QUIET: Duration = Duration::from_millis(50);
@@ -214,8 +216,8 @@ impl CatchUp {
                 }
             }
         }
-        storage::store_wal_seq(&txn, last.seq)?;
-        storage::store_etag_sequence(&txn, last_etag)?;
+        meta::store_wal_seq(&txn, last.seq)?;
+        meta::store_etag_sequence(&txn, last_etag)?;
         txn.commit()?;
         CrashAt::reached(&self.crash_at, CrashPoint::AfterApply);
         // Visible to readers from here: the overlay's entries may go.

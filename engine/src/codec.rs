@@ -31,8 +31,6 @@ use crate::record::{self, FLAG_COMPRESSED, FLAG_ENCRYPTED, RecordView};
 const RECORD_AAD: &[u8] = b"roost-record-v1";
 const KEY_CHECK_AAD: &[u8] = b"roost-key-check-v1";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"roost key check";
-const META_KEYSPACE_ID: &str = "keyspace_id";
-const META_KEY_CHECK: &str = "key_check";
 const NONCE_LEN: usize = 24;
 
 /// A 256-bit encryption key. Its `Debug` shows only the key id; the bytes are wiped on drop.
@@ -318,15 +316,15 @@ pub(crate) fn prepare(
     let codec;
     let mut changed = false;
     {
-        let mut meta = txn.open_table(crate::storage::META)?;
-        let stored_id = meta.get(META_KEYSPACE_ID)?.map(|g| g.value().to_vec());
+        let mut meta = txn.open_table(crate::tables::META)?;
+        let stored_id = meta.get(crate::meta::KEYSPACE_ID)?.map(|g| g.value().to_vec());
         let keyspace_id = match stored_id {
             Some(id) => <[u8; 16]>::try_from(id.as_slice())
                 .map_err(|_| Error::Corrupted("keyspace id in roost_meta".into()))?,
             None => {
                 let mut id = [0u8; 16];
                 OsRng.fill_bytes(&mut id);
-                meta.insert(META_KEYSPACE_ID, id.as_slice())?;
+                meta.insert(crate::meta::KEYSPACE_ID, id.as_slice())?;
                 changed = true;
                 id
             }
@@ -346,7 +344,7 @@ pub(crate) fn prepare(
                     )
                     .is_ok_and(|p| p == KEY_CHECK_PLAINTEXT)
         };
-        let stored = meta.get(META_KEY_CHECK)?.map(|g| g.value().to_vec());
+        let stored = meta.get(crate::meta::KEY_CHECK)?.map(|g| g.value().to_vec());
         let primary = options.encryption_key.as_ref();
         let previous = options.previous_encryption_key.as_ref();
         match (&stored, primary) {
@@ -384,7 +382,7 @@ pub(crate) fn prepare(
                 )
                 .expect("encrypting the key check cannot fail");
             let record = [&primary.id.to_be_bytes()[..], &nonce, &sealed].concat();
-            meta.insert(META_KEY_CHECK, record.as_slice())?;
+            meta.insert(crate::meta::KEY_CHECK, record.as_slice())?;
         }
         codec = Codec {
             compression: options.compression,

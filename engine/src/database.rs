@@ -28,9 +28,11 @@ use crate::overlay::Overlay;
 use crate::query::index::IndexDef;
 use crate::query::{Query, QueryPage};
 use crate::read::{self, Cut, KeyspaceStats, Record, ScanPage};
-use crate::request::{CheckedOp, DeleteRequest, Operation, SetRequest};
-use crate::storage;
-use crate::writer::{BulkResults, Command, Writer, WriterCounters};
+use crate::request::{CheckedOp, DeleteRequest, ImportRecord, Operation, SetRequest};
+use crate::snapshot::SnapshotStats;
+use crate::command::{BulkResults, Command};
+use crate::metrics::WriterCounters;
+use crate::writer::Writer;
 
 /// Records visited per rewrite batch.
 const REWRITE_BATCH: usize = 1000;
@@ -162,7 +164,7 @@ impl Database {
     /// Opens (or creates) the database described by `options` and starts its writer and
     /// expiry sweeper threads.
     pub fn open(options: Options) -> Result<Database, Error> {
-        let opened = storage::open(&options)?;
+        let opened = crate::open::open(&options)?;
         let indexes = Arc::new(opened.indexes);
         let codec = Arc::new(opened.codec);
         let db = Arc::new(opened.db);
@@ -359,8 +361,8 @@ impl Database {
     /// writers keep going: one read transaction copied as stored (values stay compressed and
     /// encrypted), durable when this returns. Open it like the original (same keys) or put it
     /// in place of the original's file to restore it.
-    pub fn snapshot_to(&self, path: impl AsRef<Path>) -> Result<storage::SnapshotStats, Error> {
-        storage::snapshot_to(
+    pub fn snapshot_to(&self, path: impl AsRef<Path>) -> Result<SnapshotStats, Error> {
+        crate::snapshot::snapshot_to(
             &self.cut()?,
             &self.inner.indexes,
             &self.inner.codec,
@@ -450,7 +452,7 @@ impl Database {
     /// Writes records exactly as exported — same etags, expiries and content types —
     /// replacing what is stored under their keys; the etag sequence moves above every imported
     /// etag, so later writes never reuse one. Used by `roost import` and restores.
-    pub fn import(&self, records: Vec<storage::ImportRecord>) -> Result<usize, Error> {
+    pub fn import(&self, records: Vec<ImportRecord>) -> Result<usize, Error> {
         let limits = &self.inner.limits;
         for record in &records {
             crate::request::check_key(&record.key, limits)?;

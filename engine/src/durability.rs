@@ -30,9 +30,14 @@ use crate::error::Error;
 use crate::options::{CrashAt, CrashPoint, Durability, Options};
 use crate::overlay::{Batch, Overlay, Planned};
 use crate::query::index::IndexDef;
-use crate::storage::{self, Applier};
+use crate::apply::Applier;
+use crate::meta;
 use crate::wal::{self, Wal};
-use crate::writer::{Reply, WriterCounters};
+use crate::command::Reply;
+use crate::metrics::WriterCounters;
+
+/// A step of the write path slower than this is logged at debug level.
+pub(crate) const SLOW_STEP: Duration = Duration::from_millis(20);
 
 pub(crate) enum Sink {
     Direct(Direct),
@@ -103,6 +108,11 @@ impl Sink {
             let waited = logged.overlay.wait_for_room(|| logged.poisoned().is_some());
             if !waited.is_zero() {
                 logged.counters.room_wait.observe_duration(waited);
+                tracing::debug!(
+                    waited_ms = waited.as_secs_f64() * 1e3,
+                    unapplied_bytes = logged.overlay.bytes(),
+                    "a write batch waited for room among the unapplied writes"
+                );
             }
         }
     }
@@ -172,11 +182,11 @@ impl Sink {
         match self {
             Sink::Direct(direct) => {
                 direct.flush(db)?;
-                storage::mark_clean(db, last_etag)
+                meta::mark_clean(db, last_etag)
             }
             Sink::Logged(logged) => {
                 logged.stop_catchup()?;
-                storage::mark_clean(db, last_etag)?;
+                meta::mark_clean(db, last_etag)?;
                 wal::remove_log_files(&logged.db_path).map_err(|e| {
                     Error::Storage(format!(
                         "removing the checkpointed write-ahead log failed: {e}"
@@ -221,7 +231,7 @@ impl Direct {
                 applier.apply(op)?;
             }
             drop(applier);
-            storage::store_etag_sequence(&txn, last_etag)
+            meta::store_etag_sequence(&txn, last_etag)
         })();
         if let Err(error) = applied {
             let _ = txn.abort();
@@ -312,9 +322,14 @@ impl Logged {
         let next = self.seq + 1;
         // On disk in the log before any reader can see it, so nothing a reader sees can be
         // lost by a crash.
+        let started = Instant::now();
         self.wal
             .append(next, last_etag, planned.iter().map(|p| &p.op))
             .map_err(|e| Error::Storage(format!("write-ahead log append failed: {e}")))?;
+        let took = started.elapsed();
+        if took > SLOW_STEP {
+            tracing::debug!(elapsed_ms = took.as_secs_f64() * 1e3, "slow write-ahead log append");
+        }
         CrashAt::reached(&self.crash_at, CrashPoint::AfterLogAppend);
         self.seq = next;
         let batch = Arc::new(Batch {
@@ -347,5 +362,44 @@ impl Drop for Logged {
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer whose queue is never empty never waits on it, so the loss window must be kept
+    /// by the commit that finds it over.
+    #[test]
+    fn an_eventual_commit_after_the_loss_window_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("db.redb")).unwrap();
+        let counters = Arc::new(WriterCounters::default());
+        let max_delay = Duration::from_millis(20);
+        let mut direct = Direct {
+            durability: Durability::Eventual { max_delay },
+            unflushed_since: None,
+            counters: Arc::clone(&counters),
+        };
+        {
+            let txn = db.begin_write().unwrap();
+            txn.open_table(crate::tables::DATA).unwrap();
+            txn.open_table(crate::tables::EXPIRY).unwrap();
+            txn.open_table(crate::tables::INDEX).unwrap();
+            txn.open_table(crate::tables::META).unwrap();
+            txn.commit().unwrap();
+        }
+        let codec =
+            crate::codec::prepare(&db, &crate::codec::CodecOptions::default(), 1 << 20).unwrap();
+        direct.commit(&db, &[], &codec, &[], 1).unwrap();
+        assert!(direct.flush_deadline().is_some());
+        std::thread::sleep(max_delay + Duration::from_millis(10));
+        direct.commit(&db, &[], &codec, &[], 2).unwrap();
+        assert!(counters.checkpoint_time.snapshot().count >= 1, "no flush");
+        assert!(
+            direct.flush_deadline().is_none(),
+            "the flush left a pending deadline"
+        );
     }
 }

@@ -27,15 +27,19 @@
 #![deny(clippy::all)]
 #![warn(missing_debug_implementations)]
 
+mod apply;
 mod catchup;
 mod clock;
 mod codec;
+mod command;
 mod database;
 mod durability;
 mod error;
 mod etag;
 mod id;
+mod meta;
 pub mod metrics;
+mod open;
 mod options;
 mod overlay;
 mod plan;
@@ -43,7 +47,8 @@ mod query;
 mod read;
 mod record;
 mod request;
-mod storage;
+mod snapshot;
+mod tables;
 mod ttl;
 mod wal;
 mod writer;
@@ -60,6 +65,6 @@ pub use options::{
 };
 pub use query::{CmpOp, Filter, Query, QueryPage, QueryRow, SortKey};
 pub use read::{KeyspaceStats, Record, ScanPage};
-pub use request::{Concurrency, DeleteRequest, Operation, SetRequest};
-pub use storage::{ImportRecord, SnapshotStats};
+pub use request::{Concurrency, DeleteRequest, ImportRecord, Operation, SetRequest};
+pub use snapshot::SnapshotStats;
 pub use ttl::{Ttl, format_rfc3339};

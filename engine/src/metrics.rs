@@ -118,6 +118,40 @@ pub struct WriterMetrics {
     pub unapplied_limit_bytes: u64,
 }
 
+/// Counters of the writer's and catch-up's work, readable at any time.
+#[derive(Debug)]
+pub(crate) struct WriterCounters {
+    pub batches: AtomicU64,
+    pub requests: AtomicU64,
+    pub largest_batch: AtomicU64,
+    pub swept: AtomicU64,
+    pub batch_size: Histogram,
+    pub commit_time: Histogram,
+    pub checkpoint_time: Histogram,
+    /// Catch-up's redb commits (with the log).
+    pub apply_time: Histogram,
+    /// How long a batch waited for room in a full overlay (with the log).
+    pub room_wait: Histogram,
+}
+
+impl Default for WriterCounters {
+    fn default() -> Self {
+        WriterCounters {
+            batches: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            largest_batch: AtomicU64::new(0),
+            swept: AtomicU64::new(0),
+            batch_size: Histogram::new(crate::metrics::BATCH_BOUNDS, 1.0),
+            commit_time: Histogram::latency(),
+            checkpoint_time: Histogram::latency(),
+            apply_time: Histogram::latency(),
+            room_wait: Histogram::latency(),
+        }
+    }
+}
+
+
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use redb::ReadableDatabase;
 
 use crate::error::Error;
-use crate::storage::expiry_key;
+use crate::tables::expiry_key;
 use crate::wal::WalOp;
 
 /// One logged batch: every key's final state, in the order written.
@@ -37,6 +37,19 @@ impl Batch {
     /// Bytes of the batch's ops as logged.
     pub fn logged_len(&self) -> u64 {
         self.ops.iter().map(|p| p.op.logged_len()).sum()
+    }
+
+    /// What the batch holds in memory until catch-up has applied it (its ops, their index
+    /// entries, and the overlay's per-entry overhead), whether or not newer batches replaced
+    /// its keys: the overlay's bound counts this.
+    fn memory_bytes(&self) -> u64 {
+        self.ops
+            .iter()
+            .map(|p| {
+                let index: usize = p.index_entries.iter().map(Vec::len).sum();
+                p.op.logged_len() + (index + ENTRY_OVERHEAD) as u64
+            })
+            .sum()
     }
 }
 
@@ -75,11 +88,6 @@ impl Entry {
         self.planned().expires_at
     }
 
-    fn bytes(&self) -> u64 {
-        let planned = self.planned();
-        let index: usize = planned.index_entries.iter().map(Vec::len).sum();
-        planned.op.logged_len() + (index + ENTRY_OVERHEAD) as u64
-    }
 }
 
 /// What an entry costs beyond its bytes (map node share, `Arc`, vectors), for the bound.
@@ -171,7 +179,7 @@ impl Overlay {
         Ok((found, txn))
     }
 
-    /// Bytes held (keys, records, index entries and overhead).
+    /// Bytes held by the batches not yet applied (keys, records, index entries, overhead).
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
@@ -211,14 +219,12 @@ impl Overlay {
     /// one), all under one hold of the lock.
     pub fn insert(&self, batch: &Arc<Batch>) {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let mut added: i64 = 0;
         for (at, planned) in batch.ops.iter().enumerate() {
             let key = planned.op.key();
             let entry = Arc::new(Entry {
                 batch: Arc::clone(batch),
                 at,
             });
-            added += entry.bytes() as i64;
             for index_entry in entry.index_entries() {
                 state.index.insert(index_entry.clone());
             }
@@ -226,7 +232,6 @@ impl Overlay {
                 state.expiry.insert(expiry_key(at, key));
             }
             if let Some(old) = state.map.insert(key.to_vec(), entry) {
-                added -= old.bytes() as i64;
                 let current = planned.index_entries.as_slice();
                 for stale in old.index_entries() {
                     if !current.contains(stale) {
@@ -242,17 +247,13 @@ impl Overlay {
         }
         state.last_etag = state.last_etag.max(batch.last_etag);
         state.last_seq = state.last_seq.max(batch.seq);
-        if added >= 0 {
-            self.bytes.fetch_add(added as u64, Ordering::Relaxed);
-        } else {
-            self.bytes.fetch_sub((-added) as u64, Ordering::Relaxed);
-        }
+        self.bytes.fetch_add(batch.memory_bytes(), Ordering::Relaxed);
     }
 
     /// Removes the entries written by `batches` that nothing newer replaced: called after the
     /// redb commit holding them is visible to readers.
     pub fn remove_applied(&self, batches: &[Arc<Batch>]) {
-        let mut freed = 0u64;
+        let freed: u64 = batches.iter().map(|b| b.memory_bytes()).sum();
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             for batch in batches {
@@ -261,7 +262,6 @@ impl Overlay {
                     if state.map.get(key).is_some_and(|e| e.seq() == batch.seq)
                         && let Some(entry) = state.map.remove(key)
                     {
-                        freed += entry.bytes();
                         for index_entry in entry.index_entries() {
                             state.index.remove(index_entry);
                         }

@@ -17,7 +17,8 @@ use crate::query::index::{self, IndexDef};
 use crate::read::{self, Cut};
 use crate::record;
 use crate::request::{CheckedOp, Concurrency};
-use crate::storage::{DATA, EXPIRY, ImportRecord, expiry_key};
+use crate::request::{ImportRecord};
+use crate::tables::{DATA, EXPIRY, expiry_key};
 use crate::wal::WalOp;
 
 /// What a key holds as far as conditions are concerned: its live etag, or nothing.

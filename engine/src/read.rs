@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::etag::Etag;
 use crate::overlay::{Entry, Layer, Overlay};
 use crate::record::{self, RecordView};
-use crate::storage::{DATA, EXPIRY, expiry_key};
+use crate::tables::{DATA, EXPIRY, INDEX, expiry_key};
 
 /// A live record as returned by reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,7 +287,7 @@ pub(crate) fn keyspace_stats(cut: &Cut, now_ms: u64) -> Result<KeyspaceStats, Er
             (None, false) => {}
         }
     }
-    let index_entries = cut.txn.open_table(crate::query::index::INDEX)?.len()?;
+    let index_entries = cut.txn.open_table(INDEX)?.len()?;
     Ok(KeyspaceStats {
         records: records.max(0) as u64,
         expired_pending: expired_pending.max(0) as u64,

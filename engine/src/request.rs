@@ -226,3 +226,15 @@ impl Operation {
         }
     }
 }
+
+/// A record to import exactly as it was exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRecord {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// The etag sequence number to keep.
+    pub etag: u64,
+    pub expires_at_unix_ms: Option<u64>,
+    pub content_type: Option<String>,
+}
+

@@ -14,76 +14,22 @@
 //! rather than guessing what reached the disk.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use flume::{Receiver, RecvTimeoutError, Sender};
+use flume::{Receiver, RecvTimeoutError};
 
 use crate::clock::Clock;
 use crate::codec::Codec;
+use crate::command::{Command, Reply};
 use crate::durability::Sink;
 use crate::error::Error;
 use crate::etag::Etag;
 use crate::overlay::Overlay;
 use crate::plan::{PlanError, Planner};
+use crate::metrics::WriterCounters;
 use crate::query::index::IndexDef;
 use crate::read::Cut;
-use crate::request::CheckedOp;
-
-pub(crate) type Reply<T> = Sender<Result<T, Error>>;
-/// Per-item results of a bulk request.
-pub(crate) type BulkResults = Vec<Result<Option<Etag>, Error>>;
-
-pub(crate) enum Command {
-    /// One set or delete.
-    Single(CheckedOp, Reply<Option<Etag>>),
-    /// Independent operations; each succeeds or fails alone.
-    Bulk(Vec<CheckedOp>, Reply<BulkResults>),
-    /// Operations applied in order, all or nothing.
-    Transaction(Vec<CheckedOp>, Reply<Vec<Option<Etag>>>),
-    /// Re-encode records after a key (up to a count) under the current codec settings.
-    Rewrite(Option<Vec<u8>>, usize, Reply<(usize, Option<Vec<u8>>)>),
-    /// Write records exactly as exported.
-    Import(Vec<crate::storage::ImportRecord>, Reply<usize>),
-    /// Delete up to this many expired records.
-    Sweep(usize, Reply<usize>),
-    /// Make every acknowledged write durable before answering.
-    Sync(Reply<()>),
-    /// Finish the queue, flush, mark the file clean and stop.
-    Shutdown(Reply<()>),
-}
-
-/// Counters of the writer's work, readable at any time.
-#[derive(Debug)]
-pub(crate) struct WriterCounters {
-    pub batches: AtomicU64,
-    pub requests: AtomicU64,
-    pub largest_batch: AtomicU64,
-    pub swept: AtomicU64,
-    pub batch_size: crate::metrics::Histogram,
-    pub commit_time: crate::metrics::Histogram,
-    pub checkpoint_time: crate::metrics::Histogram,
-    /// Catch-up's redb commits (with the log).
-    pub apply_time: crate::metrics::Histogram,
-    /// How long a batch waited for room in a full overlay (with the log).
-    pub room_wait: crate::metrics::Histogram,
-}
-
-impl Default for WriterCounters {
-    fn default() -> Self {
-        WriterCounters {
-            batches: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            largest_batch: AtomicU64::new(0),
-            swept: AtomicU64::new(0),
-            batch_size: crate::metrics::Histogram::new(crate::metrics::BATCH_BOUNDS, 1.0),
-            commit_time: crate::metrics::Histogram::latency(),
-            checkpoint_time: crate::metrics::Histogram::latency(),
-            apply_time: crate::metrics::Histogram::latency(),
-            room_wait: crate::metrics::Histogram::latency(),
-        }
-    }
-}
 
 pub(crate) struct Writer {
     pub db: Arc<redb::Database>,
@@ -258,10 +204,15 @@ impl Writer {
         batch: Vec<Command>,
     ) -> Result<Vec<Answer>, (Error, Vec<Answer>)> {
         let requests = batch.len() as u64;
+        let started = std::time::Instant::now();
         let cut = match Cut::take(&self.db, &self.overlay) {
             Ok(cut) => cut,
             Err(err) => return Err((err, batch.into_iter().map(pending).collect())),
         };
+        let took = started.elapsed();
+        if took > crate::durability::SLOW_STEP {
+            tracing::debug!(elapsed_ms = took.as_secs_f64() * 1e3, "slow read snapshot for planning");
+        }
         let mut answers = Vec::with_capacity(batch.len());
         let mut syncs: Vec<Reply<()>> = Vec::new();
         let planned = (|| {
@@ -374,6 +325,10 @@ impl Writer {
             Ok((planner.last_etag, std::mem::take(&mut planner.out)))
         })();
         drop(cut);
+        let took = started.elapsed();
+        if took > crate::durability::SLOW_STEP {
+            tracing::debug!(elapsed_ms = took.as_secs_f64() * 1e3, requests, "slow batch planning");
+        }
         let (last_etag, planned) = match planned {
             Ok(done) => done,
             Err(error) => {

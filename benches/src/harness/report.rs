@@ -135,16 +135,16 @@ impl Report {
             let _ = writeln!(out, "## {} — {}\n", workload.name(), workload.describe());
             let _ = writeln!(
                 out,
-                "| target | tier | clients | value | ops/s | p50 | p99 | max | conflicts | errors | steal | daprd CPU/op | store CPU/op |"
+                "| target | tier | clients | value | ops/s | p50 | p99 | p99.9 | max | conflicts | errors | steal | daprd CPU/op | store CPU/op |"
             );
             let _ = writeln!(
                 out,
-                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
             );
             for r in rows {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} B | {} | {} | {} | {} | {} | {} | {:.0} % | {} | {} |",
+                    "| {} | {} | {} | {} B | {} | {} | {} | {} | {} | {} | {} | {:.0} % | {} | {} |",
                     r.target.name(),
                     r.tier,
                     r.concurrency,
@@ -152,6 +152,7 @@ impl Report {
                     fmt_rate(r.ops_per_sec),
                     fmt_us(r.p50_us),
                     fmt_us(r.p99_us),
+                    fmt_us(r.p999_us),
                     fmt_us(r.max_us),
                     r.conflicts,
                     r.errors,
@@ -322,6 +323,7 @@ mod tests {
             ops_per_sec: rate,
             p50_us: 100.0,
             p99_us: 2500.0,
+            p999_us: 5000.0,
             max_us: 9000.0,
             mean_us: 120.0,
             conflicts: 0,

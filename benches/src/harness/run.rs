@@ -46,6 +46,7 @@ pub struct Outcome {
     pub ops_per_sec: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    pub p999_us: f64,
     /// The slowest call: pauses too rare for the p99 (a checkpoint's) show here.
     pub max_us: f64,
     pub mean_us: f64,
@@ -712,6 +713,7 @@ pub async fn measure(
         ops_per_sec: ops as f64 / seconds,
         p50_us: percentile(0.50),
         p99_us: percentile(0.99),
+        p999_us: percentile(0.999),
         max_us: percentile(1.0),
         mean_us,
         conflicts,

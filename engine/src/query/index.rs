@@ -6,19 +6,18 @@
 //! (tag `0xFF`, sorting last) or holds an array/object, so an index walk visits exactly the
 //! JSON records in sort order; records whose value is not JSON have no entries.
 //!
-//! Entries are written, replaced and removed by [`crate::storage::Applier`] in the same
+//! Entries are written, replaced and removed by [`crate::apply::Applier`] in the same
 //! transaction as their record. The declared set is stored in `roost_meta` under `indexes`;
 //! at open, newly declared paths are built from the existing records and undeclared ones are
 //! deleted.
 
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use serde_json::Value;
 
 use crate::error::Error;
 use crate::query::{parse, value};
 
-pub(crate) const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("roost_index");
-const META_INDEXES: &str = "indexes";
+pub(crate) use crate::tables::INDEX;
 /// Records indexed per write transaction while building an index.
 const BUILD_BATCH: usize = 5000;
 
@@ -78,8 +77,8 @@ pub(crate) fn reconcile(
     }
     let txn = db.begin_write()?;
     let stored: Vec<(u16, String)> = {
-        let meta = txn.open_table(crate::storage::META)?;
-        let raw = meta.get(META_INDEXES)?.map(|g| g.value().to_vec());
+        let meta = txn.open_table(crate::tables::META)?;
+        let raw = meta.get(crate::meta::INDEXES)?.map(|g| g.value().to_vec());
         match raw {
             None => Vec::new(),
             Some(bytes) => serde_json::from_slice(&bytes)
@@ -136,9 +135,9 @@ pub(crate) fn reconcile(
             }
         }
         let list: Vec<(u16, &String)> = active.iter().map(|d| (d.id, &d.path)).collect();
-        let mut meta = txn.open_table(crate::storage::META)?;
+        let mut meta = txn.open_table(crate::tables::META)?;
         let bytes = serde_json::to_vec(&list).map_err(|e| Error::Storage(e.to_string()))?;
-        meta.insert(META_INDEXES, bytes.as_slice())?;
+        meta.insert(crate::meta::INDEXES, bytes.as_slice())?;
     }
     txn.commit()?;
     let building: Vec<IndexDef> = active
@@ -167,7 +166,7 @@ fn build(
         let mut last = None;
         let mut count = 0;
         {
-            let data = txn.open_table(crate::storage::DATA)?;
+            let data = txn.open_table(crate::tables::DATA)?;
             let mut table = txn.open_table(INDEX)?;
             let range = match &after {
                 Some(key) => data.range::<&[u8]>((

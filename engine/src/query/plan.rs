@@ -28,7 +28,7 @@ use crate::query::value::{self, TAG_MISSING, TAG_NUMBER, TAG_OTHER};
 use crate::query::{CmpOp, Filter, Query, QueryPage, QueryRow, SortKey, token};
 use crate::read::{self, Cut};
 use crate::record;
-use crate::storage::DATA;
+use crate::tables::DATA;
 
 /// A range of index keys, as bounds.
 type BoundRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
