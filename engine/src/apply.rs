@@ -119,4 +119,3 @@ impl<'txn> Applier<'txn> {
         Ok(())
     }
 }
-

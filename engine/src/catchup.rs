@@ -18,16 +18,16 @@ use std::time::{Duration, Instant};
 
 use flume::{Receiver, RecvTimeoutError, Sender};
 
+use crate::apply::Applier;
 use crate::codec::Codec;
+use crate::command::Reply;
 use crate::error::Error;
+use crate::meta;
+use crate::metrics::WriterCounters;
 use crate::options::{CrashAt, CrashPoint};
 use crate::overlay::{Batch, Overlay};
 use crate::query::index::IndexDef;
-use crate::apply::Applier;
-use crate::meta;
 use crate::wal::Segments;
-use crate::command::Reply;
-use crate::metrics::WriterCounters;
 
 /// How long no batch may arrive before a due idle checkpoint runs.
 pub(crate) const CHECKPOINT_QUIET: Duration = Duration::from_millis(50);

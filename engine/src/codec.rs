@@ -317,7 +317,9 @@ pub(crate) fn prepare(
     let mut changed = false;
     {
         let mut meta = txn.open_table(crate::tables::META)?;
-        let stored_id = meta.get(crate::meta::KEYSPACE_ID)?.map(|g| g.value().to_vec());
+        let stored_id = meta
+            .get(crate::meta::KEYSPACE_ID)?
+            .map(|g| g.value().to_vec());
         let keyspace_id = match stored_id {
             Some(id) => <[u8; 16]>::try_from(id.as_slice())
                 .map_err(|_| Error::Corrupted("keyspace id in roost_meta".into()))?,
@@ -344,7 +346,9 @@ pub(crate) fn prepare(
                     )
                     .is_ok_and(|p| p == KEY_CHECK_PLAINTEXT)
         };
-        let stored = meta.get(crate::meta::KEY_CHECK)?.map(|g| g.value().to_vec());
+        let stored = meta
+            .get(crate::meta::KEY_CHECK)?
+            .map(|g| g.value().to_vec());
         let primary = options.encryption_key.as_ref();
         let previous = options.previous_encryption_key.as_ref();
         match (&stored, primary) {

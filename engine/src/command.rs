@@ -30,4 +30,3 @@ pub(crate) enum Command {
     /// Finish the queue, flush, mark the file clean and stop.
     Shutdown(Reply<()>),
 }
-

@@ -20,9 +20,11 @@ use flume::{Receiver, Sender};
 
 use crate::clock::Clock;
 use crate::codec::Codec;
+use crate::command::{BulkResults, Command};
 use crate::durability::Sink;
 use crate::error::Error;
 use crate::etag::Etag;
+use crate::metrics::WriterCounters;
 use crate::options::{Limits, Options};
 use crate::overlay::Overlay;
 use crate::query::index::IndexDef;
@@ -30,8 +32,6 @@ use crate::query::{Query, QueryPage};
 use crate::read::{self, Cut, KeyspaceStats, Record, ScanPage};
 use crate::request::{CheckedOp, DeleteRequest, ImportRecord, Operation, SetRequest};
 use crate::snapshot::SnapshotStats;
-use crate::command::{BulkResults, Command};
-use crate::metrics::WriterCounters;
 use crate::writer::Writer;
 
 /// Records visited per rewrite batch.

@@ -24,17 +24,17 @@ use std::time::{Duration, Instant};
 
 use flume::Sender;
 
+use crate::apply::Applier;
 use crate::catchup::{CatchUp, Message, Pause, Poison};
 use crate::codec::Codec;
+use crate::command::Reply;
 use crate::error::Error;
+use crate::meta;
+use crate::metrics::WriterCounters;
 use crate::options::{CrashAt, CrashPoint, Durability, Options};
 use crate::overlay::{Batch, Overlay, Planned};
 use crate::query::index::IndexDef;
-use crate::apply::Applier;
-use crate::meta;
 use crate::wal::{self, Wal};
-use crate::command::Reply;
-use crate::metrics::WriterCounters;
 
 /// A step of the write path slower than this is logged at debug level.
 pub(crate) const SLOW_STEP: Duration = Duration::from_millis(20);
@@ -328,7 +328,10 @@ impl Logged {
             .map_err(|e| Error::Storage(format!("write-ahead log append failed: {e}")))?;
         let took = started.elapsed();
         if took > SLOW_STEP {
-            tracing::debug!(elapsed_ms = took.as_secs_f64() * 1e3, "slow write-ahead log append");
+            tracing::debug!(
+                elapsed_ms = took.as_secs_f64() * 1e3,
+                "slow write-ahead log append"
+            );
         }
         CrashAt::reached(&self.crash_at, CrashPoint::AfterLogAppend);
         self.seq = next;

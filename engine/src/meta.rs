@@ -63,4 +63,3 @@ pub(crate) fn mark_clean(db: &redb::Database, last_etag: u64) -> Result<(), Erro
     txn.commit()?;
     Ok(())
 }
-

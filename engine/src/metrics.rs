@@ -150,8 +150,6 @@ impl Default for WriterCounters {
     }
 }
 
-
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -305,4 +305,3 @@ fn initialize(db: &redb::Database, path: &str) -> Result<u64, Error> {
     txn.commit()?;
     Ok(last_etag)
 }
-

@@ -87,7 +87,6 @@ impl Entry {
     pub fn expires_at(&self) -> Option<u64> {
         self.planned().expires_at
     }
-
 }
 
 /// What an entry costs beyond its bytes (map node share, `Arc`, vectors), for the bound.
@@ -247,7 +246,8 @@ impl Overlay {
         }
         state.last_etag = state.last_etag.max(batch.last_etag);
         state.last_seq = state.last_seq.max(batch.seq);
-        self.bytes.fetch_add(batch.memory_bytes(), Ordering::Relaxed);
+        self.bytes
+            .fetch_add(batch.memory_bytes(), Ordering::Relaxed);
     }
 
     /// Removes the entries written by `batches` that nothing newer replaced: called after the

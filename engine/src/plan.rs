@@ -16,8 +16,8 @@ use crate::overlay::{Layer, Planned};
 use crate::query::index::{self, IndexDef};
 use crate::read::{self, Cut};
 use crate::record;
+use crate::request::ImportRecord;
 use crate::request::{CheckedOp, Concurrency};
-use crate::request::{ImportRecord};
 use crate::tables::{DATA, EXPIRY, expiry_key};
 use crate::wal::WalOp;
 

@@ -237,4 +237,3 @@ pub struct ImportRecord {
     pub expires_at_unix_ms: Option<u64>,
     pub content_type: Option<String>,
 }
-

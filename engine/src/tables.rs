@@ -22,4 +22,3 @@ pub(crate) fn expiry_key(expires_at_ms: u64, key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(key);
     out
 }
-

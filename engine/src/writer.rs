@@ -25,9 +25,9 @@ use crate::command::{Command, Reply};
 use crate::durability::Sink;
 use crate::error::Error;
 use crate::etag::Etag;
+use crate::metrics::WriterCounters;
 use crate::overlay::Overlay;
 use crate::plan::{PlanError, Planner};
-use crate::metrics::WriterCounters;
 use crate::query::index::IndexDef;
 use crate::read::Cut;
 
@@ -211,7 +211,10 @@ impl Writer {
         };
         let took = started.elapsed();
         if took > crate::durability::SLOW_STEP {
-            tracing::debug!(elapsed_ms = took.as_secs_f64() * 1e3, "slow read snapshot for planning");
+            tracing::debug!(
+                elapsed_ms = took.as_secs_f64() * 1e3,
+                "slow read snapshot for planning"
+            );
         }
         let mut answers = Vec::with_capacity(batch.len());
         let mut syncs: Vec<Reply<()>> = Vec::new();
@@ -327,7 +330,11 @@ impl Writer {
         drop(cut);
         let took = started.elapsed();
         if took > crate::durability::SLOW_STEP {
-            tracing::debug!(elapsed_ms = took.as_secs_f64() * 1e3, requests, "slow batch planning");
+            tracing::debug!(
+                elapsed_ms = took.as_secs_f64() * 1e3,
+                requests,
+                "slow batch planning"
+            );
         }
         let (last_etag, planned) = match planned {
             Ok(done) => done,

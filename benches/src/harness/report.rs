@@ -366,7 +366,7 @@ mod tests {
         let md = report().markdown();
         assert!(
             md.contains(
-                "| roost | durable | 1 | 1024 B | 12.3k | 100 µs | 2.50 ms | 9.00 ms | 0 | 0 | 1 % |"
+                "| roost | durable | 1 | 1024 B | 12.3k | 100 µs | 2.50 ms | 5.00 ms | 9.00 ms | 0 | 0 | 1 % |"
             ),
             "{md}"
         );
