@@ -5,8 +5,9 @@
 //! - Etags come from one database-wide, strictly increasing sequence, so they never repeat.
 //! - Writes follow Dapr's concurrency rules (last-write / first-write, etag checks), alone,
 //!   in bulk (per-item outcomes) or in ordered all-or-nothing transactions.
-//! - All writes go through one group-commit writer: concurrent requests share one redb
-//!   transaction and one fsync. Durability is `Immediate` (acknowledged = on disk) or
+//! - All writes go through one group-commit writer: concurrent requests share one log append
+//!   and one fsync. Durability is `Immediate` (acknowledged = on disk, in the write-ahead log;
+//!   redb catches up in the background and writers never wait for its checkpoints) or
 //!   `Eventual` (bounded loss window).
 //! - Expired records are invisible at once and deleted in the background through an expiry
 //!   index.

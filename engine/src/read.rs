@@ -52,7 +52,7 @@ impl Cut {
     }
 }
 
-/// Where a key's stored bytes are in a cut.
+/// Where a key's stored record bytes are in a cut (point lookups and merged ranges).
 pub(crate) enum Stored<'t> {
     Overlay(Arc<Entry>),
     Redb(redb::AccessGuard<'t, &'static [u8]>),
@@ -136,7 +136,7 @@ pub(crate) fn merged_range<'t>(
     layer: &'t Layer,
     data: &'t redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     start: std::ops::Bound<&[u8]>,
-) -> Result<impl Iterator<Item = Result<(Vec<u8>, MergedBytes<'t>), Error>> + 't, Error> {
+) -> Result<impl Iterator<Item = Result<(Vec<u8>, Stored<'t>), Error>> + 't, Error> {
     use std::ops::Bound;
     let redb_start: Bound<&[u8]> = start;
     let mut redb = data
@@ -174,30 +174,15 @@ pub(crate) fn merged_range<'t>(
                     redb.next();
                 }
                 if entry.record().is_some() {
-                    return Some(Ok((key.clone(), MergedBytes::Overlay(Arc::clone(entry)))));
+                    return Some(Ok((key.clone(), Stored::Overlay(Arc::clone(entry)))));
                 }
                 // Removed in the overlay: the redb record (if any) is skipped above.
                 continue;
             }
             let (key, value) = redb.next().expect("peeked").expect("checked above");
-            return Some(Ok((key.value().to_vec(), MergedBytes::Redb(value))));
+            return Some(Ok((key.value().to_vec(), Stored::Redb(value))));
         }
     }))
-}
-
-/// A merged range's record bytes.
-pub(crate) enum MergedBytes<'t> {
-    Overlay(Arc<Entry>),
-    Redb(redb::AccessGuard<'t, &'static [u8]>),
-}
-
-impl MergedBytes<'_> {
-    pub fn bytes(&self) -> &[u8] {
-        match self {
-            MergedBytes::Overlay(entry) => entry.record().expect("merged ranges hold records"),
-            MergedBytes::Redb(guard) => guard.value(),
-        }
-    }
 }
 
 /// A page of a key-range scan.

@@ -2,13 +2,15 @@
 //!
 //! Why: a durable redb commit rewrites the B-tree pages on the path to every changed key and
 //! fsyncs the file; appending a batch's final records to a log and fsyncing that is one
-//! sequential write. So each batch is (1) appended here and fdatasync'ed, (2) committed to
-//! redb *without* fsync (readers see it from then on), (3) acknowledged. A checkpoint — one
-//! durable redb commit — later makes everything before it durable in the main file, after
-//! which the log is emptied. On open, records newer than the checkpointed sequence are
-//! re-applied. `docs/design.md` §"Write-ahead log" argues the crash cases.
+//! sequential write. So the writer (1) appends each batch here and fdatasyncs it, (2) shows it
+//! to readers in the overlay, (3) acknowledges it; catch-up applies it to redb later and
+//! checkpoints (one durable redb commit), after which the segments the checkpoint covers are
+//! deleted. On open, records newer than the checkpointed sequence are re-applied.
+//! `docs/design.md` §5b argues the crash cases.
 //!
-//! File `<database>-wal`, a sequence of records:
+//! Files `<database>-wal.<first batch sequence, 20 digits>` (segments, a quarter of the
+//! checkpoint size each; the single `<database>-wal` of older builds is read first), each a
+//! sequence of records:
 //!
 //! ```text
 //! len u32 LE (bytes after the crc) ‖ crc32 u32 LE (of those bytes) ‖
@@ -18,8 +20,8 @@
 //!
 //! Records carry the *sealed* envelope (compressed and encrypted exactly as stored), never
 //! plaintext. Reading stops at the first record that is short, fails its checksum, or does
-//! not carry the next sequence number: that is the torn tail of a write that was never
-//! acknowledged, or leftovers from before the log was last emptied.
+//! not carry the next sequence number (across segments too): that is the torn tail of a write
+//! that was never acknowledged, or leftovers from before a segment was emptied in place.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -127,6 +129,19 @@ pub fn remove_log_files(db_path: &Path) -> std::io::Result<()> {
         }
     }
     sync_parent(db_path)
+}
+
+/// Creates the (empty) segment whose first batch is `first_seq`, its directory entry durable.
+fn new_segment(db_path: &Path, first_seq: u64) -> std::io::Result<(PathBuf, File)> {
+    let path = segment_path(db_path, first_seq);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    sync_parent(db_path)?;
+    Ok((path, file))
 }
 
 fn sync_parent(path: &Path) -> std::io::Result<()> {
@@ -237,14 +252,7 @@ impl Wal {
     /// (their batches are in the main file, durably, when this is called).
     pub fn create(db_path: &Path, next_seq: u64, segment_bytes: u64) -> std::io::Result<Wal> {
         remove_log_files(db_path)?;
-        let path = segment_path(db_path, next_seq);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
-        sync_parent(db_path)?;
+        let (path, file) = new_segment(db_path, next_seq)?;
         Ok(Wal {
             shared: Arc::new(Segments {
                 db_path: db_path.to_path_buf(),
@@ -277,14 +285,7 @@ impl Wal {
         let shared = &self.shared;
         let mut open = shared.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.len >= shared.segment_bytes {
-            let path = segment_path(&shared.db_path, batch_seq);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)?;
-            sync_parent(&shared.db_path)?;
+            let (path, file) = new_segment(&shared.db_path, batch_seq)?;
             let old = std::mem::replace(&mut open.path, path);
             open.file = file;
             let last = open.last_seq;

@@ -401,6 +401,17 @@ fn sort() -> impl Strategy<Value = Vec<Value>> {
     prop::collection::vec(key, 0..3)
 }
 
+/// A query document with an optional filter, a sort and a page limit.
+fn query_text(filter: Option<Value>, sort: Vec<Value>, limit: usize) -> String {
+    let mut body = serde_json::Map::new();
+    if let Some(f) = filter {
+        body.insert("filter".into(), f);
+    }
+    body.insert("sort".into(), Value::Array(sort));
+    body.insert("page".into(), json!({"limit": limit}));
+    Value::Object(body).to_string()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 120, ..ProptestConfig::default() })]
 
@@ -420,11 +431,7 @@ proptest! {
             }
         }
         for (filter, sort, limit) in queries {
-            let mut body = serde_json::Map::new();
-            if let Some(f) = filter { body.insert("filter".into(), f); }
-            body.insert("sort".into(), Value::Array(sort));
-            body.insert("page".into(), json!({"limit": limit}));
-            let text = Value::Object(body).to_string();
+            let text = query_text(filter, sort, limit);
             let indexed = Query::parse_json(&text).unwrap();
             let mut scan = indexed.clone();
             scan.force_full_scan = true;
@@ -470,11 +477,7 @@ proptest! {
         }
         reference.sync().unwrap();
         for (filter, sort, limit) in queries {
-            let mut body = serde_json::Map::new();
-            if let Some(f) = filter { body.insert("filter".into(), f); }
-            body.insert("sort".into(), Value::Array(sort));
-            body.insert("page".into(), json!({"limit": limit}));
-            let text = Value::Object(body).to_string();
+            let text = query_text(filter, sort, limit);
             let indexed = Query::parse_json(&text).unwrap();
             let mut scan = indexed.clone();
             scan.force_full_scan = true;
