@@ -199,10 +199,7 @@ impl Sink {
     /// Stops catch-up without a final checkpoint when the writer gives up (poisoned).
     pub fn abandon(&mut self) {
         if let Sink::Logged(logged) = self {
-            logged.catchup.take();
-            if let Some(handle) = logged.handle.take() {
-                let _ = handle.join();
-            }
+            logged.join_catchup();
         }
     }
 }
@@ -350,21 +347,23 @@ impl Logged {
         let result = rx
             .recv()
             .unwrap_or_else(|_| Err(Error::Storage("the catch-up thread stopped".into())));
+        self.join_catchup();
+        result
+    }
+
+    /// Closes catch-up's queue (it stops once the queue is drained) and waits for the thread.
+    fn join_catchup(&mut self) {
         self.catchup.take();
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
-        result
     }
 }
 
 impl Drop for Logged {
     fn drop(&mut self) {
         // Without a finish (a poisoned writer), catch-up stops when its queue closes.
-        self.catchup.take();
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
+        self.join_catchup();
     }
 }
 

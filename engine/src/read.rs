@@ -153,24 +153,24 @@ pub(crate) fn merged_range<'t>(
         .peekable();
     Ok(std::iter::from_fn(move || {
         loop {
-            let next_redb = match redb.peek() {
-                Some(Ok((k, _))) => Some(k.value().to_vec()),
-                Some(Err(_)) => {
+            // Which side holds the next key, compared in place (no copies of the keys).
+            let (take_overlay, same_key) = match (redb.peek(), over.peek()) {
+                (Some(Err(_)), _) => {
                     let err = redb.next().expect("peeked").err().expect("an error");
                     return Some(Err(Error::from(err)));
                 }
-                None => None,
-            };
-            let next_over = over.peek().map(|(k, _)| (*k).clone());
-            let take_overlay = match (&next_redb, &next_over) {
                 (None, None) => return None,
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some(r), Some(o)) => o <= r,
+                (Some(Ok(_)), None) => (false, false),
+                (None, Some(_)) => (true, false),
+                (Some(Ok((r, _))), Some((o, _))) => {
+                    let r = r.value();
+                    (o.as_slice() <= r, o.as_slice() == r)
+                }
             };
             if take_overlay {
                 let (key, entry) = over.next().expect("peeked");
-                if next_redb.as_deref() == Some(key.as_slice()) {
+                if same_key {
+                    // The overlay's state replaces redb's record of the key.
                     redb.next();
                 }
                 if entry.record().is_some() {
