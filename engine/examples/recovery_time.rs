@@ -80,10 +80,7 @@ fn main() {
         ["acknowledged", n, bytes] => (n.parse().unwrap(), bytes.parse().unwrap()),
         _ => panic!("the child printed {line:?} and ended with {status}"),
     };
-    let log_bytes: u64 = roost_engine::log_files(&path)
-        .iter()
-        .map(|f| std::fs::metadata(f).unwrap().len())
-        .sum();
+    let log_bytes = roost_engine::log_record_bytes(&path).unwrap();
     let started = Instant::now();
     let db = Database::open(Options::new(&path)).expect("reopen");
     let replay = started.elapsed();

@@ -266,8 +266,9 @@ impl Database {
         }
     }
 
-    /// The files this database consists of now: the main file and the write-ahead log's
-    /// segments (for sizes, backups and removal; never open them while the database is open).
+    /// The files this database consists of now: the main file, the write-ahead log's segments
+    /// and its spare segments (for sizes and removal; never open them while the database is
+    /// open).
     pub fn files(&self) -> Vec<PathBuf> {
         database_files(&self.inner.path)
     }
@@ -600,15 +601,28 @@ impl Drop for Inner {
     }
 }
 
-/// The files of the database at `path` that exist now: the main file and the write-ahead
-/// log's segments.
+/// The files of the database at `path` that exist now: the main file, the write-ahead log's
+/// segments, and the spare segments it keeps for reuse (`<file>-wal.spare.<n>`, holding no
+/// batch a replay reads).
 pub fn database_files(path: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     if path.exists() {
         files.push(path.to_path_buf());
     }
     files.extend(crate::wal::log_files(path));
+    files.extend(crate::wal::spare_files(path));
     files
+}
+
+/// The bytes of write-ahead-log records beside the database at `path`: at most what a replay
+/// on open would read (segment files can be larger, since reused segments keep their size).
+pub fn log_record_bytes(path: &Path) -> Result<u64, Error> {
+    crate::wal::record_bytes(path).map_err(|err| {
+        Error::Storage(format!(
+            "cannot read the write-ahead log of {}: {err}",
+            path.display()
+        ))
+    })
 }
 
 /// The write-ahead log's segment files of the database at `path` that exist now, oldest first:
@@ -617,8 +631,8 @@ pub fn log_files(path: &Path) -> Vec<PathBuf> {
     crate::wal::log_files(path)
 }
 
-/// Deletes the write-ahead log of the database at `path` (when its main file is replaced by
-/// a snapshot while the database is closed).
+/// Deletes the write-ahead log of the database at `path`, spare segments included (when its
+/// main file is replaced by a snapshot while the database is closed).
 pub fn remove_log_files(path: &Path) -> Result<(), Error> {
     crate::wal::remove_log_files(path).map_err(|err| {
         Error::Storage(format!(

@@ -56,7 +56,9 @@ mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{CodecOptions, Compression, EncryptionKey};
-pub use database::{AsyncDatabase, Database, Stats, database_files, log_files, remove_log_files};
+pub use database::{
+    AsyncDatabase, Database, Stats, database_files, log_files, log_record_bytes, remove_log_files,
+};
 pub use error::{Error, MismatchReason, Result};
 pub use etag::Etag;
 pub use id::{uuid_v4, uuid_v4_text};

@@ -10,7 +10,12 @@
 //!
 //! Files `<database>-wal.<first batch sequence, 20 digits>` (segments, a quarter of the
 //! checkpoint size each; the single `<database>-wal` of older builds is read first), each a
-//! sequence of records:
+//! sequence of records. A segment that a checkpoint covers is not deleted but kept as a
+//! *spare* (`<database>-wal.spare.<n>`, at most [`MAX_SPARES`]) and renamed into place at the
+//! next rotation: the writer then overwrites blocks the file already has, so its fdatasync
+//! writes data only — no size change, no block allocation, no file-system journal commit
+//! queued behind a checkpoint's writeback. Spares belong to one run: opening the database
+//! deletes them.
 //!
 //! ```text
 //! len u32 LE (bytes after the crc) ‖ crc32 u32 LE (of those bytes) ‖
@@ -19,12 +24,16 @@
 //! ```
 //!
 //! Records carry the *sealed* envelope (compressed and encrypted exactly as stored), never
-//! plaintext. Reading stops at the first record that is short, fails its checksum, or does
-//! not carry the next sequence number (across segments too): that is the torn tail of a write
-//! that was never acknowledged, or leftovers from before a segment was emptied in place.
+//! plaintext. Reading a segment stops at the first record that is short, fails its checksum, or does
+//! not carry the next sequence number: that is the torn tail of a write that was never
+//! acknowledged, or what a recycled segment held before (its records are older, so their
+//! sequence numbers never continue the run). The next segment is read only if it continues
+//! the sequence, and the first batch newer than the checkpoint must be the one right after
+//! it: a log that does not continue the main file is not replayed.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -85,6 +94,48 @@ fn segment_path(db_path: &Path, first_seq: u64) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The most checkpointed segments kept for reuse: a checkpoint covers about four (segments
+/// are a quarter of the checkpoint size), and the writer takes one at each rotation.
+pub(crate) const MAX_SPARES: usize = 4;
+
+/// A spare segment: `<database>-wal.spare.<n>`.
+fn spare_path(db_path: &Path, n: u64) -> PathBuf {
+    let mut name = db_path.as_os_str().to_owned();
+    name.push(format!("-wal.spare.{n}"));
+    PathBuf::from(name)
+}
+
+/// The spare segments beside the database at `db_path` (disk the log keeps for reuse; they
+/// hold no batch that replay would read).
+pub(crate) fn spare_files(db_path: &Path) -> Vec<PathBuf> {
+    let Some(name) = db_path.file_name() else {
+        return Vec::new();
+    };
+    let prefix = format!("{}-wal.spare.", name.to_string_lossy());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(parent_dir(db_path))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .strip_prefix(&prefix)
+                .is_some_and(|n| n.parse::<u64>().is_ok())
+        })
+        .map(|entry| entry.path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// The log files beside the database at `db_path` that exist now, oldest first.
 pub fn log_files(db_path: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
@@ -98,10 +149,7 @@ pub fn log_files(db_path: &Path) -> Vec<PathBuf> {
     else {
         return Vec::new();
     };
-    let dir = match db_path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(db_path);
     let prefix = format!("{name}-wal.");
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
@@ -119,9 +167,28 @@ pub fn log_files(db_path: &Path) -> Vec<PathBuf> {
     files.into_iter().map(|(_, path)| path).collect()
 }
 
-/// Deletes every log file of the database at `db_path` (and syncs the directory).
+/// The bytes of log records in the log files of the database at `db_path`: what a replay
+/// would read, at most (a segment's file may be larger: reused segments keep their size).
+pub(crate) fn record_bytes(db_path: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    let mut expected = None;
+    for path in log_files(db_path) {
+        let mut bytes = Vec::new();
+        File::open(&path)?.read_to_end(&mut bytes)?;
+        let (valid, next) = decode_from(&bytes, u64::MAX, expected, &mut Vec::new());
+        total += valid as u64;
+        if expected.is_some() && next == expected {
+            break;
+        }
+        expected = next.or(expected);
+    }
+    Ok(total)
+}
+
+/// Deletes every log file of the database at `db_path`, spares included (and syncs the
+/// directory).
 pub fn remove_log_files(db_path: &Path) -> std::io::Result<()> {
-    for file in log_files(db_path) {
+    for file in log_files(db_path).into_iter().chain(spare_files(db_path)) {
         match std::fs::remove_file(&file) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -144,30 +211,35 @@ fn new_segment(db_path: &Path, first_seq: u64) -> std::io::Result<(PathBuf, File
     Ok((path, file))
 }
 
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
-        _ => File::open(".")?.sync_all(),
-    }
+/// Opens the spare `spare` under the segment name for `first_seq`, its directory entry
+/// durable. Its old records stay until overwritten; none continues the new sequence.
+fn reuse_spare(db_path: &Path, spare: &Path, first_seq: u64) -> std::io::Result<(PathBuf, File)> {
+    let path = segment_path(db_path, first_seq);
+    std::fs::rename(spare, &path)?;
+    let file = OpenOptions::new().read(true).write(true).open(&path)?;
+    sync_parent(db_path)?;
+    Ok((path, file))
 }
 
-/// The batches after `checkpointed_seq` in every log file of the database, in order. Reading
-/// stops at the first torn or out-of-sequence record.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    File::open(parent_dir(path))?.sync_all()
+}
+
+/// The batches after `checkpointed_seq` in every log file of the database, in order. A
+/// segment is read up to its first torn or out-of-sequence record; the next one only if it
+/// continues the sequence.
 pub(crate) fn read_all(db_path: &Path, checkpointed_seq: u64) -> std::io::Result<Vec<WalBatch>> {
     let mut batches = Vec::new();
     let mut expected: Option<u64> = None;
     for path in log_files(db_path) {
         let mut bytes = Vec::new();
         File::open(&path)?.read_to_end(&mut bytes)?;
-        let (mut found, valid, next) = decode_from(&bytes, checkpointed_seq, expected);
-        batches.append(&mut found);
-        if valid != bytes.len() {
-            // A torn tail: nothing after it was ever acknowledged.
+        let (_, next) = decode_from(&bytes, checkpointed_seq, expected, &mut batches);
+        if expected.is_some() && next == expected {
+            // The segment held nothing that continues the run: the log ends here.
             break;
         }
-        if next.is_some() {
-            expected = next;
-        }
+        expected = next.or(expected);
     }
     Ok(batches)
 }
@@ -180,6 +252,8 @@ pub(crate) struct Segments {
     segment_bytes: u64,
     /// Closed segments, oldest first, with the last batch each holds.
     closed: Mutex<Vec<(PathBuf, u64)>>,
+    /// Checkpointed segments kept for reuse, and the number the next one is named with.
+    spares: Mutex<(Vec<PathBuf>, u64)>,
     open: Mutex<OpenSegment>,
 }
 
@@ -195,9 +269,12 @@ struct OpenSegment {
 }
 
 impl Segments {
-    /// Deletes the log that a checkpoint through `seq` covers: the closed segments whose
-    /// batches are all at or below it, and the open segment's contents if it holds nothing
-    /// newer (emptied in place; the writer appends after). Returns the segments removed.
+    /// Retires the log that a checkpoint through `seq` covers: the closed segments whose
+    /// batches are all at or below it become spares (or are deleted once [`MAX_SPARES`] are
+    /// kept), and the open segment is emptied in place if it holds nothing newer (its first
+    /// record header zeroed; the writer writes from the start again). Neither needs a
+    /// directory sync: a crash that forgets a rename leaves a segment of checkpointed batches,
+    /// which replay skips. Returns the segments retired.
     pub fn remove_through(&self, seq: u64) -> std::io::Result<usize> {
         let mut removed = 0;
         {
@@ -206,10 +283,24 @@ impl Segments {
                 if *last > seq {
                     break;
                 }
-                match std::fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => return Err(err),
+                let mut spares = self.spares.lock().unwrap_or_else(|p| p.into_inner());
+                let full = std::fs::metadata(path).is_ok_and(|m| m.len() >= self.segment_bytes);
+                let kept = if spares.0.len() < MAX_SPARES && full {
+                    let spare = spare_path(&self.db_path, spares.1);
+                    std::fs::rename(path, &spare)?;
+                    spares.1 += 1;
+                    spares.0.push(spare);
+                    true
+                } else {
+                    false
+                };
+                drop(spares);
+                if !kept {
+                    match std::fs::remove_file(path) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(err) => return Err(err),
+                    }
                 }
                 closed.remove(0);
                 removed += 1;
@@ -217,13 +308,21 @@ impl Segments {
         }
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.len > 0 && open.last_seq <= seq {
-            open.file.set_len(0)?;
-            open.file.seek(SeekFrom::Start(0))?;
+            open.file.write_all_at(&[0u8; HEADER], 0)?;
             open.file.sync_data()?;
             open.len = 0;
             removed += 1;
         }
         Ok(removed)
+    }
+
+    /// A spare to rename into place, if catch-up has retired one.
+    fn take_spare(&self) -> Option<PathBuf> {
+        self.spares
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .pop()
     }
 
     /// Log bytes on disk.
@@ -258,6 +357,7 @@ impl Wal {
                 db_path: db_path.to_path_buf(),
                 segment_bytes: segment_bytes.max(1),
                 closed: Mutex::new(Vec::new()),
+                spares: Mutex::new((Vec::new(), 0)),
                 open: Mutex::new(OpenSegment {
                     file,
                     path,
@@ -275,7 +375,8 @@ impl Wal {
     }
 
     /// Appends one batch and waits until it is on disk. A full segment is closed first and
-    /// the batch starts the next one (whose directory entry is made durable before the batch).
+    /// the batch starts the next one — a spare renamed into place when there is one, else a
+    /// new file — whose directory entry is made durable before the batch.
     pub fn append<'a>(
         &mut self,
         batch_seq: u64,
@@ -285,7 +386,10 @@ impl Wal {
         let shared = &self.shared;
         let mut open = shared.open.lock().unwrap_or_else(|p| p.into_inner());
         if open.len >= shared.segment_bytes {
-            let (path, file) = new_segment(&shared.db_path, batch_seq)?;
+            let (path, file) = match shared.take_spare() {
+                Some(spare) => reuse_spare(&shared.db_path, &spare, batch_seq)?,
+                None => new_segment(&shared.db_path, batch_seq)?,
+            };
             let old = std::mem::replace(&mut open.path, path);
             open.file = file;
             let last = open.last_seq;
@@ -299,7 +403,7 @@ impl Wal {
         let open = &mut *open;
         open.buffer.clear();
         encode(&mut open.buffer, batch_seq, last_etag, ops);
-        open.file.write_all(&open.buffer)?;
+        open.file.write_all_at(&open.buffer, open.len)?;
         open.file.sync_data()?;
         open.len += open.buffer.len() as u64;
         open.last_seq = batch_seq;
@@ -352,23 +456,33 @@ fn encode<'a>(
 /// The batches after `checkpointed_seq` and the length of the valid prefix of `bytes`.
 #[cfg(test)]
 fn decode_all(bytes: &[u8], checkpointed_seq: u64) -> (Vec<WalBatch>, usize) {
-    let (batches, valid, _) = decode_from(bytes, checkpointed_seq, None);
+    let mut batches = Vec::new();
+    let (valid, _) = decode_from(bytes, checkpointed_seq, None, &mut batches);
     (batches, valid)
 }
 
-/// Like [`decode_all`], continuing a sequence that expects `expected` next (the previous
-/// segment's end); also returns the sequence the next segment must start with.
+/// Decodes the batches of one segment into `batches` (those after `checkpointed_seq`),
+/// continuing a sequence that expects `expected` next (the previous segment's end). Returns
+/// the length of the valid prefix and the sequence the next segment must start with.
 fn decode_from(
     bytes: &[u8],
     checkpointed_seq: u64,
     mut expected: Option<u64>,
-) -> (Vec<WalBatch>, usize, Option<u64>) {
-    let mut batches = Vec::new();
+    batches: &mut Vec<WalBatch>,
+) -> (usize, Option<u64>) {
     let mut at = 0;
     while let Some((batch, used)) = decode_one(&bytes[at..]) {
         // Sequence numbers are contiguous; a record that breaks the run is from an older
         // generation of the file.
         if expected.is_some_and(|next| batch.seq != next) {
+            break;
+        }
+        // The first batch replay would apply must follow the checkpoint directly; a log
+        // that skips ahead of the main file is not its own.
+        if batch.seq > checkpointed_seq
+            && batches.is_empty()
+            && batch.seq != checkpointed_seq.saturating_add(1)
+        {
             break;
         }
         expected = Some(batch.seq + 1);
@@ -377,7 +491,7 @@ fn decode_from(
             batches.push(batch);
         }
     }
-    (batches, at, expected)
+    (at, expected)
 }
 
 fn decode_one(bytes: &[u8]) -> Option<(WalBatch, usize)> {
@@ -452,6 +566,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn ops(n: u8) -> Vec<WalOp> {
         (0..n)
@@ -514,7 +629,7 @@ mod tests {
     fn a_break_in_the_sequence_is_an_older_generation() {
         // 3 → 4, then a stale 2 left behind after the file was emptied and rewritten.
         let bytes = log(&[(3, 1), (4, 1), (2, 1)]);
-        let (batches, valid) = decode_all(&bytes, 0);
+        let (batches, valid) = decode_all(&bytes, 2);
         assert_eq!(batches.iter().map(|b| b.seq).collect::<Vec<_>>(), [3, 4]);
         assert_eq!(valid, log(&[(3, 1), (4, 1)]).len());
     }
@@ -543,7 +658,7 @@ mod tests {
         // A checkpoint through 3 deletes the closed segments holding only batches <= 3.
         let segments = wal.segments();
         segments.remove_through(3).unwrap();
-        let left = read_all(&db, 0).unwrap();
+        let left = read_all(&db, 3).unwrap();
         assert!(
             left.first().unwrap().seq <= 4,
             "a batch after the checkpoint went"
@@ -555,10 +670,11 @@ mod tests {
         let mut file = OpenOptions::new().append(true).open(&last).unwrap();
         file.write_all(&[1, 2, 3]).unwrap();
         drop(file);
-        assert_eq!(read_all(&db, 0).unwrap().last().unwrap().seq, 6);
+        assert_eq!(read_all(&db, 3).unwrap().last().unwrap().seq, 6);
         // A checkpoint through the last batch empties the open segment too; appends go on.
         segments.remove_through(6).unwrap();
-        assert!(read_all(&db, 0).unwrap().is_empty());
+        assert!(read_all(&db, 6).unwrap().is_empty());
+        assert_eq!(record_bytes(&db).unwrap(), 0);
         assert_eq!(segments.bytes(), 0);
         wal.append(7, 7, ops(1).iter()).unwrap();
         assert_eq!(read_all(&db, 6).unwrap().len(), 1);
@@ -568,6 +684,51 @@ mod tests {
         assert_eq!(log_files(&db).len(), 1, "older segments stayed");
         remove_log_files(&db).unwrap();
         assert!(log_files(&db).is_empty());
+    }
+
+    #[test]
+    fn checkpointed_segments_are_reused_and_their_old_records_never_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.roost");
+        let mut wal = Wal::create(&db, 1, 300).unwrap();
+        let segments = wal.segments();
+        for seq in 1..=6 {
+            wal.append(seq, seq, ops(2).iter()).unwrap();
+        }
+        let before = log_files(&db).len();
+        segments.remove_through(4).unwrap();
+        let spares = spare_files(&db);
+        assert!(!spares.is_empty(), "no checkpointed segment was kept");
+        assert_eq!(log_files(&db).len() + spares.len(), before);
+        // The next rotations take the spares: same files, rewritten from the start.
+        for seq in 7..=14 {
+            wal.append(seq, seq, ops(1).iter()).unwrap();
+        }
+        assert!(spare_files(&db).len() < spares.len(), "no spare was reused");
+        let seqs: Vec<u64> = read_all(&db, 4).unwrap().iter().map(|b| b.seq).collect();
+        assert_eq!(seqs, (5..=14).collect::<Vec<_>>());
+        assert_eq!(read_all(&db, 4).unwrap()[4].ops, ops(1));
+        // A spare renamed into place before its first batch was written (a crash between the
+        // two) holds only checkpointed batches: nothing after it is replayed, nothing before
+        // it is lost.
+        segments.remove_through(10).unwrap();
+        let spare = spare_files(&db)
+            .pop()
+            .expect("no spare after a second checkpoint");
+        std::fs::rename(&spare, segment_path(&db, 15)).unwrap();
+        let seqs: Vec<u64> = read_all(&db, 10).unwrap().iter().map(|b| b.seq).collect();
+        assert_eq!(seqs, (11..=14).collect::<Vec<_>>());
+        remove_log_files(&db).unwrap();
+        assert!(log_files(&db).is_empty() && spare_files(&db).is_empty());
+    }
+
+    #[test]
+    fn replay_starts_right_after_the_checkpoint_or_not_at_all() {
+        let bytes = log(&[(5, 1), (6, 1)]);
+        assert_eq!(decode_all(&bytes, 4).0.len(), 2);
+        assert_eq!(decode_all(&bytes, 5).0.len(), 1);
+        // Batches 1–4 are not here: this log is not the main file's.
+        assert!(decode_all(&bytes, 0).0.is_empty());
     }
 
     #[test]
