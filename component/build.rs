@@ -2,12 +2,13 @@
 //! generates the tonic code with tonic-prost-build:
 //!
 //! - the components API (`dapr.proto.components.v1`), client and server: `roost serve` is the
-//!   server, `roost sidecar`, `roost doctor` and the tests are clients. Its encoded descriptor
-//!   set goes to `OUT_DIR` for gRPC reflection and for the descriptor test.
+//!   server, `roost doctor`, the online admin commands, `roost-sidecar` and the tests are
+//!   clients. Its encoded descriptor set goes to `OUT_DIR` for gRPC reflection and for the
+//!   descriptor test.
 //! - Roost's admin service (`roost.admin.v1`, served on the same socket), client and server,
-//!   with its descriptor set for reflection;
-//! - the state part of the app-facing runtime API (`dapr.proto.runtime.v1`), server only:
-//!   `roost sidecar` serves it.
+//!   with its descriptor set for reflection.
+//!
+//! (The app-facing runtime API is `roost-sidecar`'s, compiled there.)
 
 use std::path::PathBuf;
 
@@ -22,11 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         root.join("dapr/proto/components/v1/state.proto"),
     ];
     let admin = [root.join("roost/admin/v1/admin.proto")];
-    let runtime = [
-        root.join("dapr/proto/common/v1/common.proto"),
-        root.join("dapr/proto/runtime/v1/dapr.proto"),
-    ];
-    for file in components.iter().chain(&runtime).chain(&admin) {
+    for file in components.iter().chain(&admin) {
         println!("cargo:rerun-if-changed={}", file.display());
     }
 
@@ -53,12 +50,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .compile_fds(descriptors)?;
 
-    let descriptors = protox::compile(&runtime, [&root])?;
-    tonic_prost_build::configure()
-        .bytes(".dapr.proto.runtime.v1")
-        .bytes(".dapr.proto.common.v1")
-        .build_client(false)
-        .build_server(true)
-        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! `cargo bench -p roost-bench --bench blackboard` (ROOST_BB_PUBLISHES, ROOST_BB_INPUTS tune it).
 //!
 //! Stores: `memory`, `embedded` (durable per publish), and `dapr`: the `DaprStore` through a
-//! real `roost sidecar` → `roost serve` (in process, loopback gRPC + Unix socket), durable
+//! real `roost-sidecar` → `roost serve` (in process, loopback gRPC + Unix socket), durable
 //! per write, indexes on the pushed-down fields. With a daprd (`tests/dapr/build.sh`) also the
 //! `DaprStore` through real daprd on `state.roost`, Dapr's `state.in-memory` and
 //! `state.postgresql` v2 (index records: no query API), and `state.redis` with daprd's
@@ -19,8 +19,8 @@ use roost_blackboard::{
     Artifact, ArtifactType, BlackboardStore, DaprStore, EmbeddedStore, Filter, Flock, MemoryStore,
     Output,
 };
-use roost_component::sidecar::daprd::find_daprd;
-use roost_component::sidecar::local::LocalDapr;
+use roost_sidecar::daprd::find_daprd;
+use roost_sidecar::local::LocalDapr;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -221,7 +221,7 @@ spec:
             .replace("name: statestore", "name: board");
             let stack_dir = dir.path().join(format!("{name}-{file}"));
             let stack = if name == "dapr" {
-                LocalDapr::start(&stack_dir, "bench", &yaml).expect("roost serve + roost sidecar")
+                LocalDapr::start(&stack_dir, "bench", &yaml).expect("roost serve + roost-sidecar")
             } else {
                 let binary = daprd.as_ref().expect("daprd");
                 LocalDapr::start_under_daprd(&stack_dir, "bench", &yaml, binary).expect("daprd")

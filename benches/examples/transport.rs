@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use roost_component::client::{connect, for_instance};
+use roost_component::doctor::client::{connect, for_instance};
 use roost_component::proto::{self, state_store_client::StateStoreClient};
 use roost_component::server::{self, ServeConfig};
 

@@ -199,7 +199,7 @@ fn settings(args: &Args) -> Settings {
         settings.keys = 1000;
         settings.concurrency = vec![1, 8];
     }
-    if args.targets.is_empty() && roost_component::sidecar::daprd::find_daprd().is_none() {
+    if args.targets.is_empty() && roost_sidecar::daprd::find_daprd().is_none() {
         eprintln!(
             "roost-bench: no daprd (run `bash tests/dapr/build.sh`, or set ROOST_DAPRD): \
              the daprd-* targets are left out"

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use roost_bench::harness::servers::{PostgresServer, RedisPersistence, RedisServer, RoostServer};
 use roost_bench::harness::targets::daprd::component_yaml;
-use roost_component::sidecar::daprd::{DaprdOptions, DaprdProcess, find_daprd};
+use roost_sidecar::daprd::{DaprdOptions, DaprdProcess, find_daprd};
 
 /// The band example as `cargo test` builds it, next to this test's binary.
 fn band_example() -> Option<PathBuf> {

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! `--store dapr` talks to a Dapr sidecar's gRPC API (`DAPR_GRPC_ENDPOINT`, else
-//! `127.0.0.1:$DAPR_GRPC_PORT`, default 50001): real daprd, or `roost sidecar` in front of
+//! `127.0.0.1:$DAPR_GRPC_PORT`, default 50001): real daprd, or `roost-sidecar` in front of
 //! `roost serve` (see the README). Any Dapr state store works; add `--sidecar-encryption` when
 //! the component has daprd's `primaryEncryptionKey`.
 //!

@@ -3,7 +3,7 @@
 //! Agents publish and consume typed [`Artifact`]s; the [`Flock`] orchestrator decides what runs
 //! next; the store is a [`BlackboardStore`] — [`MemoryStore`], [`EmbeddedStore`] (the Roost
 //! engine in process) or a Dapr state store — and agent code never knows which. The model
-//! follows Flock (`../shared/spec/flock-blackboard.md`), minus its gaps: no growing index
+//! follows Flock's (`docs/blackboard.md` says what was kept and changed), minus its gaps: no growing index
 //! documents, no artifact written apart from its index entries, outputs and consumption
 //! records written together, visibility checked before an agent is triggered, and policies
 //! that cannot be read fail closed.

@@ -2,7 +2,7 @@
 //! filters and pages against a reference, consumptions, summaries) and the orchestration
 //! rules on top of it (visibility, subscriptions, failures, circuit breaker, concurrency).
 //! Restart safety runs on the durable store. The Dapr store runs against a real `roost serve`
-//! with `roost sidecar` in front (`LocalDapr`: both in process, on a temporary socket folder
+//! with `roost-sidecar` in front (`LocalDapr`: both in process, on a temporary socket folder
 //! and loopback ports) and, as "daprd", with an unmodified daprd in front (built by
 //! `tests/dapr/build.sh`; skipped, saying so, where there is none, and required under
 //! `CI=true`), so the path is the one a Dapr app takes: Dapr state API → sidecar → pluggable
@@ -18,8 +18,8 @@ use roost_blackboard::{
     Filter, Flock, MemoryStore, Output, PublishOptions, Summary, Timestamp, Visibility,
     WorkflowError,
 };
-use roost_component::sidecar::daprd;
-use roost_component::sidecar::local::LocalDapr;
+use roost_sidecar::daprd;
+use roost_sidecar::local::LocalDapr;
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
 

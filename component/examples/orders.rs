@@ -1,10 +1,10 @@
 //! A plain Dapr app: it uses the official Rust SDK (`dapr` crate) and the Dapr state API of the
 //! `statestore` component, knowing nothing about Roost. Run it unchanged under real daprd or
-//! under `roost sidecar` — both give it `DAPR_GRPC_PORT`:
+//! under `roost-sidecar` — both give it `DAPR_GRPC_PORT`:
 //!
 //! ```sh
 //! cargo run --release --bin roost -- serve &
-//! cargo run --release --bin roost -- sidecar --app-id orders --resources-path components &
+//! cargo run --release -p roost-sidecar -- --app-id orders --resources-path components &
 //! DAPR_GRPC_PORT=50001 cargo run --release -p roost-component --example orders
 //! # or, with the Dapr CLI:
 //! dapr run --app-id orders --resources-path components -- \

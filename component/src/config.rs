@@ -358,7 +358,7 @@ fn parse_duration(text: &str, bare_unit: Unit) -> Result<Duration, String> {
 }
 
 /// Parses a Go duration as daprd reads it (`1h2m3s`, `250ms`, `1.5s`, `0`).
-pub(crate) fn parse_go_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text == "0" {
         return Ok(Duration::ZERO);

@@ -35,6 +35,20 @@ pub const MAX_INSTANCE_NAME_BYTES: usize = 253;
 pub(crate) const CONFIG_FILE: &str = "instance.json";
 pub(crate) const DATA_FILE: &str = "data.roost";
 
+/// Where keyspaces are stored unless `--data-dir` says otherwise: `$ROOST_DATA_DIR`, else
+/// `$XDG_DATA_HOME/roost`, else `~/.local/share/roost` (`roost-data` without a home).
+pub fn default_data_dir() -> PathBuf {
+    let env = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("ROOST_DATA_DIR")
+        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("roost")))
+        .or_else(|| env("HOME").map(|h| h.join(".local/share/roost")))
+        .unwrap_or_else(|| PathBuf::from("roost-data"))
+}
+
 /// An open instance: its name, configuration and keyspace.
 #[derive(Debug)]
 pub struct Instance {

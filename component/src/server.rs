@@ -330,6 +330,25 @@ fn transport_thread(
     })
 }
 
+/// Completes on SIGTERM/SIGINT, or when standard input reaches end of file if `stdin_closes`
+/// is set (`--stop-when-stdin-closes`: a supervisor or test that dies takes the server along).
+pub async fn shutdown_signal(stdin_closes: bool) {
+    if stdin_closes {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            let _ = tx.send(());
+        });
+        tokio::select! {
+            () = termination_signal() => {}
+            _ = rx => tracing::info!("standard input closed: shutting down"),
+        }
+    } else {
+        termination_signal().await;
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn termination_signal() {
     use tokio::signal::unix::{SignalKind, signal};

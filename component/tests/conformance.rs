@@ -1,4 +1,4 @@
-//! The Dapr state conformance scenarios (`../shared/spec/dapr-state-semantics.md` §1.3) that
+//! The Dapr state conformance scenarios (`docs/dapr.md`, "Dapr's state conformance suite") that
 //! apply to Roost's features, run over the component socket exactly as daprd calls it:
 //! reflection v1alpha listing, `Init` with metadata and `x-component-instance`, `Features`, then
 //! the operations, checking exact gRPC codes and error details.
@@ -34,7 +34,7 @@ const PROFILES: &[(&str, &[(&str, &str)])] = &[
 
 /// Discovery, Init and Features as daprd does them; returns the instance's client.
 async fn daprd_session(server: &Server, instance: &str, init: &[(&str, &str)]) -> Daprd {
-    let services = roost_component::client::list_services_v1alpha(server.channel().await)
+    let services = roost_component::doctor::client::list_services_v1alpha(server.channel().await)
         .await
         .expect("reflection v1alpha");
     for service in [
@@ -671,7 +671,7 @@ async fn query(
     daprd: &mut Daprd,
     request: roost_component::proto::QueryRequest,
 ) -> Result<roost_component::proto::QueryResponse, tonic::Status> {
-    let request = roost_component::client::for_instance(&daprd.instance, request);
+    let request = roost_component::doctor::client::for_instance(&daprd.instance, request);
     daprd.query.query(request).await.map(|r| r.into_inner())
 }
 

@@ -1,6 +1,6 @@
-//! The app-facing Dapr state API end to end, under real daprd and under `roost sidecar`: the
+//! The app-facing Dapr state API end to end, under real daprd and under `roost-sidecar`: the
 //! real `roost serve` on a socket, the front (an unmodified daprd built by
-//! `tests/dapr/build.sh`, or `roost sidecar`) loading the same component YAML and calling the
+//! `tests/dapr/build.sh`, or `roost-sidecar`) loading the same component YAML and calling the
 //! component, and clients nobody here wrote — the Rust `dapr` crate and the Python `dapr` SDK —
 //! plus the HTTP API's status codes and error bodies. Each script runs against both fronts;
 //! the daprd runs skip (saying why) where no daprd was built, and fail under `CI=true`.
@@ -8,9 +8,8 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use dapr::client::ClientOptions;
@@ -18,7 +17,7 @@ use dapr::dapr::proto::common::v1 as common;
 use dapr::dapr::proto::runtime::v1 as runtime;
 use runtime::dapr_client::DaprClient;
 use support::Server;
-use support::fronts::{self, Front, Kind, error_code, http};
+use support::fronts::{self, Front, Kind, error_code, http, start_sidecar};
 use tonic::Code;
 
 const STATE_YAML: &str = r#"
@@ -116,55 +115,6 @@ async fn sdk(front: &Front) -> dapr::Client<dapr::client::TonicClientWithAuth> {
 
 async fn raw(front: &Front) -> DaprClient<tonic::transport::Channel> {
     DaprClient::connect(front.grpc_endpoint()).await.unwrap()
-}
-
-/// Starts `roost sidecar` on kernel-chosen ports; returns it with its gRPC and HTTP addresses,
-/// or what it printed on stderr.
-fn spawn_sidecar(resources: &Path, sockets: &Path) -> Result<(Child, String, String), String> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-        .args([
-            "sidecar",
-            "--app-id",
-            "myapp",
-            "--grpc-port",
-            "0",
-            "--http-port",
-            "0",
-        ])
-        .arg("--resources-path")
-        .arg(resources)
-        .arg("--socket-folder")
-        .arg(sockets)
-        .arg("--stop-when-stdin-closes")
-        .env("ROOST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next().and_then(Result::ok));
-        for _ in lines {}
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Some(line)) if line.starts_with("roost sidecar ready:") => {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let after = |label: &str| {
-                let i = words.iter().position(|w| *w == label).unwrap();
-                words[i + 1].to_string()
-            };
-            let (grpc, http) = (after("gRPC"), after("HTTP"));
-            Ok((child, grpc, http))
-        }
-        _ => {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
-        }
-    }
 }
 
 /// The reason of a gRPC error's `ErrorInfo` detail.
@@ -717,7 +667,9 @@ fn components_that_cannot_load_stop_the_sidecar_clearly() {
         "kind: Component\nmetadata: {name: s}\nspec: {type: state.nosuch, version: v1}\n",
     )
     .unwrap();
-    let err = spawn_sidecar(resources.path(), &server.socket_folder()).unwrap_err();
+    let err = start_sidecar("myapp", resources.path(), &server.socket_folder())
+        .err()
+        .unwrap();
     assert!(
         err.contains("couldn't find state store state.nosuch/v1"),
         "{err}"
@@ -727,16 +679,17 @@ fn components_that_cannot_load_stop_the_sidecar_clearly() {
         "kind: Component\nmetadata: {name: s}\nspec: {type: state.nosuch, ignoreErrors: true}\n",
     )
     .unwrap();
-    let (mut child, _, _) = spawn_sidecar(resources.path(), &server.socket_folder())
+    let sidecar = start_sidecar("myapp", resources.path(), &server.socket_folder())
         .expect("ignoreErrors lets the sidecar start without the component");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(sidecar);
     std::fs::write(
         resources.path().join("c.yaml"),
         "kind: Component\nmetadata: {name: s}\nspec: {type: state.roost, version: v2}\n",
     )
     .unwrap();
-    let err = spawn_sidecar(resources.path(), &server.socket_folder()).unwrap_err();
+    let err = start_sidecar("myapp", resources.path(), &server.socket_folder())
+        .err()
+        .unwrap();
     assert!(err.contains("use version v1"), "{err}");
 }
 

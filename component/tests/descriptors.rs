@@ -1,7 +1,8 @@
-//! The compiled protos match the pluggable-component spec's tables field for field
-//! (`../shared/spec/dapr-pluggable-spec.md` §1.1–1.4): package, services, RPCs (unary, with
-//! their request and response types), messages, field names, numbers, types, labels, enums
-//! and the oneof. The expected lists below are transcribed from those tables.
+//! The compiled protos match daprd's components API field for field: package, services, RPCs
+//! (unary, with their request and response types), messages, field names, numbers, types,
+//! labels, enums and the oneof. The expected lists below are transcribed from the field tables
+//! of daprd's `dapr/proto/components/v1` (the conformance run through real daprd checks the
+//! wire too).
 
 use std::collections::BTreeSet;
 

@@ -206,7 +206,7 @@ async fn send(daprd: &mut Daprd, call: Call) -> Result<(), tonic::Status> {
                 .collect();
             daprd
                 .transactional
-                .transact(roost_component::client::for_instance(
+                .transact(roost_component::doctor::client::for_instance(
                     &instance,
                     proto::TransactionalStateRequest {
                         operations,
@@ -218,7 +218,7 @@ async fn send(daprd: &mut Daprd, call: Call) -> Result<(), tonic::Status> {
         }
         Call::Query(filter, sort, limit, token) => daprd
             .query
-            .query(roost_component::client::for_instance(
+            .query(roost_component::doctor::client::for_instance(
                 &instance,
                 proto::QueryRequest {
                     query: Some(proto::Query {

@@ -514,7 +514,10 @@ async fn bad_inputs_over_the_socket_are_clear_errors() {
     };
     let err = daprd
         .query
-        .query(roost_component::client::for_instance("statestore", request))
+        .query(roost_component::doctor::client::for_instance(
+            "statestore",
+            request,
+        ))
         .await
         .unwrap_err();
     assert_kit_error(&err, Code::InvalidArgument, "400");

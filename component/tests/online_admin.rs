@@ -75,6 +75,12 @@ async fn online_commands_and_a_backup_under_load_restore_exactly() {
         &daprd.get("app||extra").await.unwrap().data[..],
         br#"{"city":"Rome"}"#
     );
+    // The etag printed is the one the write produced (no second read that another writer
+    // could overtake).
+    assert_eq!(
+        out.trim(),
+        format!("etag {}", daprd.etag("app||extra").await)
+    );
     let (ok, _, err) = roost_cli(&[
         "delete",
         "--socket",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
-use roost_component::sidecar::daprd::{DaprdOptions, DaprdProcess, find_daprd};
+use roost_sidecar::daprd::{DaprdOptions, DaprdProcess, find_daprd};
 
 use super::servers::{PostgresServer, RedisPersistence, RedisServer, RoostServer};
 use super::targets::{

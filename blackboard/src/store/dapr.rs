@@ -1,6 +1,6 @@
 //! `DaprStore`: the blackboard on any Dapr state store, through the Dapr state API (gRPC, the
 //! official `dapr` crate's client). The same app runs on Roost, Redis or PostgreSQL by changing
-//! the component YAML, under daprd or under `roost sidecar`.
+//! the component YAML, under daprd or under `roost-sidecar`.
 //!
 //! Layout (values are JSON, saved with `contentType: application/json`):
 //!

@@ -6,7 +6,6 @@
 //! convert the wire request to engine requests ([`convert`]), call the engine, convert the
 //! result back, and map errors in exactly one place ([`crate::status::from_engine`]).
 
-pub mod admin;
 pub mod bulk;
 pub mod convert;
 pub mod query;

@@ -1,7 +1,7 @@
 """End-to-end check of the Dapr state API with the official Dapr Python SDK (PyPI `dapr`).
 
 Run by component/tests/dapr_api.rs with DAPR_GRPC_PORT / DAPR_HTTP_PORT pointing at real
-daprd or at `roost sidecar`, in front of `roost serve`: `python_sdk.py STORE daprd|sidecar`.
+daprd or at `roost-sidecar`, in front of `roost serve`: `python_sdk.py STORE daprd|sidecar`.
 Exits non-zero (an AssertionError or an SDK exception) on any difference from what daprd
 answers.
 """

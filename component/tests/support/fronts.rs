@@ -1,18 +1,19 @@
 //! The app-facing side of Dapr for tests: a real, unmodified daprd (built by
-//! `tests/dapr/build.sh`) or `roost sidecar`, each in front of a `roost serve`, with the same
+//! `tests/dapr/build.sh`) or `roost-sidecar`, each in front of a `roost serve`, with the same
 //! resources folder; and a plain HTTP/1.1 client for the Dapr HTTP API.
 //!
-//! daprd is started by `roost_component::sidecar::daprd`, which keeps it to loopback
+//! daprd is started by `roost_sidecar::daprd`, which keeps it to loopback
 //! (`tests/dapr/check-loopback.sh` shows the result) and bounds its life.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use roost_component::sidecar::daprd::{DaprdOptions, DaprdProcess, terminate};
+use roost_sidecar::daprd::{DaprdOptions, DaprdProcess};
+use roost_sidecar::{InProcess, SidecarConfig};
 
 use super::Server;
 
@@ -31,7 +32,7 @@ pub fn repository_root() -> PathBuf {
 /// the target directory. `None` (after printing why) when there is none and this is not CI;
 /// under `CI=true` a missing daprd fails the test.
 pub fn daprd_binary(test: &str) -> Option<PathBuf> {
-    if let Some(path) = roost_component::sidecar::daprd::find_daprd() {
+    if let Some(path) = roost_sidecar::daprd::find_daprd() {
         return Some(path);
     }
     let why = "no daprd (run `bash tests/dapr/build.sh`, or set ROOST_DAPRD)";
@@ -64,16 +65,32 @@ pub fn go_binary(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// Starts the daprd stand-in in this process for `app_id`, on loopback ports the kernel
+/// picks, in front of the components in `sockets`.
+pub fn start_sidecar(app_id: &str, resources: &Path, sockets: &Path) -> Result<InProcess, String> {
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    InProcess::start(SidecarConfig {
+        app_id: app_id.to_string(),
+        namespace: None,
+        resources_paths: vec![resources.to_path_buf()],
+        socket_folder: sockets.to_path_buf(),
+        grpc_addr: loopback,
+        http_addr: loopback,
+        max_body_bytes: roost_sidecar::DEFAULT_MAX_BODY_BYTES,
+        shutdown_grace: roost_sidecar::DEFAULT_SHUTDOWN_GRACE,
+    })
+}
+
 /// Which program serves the app-facing Dapr API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Real daprd.
     Daprd,
-    /// `roost sidecar`.
+    /// The daprd stand-in (`roost-sidecar`), in this process.
     Sidecar,
 }
 
-/// A Dapr API front (daprd or `roost sidecar`) on loopback ports, in front of a `roost serve`
+/// A Dapr API front (daprd or `roost-sidecar`) on loopback ports, in front of a `roost serve`
 /// whose socket folder it scanned at start. Stops when dropped.
 pub struct Front {
     pub kind: Kind,
@@ -84,7 +101,7 @@ pub struct Front {
     /// `127.0.0.1:port` of the HTTP API.
     pub http: String,
     pub resources: PathBuf,
-    child: Option<Child>,
+    sidecar: Option<InProcess>,
     daprd: Option<DaprdProcess>,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -120,7 +137,7 @@ impl Front {
             grpc: String::new(),
             http: String::new(),
             resources,
-            child: None,
+            sidecar: None,
             daprd: None,
             log: dir.path().join("front.log"),
             _dir: dir,
@@ -153,33 +170,11 @@ impl Front {
     }
 
     fn spawn_sidecar(&mut self) {
-        let log = std::fs::File::create(&self.log).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roost"))
-            .args(["sidecar", "--app-id", &self.app_id])
-            .args(["--grpc-port", "0", "--http-port", "0"])
-            .arg("--resources-path")
-            .arg(&self.resources)
-            .arg("--socket-folder")
-            .arg(self.server.socket_folder())
-            .arg("--stop-when-stdin-closes")
-            .env("ROOST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let line = lines.next().and_then(Result::ok).unwrap_or_default();
-        std::thread::spawn(move || for _ in lines {});
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let after = |label: &str| {
-            let i = words.iter().position(|w| *w == label);
-            i.map(|i| words[i + 1].to_string()).unwrap_or_default()
-        };
-        self.grpc = after("gRPC");
-        self.http = after("HTTP");
-        self.child = Some(child);
+        let sidecar = start_sidecar(&self.app_id, &self.resources, &self.server.socket_folder())
+            .unwrap_or_else(|e| panic!("the sidecar did not start: {e}"));
+        self.grpc = sidecar.ready.grpc_addr.to_string();
+        self.http = sidecar.ready.http_addr.to_string();
+        self.sidecar = Some(sidecar);
         self.wait_healthy();
     }
 
@@ -193,10 +188,7 @@ impl Front {
             {
                 return;
             }
-            let exited = self
-                .child
-                .as_mut()
-                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            let exited = self.sidecar.as_ref().is_some_and(|s| !s.is_running());
             if exited || Instant::now() > deadline {
                 panic!(
                     "{:?} did not become healthy ({}):\n{}",
@@ -222,9 +214,7 @@ impl Front {
         if let Some(mut daprd) = self.daprd.take() {
             daprd.stop();
         }
-        if let Some(child) = self.child.take() {
-            terminate(child, Duration::from_secs(20));
-        }
+        self.sidecar = None;
     }
 
     /// `http://127.0.0.1:port` of the gRPC API, for SDK clients.

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use roost_component::client;
+use roost_component::doctor::client;
 use roost_component::proto::{
     self, queriable_state_store_client::QueriableStateStoreClient,
     state_store_client::StateStoreClient,

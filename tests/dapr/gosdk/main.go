@@ -1,7 +1,7 @@
 // Command gosdk drives Dapr's state API with the official Go SDK (github.com/dapr/go-sdk), the
 // way a Go app does: save and get with etags, first-write, bulk, delete with etags, bulk
 // delete, transactions, query and TTL. component/tests/dapr_api.rs runs it against real daprd
-// (and roost sidecar) in front of `roost serve`, with the address in DAPR_GRPC_ENDPOINT.
+// (and roost-sidecar) in front of `roost serve`, with the address in DAPR_GRPC_ENDPOINT.
 // It exits non-zero, naming the step, on the first answer that is not what daprd promises.
 package main
 

@@ -1,5 +1,5 @@
 //! The stores under test, each doing per operation what its Dapr state component does
-//! (`../shared/spec/dapr-state-semantics.md` §3–6), behind one client trait.
+//! (`docs/dapr.md`, "The stores we compare with"), behind one client trait.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost_types::Any;
-use roost_component::client::{connect, for_instance, list_services_v1alpha};
+use roost_component::doctor::client::{connect, for_instance, list_services_v1alpha};
 use roost_component::proto::{
     self, queriable_state_store_client::QueriableStateStoreClient,
     state_store_client::StateStoreClient,

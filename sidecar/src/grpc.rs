@@ -1,6 +1,6 @@
 //! The app-facing gRPC API (`dapr.proto.runtime.v1.Dapr`): the state RPCs and GetMetadata.
 //! Every other method of the service answers UNIMPLEMENTED with a message naming the building
-//! block `roost sidecar` does not provide.
+//! block `roost-sidecar` does not provide.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -11,9 +11,9 @@ use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
-use crate::proto;
-use crate::sidecar::api::{ApiError, DeleteItem, SaveItem, StateApi, TxOp};
-use crate::sidecar::{gojson, runtime};
+use crate::api::{ApiError, DeleteItem, SaveItem, StateApi, TxOp};
+use crate::{gojson, runtime};
+use roost_component::proto;
 
 use runtime::dapr_server::{Dapr, DaprServer};
 
@@ -76,7 +76,7 @@ fn options(options: proto_common::StateOptions) -> proto::StateOptions {
     }
 }
 
-use crate::sidecar::common as proto_common;
+use crate::common as proto_common;
 
 #[tonic::async_trait]
 impl Dapr for DaprApi {
@@ -327,7 +327,7 @@ impl tower::Service<http::Request<Body>> for StateOnly {
             return Box::pin(self.inner.call(request));
         }
         let status = Status::unimplemented(format!(
-            "roost sidecar serves only the Dapr state building block: {method} ({}) is not \
+            "roost-sidecar serves only the Dapr state building block: {method} ({}) is not \
              available; run the app with daprd for it",
             building_block(&method)
         ));

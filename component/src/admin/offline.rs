@@ -1,7 +1,7 @@
-//! Offline administration of a data directory: `roost get | set | delete | scan | query |
-//! stats | export | import | rekey | backup | restore | compact` open one instance's keyspace
-//! directly, while no `roost serve` holds it (its file is then locked, and the commands refuse with a clear
-//! message). Encryption keys come from the environment (`ROOST_ENCRYPTION_KEY`,
+//! Offline administration of a data directory: [`Offline`] opens one instance's keyspace
+//! directly, while no `roost serve` holds it (its file is then locked, and the commands refuse
+//! with a clear message), for the [`Keyspace`] commands and for `export | import | rekey |
+//! restore | compact`, which only work offline. Encryption keys come from the environment (`ROOST_ENCRYPTION_KEY`,
 //! `ROOST_PREVIOUS_ENCRYPTION_KEY`, 64 hex characters each), never from the command line,
 //! where other users could read them.
 //!
@@ -14,99 +14,119 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use roost_engine::{Database, EncryptionKey, Error, ImportRecord, Record};
+use roost_engine::{Database, EncryptionKey, Error, ImportRecord};
 use serde_json::{Value, json};
 
+use super::output::{Progress, record_json};
+use super::{Keyspace, QueryPage, Record, Row};
 use crate::config::{InstanceConfig, InstanceSecrets};
 use crate::instances::{self, CONFIG_FILE, DATA_FILE, PersistedInstance};
 
+/// One instance's keyspace, opened from the data directory.
+pub struct Offline {
+    db: Database,
+    data_dir: PathBuf,
+    instance: String,
+}
+
+impl Offline {
+    /// Opens the instance's keyspace. With `create`, a missing instance is created with the
+    /// default configuration (for `import`).
+    pub fn open(data_dir: &Path, instance: &str, create: bool) -> Result<Offline, String> {
+        Ok(Offline {
+            db: open_offline(data_dir, instance, create)?,
+            data_dir: data_dir.to_path_buf(),
+            instance: instance.to_string(),
+        })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+/// An engine record under `key`, as the commands print it.
+pub fn record(key: &[u8], record: roost_engine::Record) -> Record {
+    Record {
+        key: key.to_vec(),
+        etag: record.etag.to_string(),
+        value: record.value,
+        expires_at_unix_ms: record.expires_at_unix_ms,
+        content_type: record.content_type,
+    }
+}
+
+fn text(err: Error) -> String {
+    err.to_string()
+}
+
+impl Keyspace for Offline {
+    fn get(&mut self, key: &str) -> Result<Option<Record>, String> {
+        Ok(self
+            .db
+            .get(key)
+            .map_err(text)?
+            .map(|found| record(key.as_bytes(), found)))
+    }
+
+    fn set(&mut self, write: super::Write) -> Result<String, String> {
+        let mut request = roost_engine::SetRequest::new(write.key, write.value);
+        request.etag = write.etag;
+        request.ttl_in_seconds = write.ttl_in_seconds;
+        request.content_type = write.content_type;
+        Ok(self.db.set(request).map_err(text)?.to_string())
+    }
+
+    fn delete(&mut self, key: &str, etag: Option<String>) -> Result<(), String> {
+        let mut request = roost_engine::DeleteRequest::new(key);
+        request.etag = etag;
+        self.db.delete(request).map_err(text)
+    }
+
+    fn scan(
+        &mut self,
+        prefix: &str,
+        limit: usize,
+        each: &mut dyn FnMut(Record) -> Result<(), String>,
+    ) -> Result<bool, String> {
+        let page = self.db.scan(prefix, None, limit).map_err(text)?;
+        for (key, found) in page.records {
+            each(record(&key, found))?;
+        }
+        Ok(page.next.is_some())
+    }
+
+    fn query(&mut self, query_json: &str) -> Result<QueryPage, String> {
+        let query = roost_engine::Query::parse_json(query_json).map_err(text)?;
+        let page = self.db.query(&query).map_err(text)?;
+        Ok(QueryPage {
+            rows: page
+                .rows
+                .into_iter()
+                .map(|row| Row {
+                    key: String::from_utf8_lossy(&row.key).into_owned(),
+                    value: row.value,
+                    etag: row.etag.to_string(),
+                })
+                .collect(),
+            token: page.token,
+        })
+    }
+
+    fn stats(&mut self) -> Result<Value, String> {
+        stats(&self.db, &self.data_dir, &self.instance)
+    }
+
+    fn backup(&mut self, out: &Path) -> Result<(u64, u64), String> {
+        let progress = Progress::working("backup");
+        let stats = self.db.snapshot_to(out).map_err(text)?;
+        progress.finish(&format!("{} records", stats.records));
+        Ok((stats.records, stats.bytes))
+    }
+}
+
 /// Records written per import transaction.
 const IMPORT_BATCH: usize = 1000;
-/// Progress of a long command: a bar on a terminal, plain lines on stderr otherwise (every
-/// 10 % of a known total, or every 10 000 units of an unknown one).
-pub struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    what: &'static str,
-    unit: &'static str,
-    total: u64,
-    next_line: u64,
-}
-
-impl Progress {
-    /// `total` 0 means unknown; `unit` is "records" or "bytes".
-    pub fn new(what: &'static str, unit: &'static str, total: u64) -> Progress {
-        use std::io::IsTerminal;
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let template = match (total, unit) {
-                (0, _) => "{spinner} {msg} {pos}",
-                (_, "bytes") => "{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})",
-                _ => "{msg} [{bar:40}] {pos}/{len} ({eta})",
-            };
-            let bar = if total == 0 {
-                indicatif::ProgressBar::new_spinner()
-            } else {
-                indicatif::ProgressBar::new(total)
-            };
-            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar.set_message(what);
-            bar
-        });
-        Progress {
-            bar,
-            what,
-            unit,
-            total,
-            next_line: Self::step(total),
-        }
-    }
-
-    /// For work without a count to report (rekey, compact, offline backup): a ticking spinner
-    /// on a terminal, a "started" line otherwise.
-    pub fn working(what: &'static str) -> Progress {
-        let progress = Progress::new(what, "records", 0);
-        match &progress.bar {
-            Some(bar) => bar.enable_steady_tick(std::time::Duration::from_millis(120)),
-            None => eprintln!("{what}: started"),
-        }
-        progress
-    }
-
-    fn step(total: u64) -> u64 {
-        if total == 0 {
-            10_000
-        } else {
-            total.div_ceil(10).max(1)
-        }
-    }
-
-    pub fn set(&mut self, done: u64) {
-        match &self.bar {
-            Some(bar) => bar.set_position(done),
-            None => {
-                if done >= self.next_line {
-                    if self.total > 0 {
-                        eprintln!("{}: {done} of {} {}", self.what, self.total, self.unit);
-                    } else {
-                        eprintln!("{}: {done} {}", self.what, self.unit);
-                    }
-                    while self.next_line <= done {
-                        self.next_line += Self::step(self.total);
-                    }
-                }
-            }
-        }
-    }
-
-    pub fn finish(self, summary: &str) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-        eprintln!("{}: {summary}", self.what);
-    }
-}
-
 fn instance_dir(data_dir: &Path, instance: &str) -> Result<PathBuf, String> {
     instances::validate_name(instance).map_err(|s| s.message().to_string())?;
     Ok(data_dir
@@ -183,7 +203,7 @@ fn open_file(config: &InstanceConfig, path: &Path, instance: &str) -> Result<Dat
 
 /// Opens an instance's keyspace offline. With `create`, a missing instance is created with the
 /// default configuration (for `import`).
-pub fn open_offline(data_dir: &Path, instance: &str, create: bool) -> Result<Database, String> {
+fn open_offline(data_dir: &Path, instance: &str, create: bool) -> Result<Database, String> {
     let config = instance_config(data_dir, instance, create)?;
     let dir = instance_dir(data_dir, instance)?;
     open_file(&config, &dir.join(DATA_FILE), instance)
@@ -267,48 +287,11 @@ pub fn compact(data_dir: &Path, instance: &str) -> Result<(u64, u64), String> {
     Ok((before, stats.bytes))
 }
 
-/// `roost backup` offline: a snapshot of the keyspace into `out` (a new file).
-pub fn backup_offline(db: &Database, out: &Path) -> Result<roost_engine::SnapshotStats, String> {
-    db.snapshot_to(out).map_err(|e| e.to_string())
-}
-
 /// Makes a rename in `dir` durable.
 fn sync_dir(dir: &Path) {
     if let Ok(handle) = std::fs::File::open(dir) {
         let _ = handle.sync_all();
     }
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// One record as a JSON object (the export format).
-pub fn record_json(key: &[u8], record: &Record) -> Value {
-    record_json_parts(
-        key,
-        &record.value,
-        &record.etag.to_string(),
-        record.expires_at_unix_ms,
-        record.content_type.as_deref(),
-    )
-}
-
-/// The export format from a record's parts (as the admin service's scan returns them).
-pub fn record_json_parts(
-    key: &[u8],
-    value: &[u8],
-    etag: &str,
-    expires_at_unix_ms: Option<u64>,
-    content_type: Option<&str>,
-) -> Value {
-    json!({
-        "key": String::from_utf8_lossy(key),
-        "value": b64(value),
-        "etag": etag,
-        "expiresAt": expires_at_unix_ms,
-        "contentType": content_type,
-    })
 }
 
 /// Parses one export line back into a record to import.
@@ -358,8 +341,9 @@ pub fn export(db: &Database, out: &mut dyn Write) -> Result<usize, String> {
         let page = db
             .scan("", after.as_deref(), 1000)
             .map_err(|e| e.to_string())?;
-        for (key, record) in &page.records {
-            writeln!(out, "{}", record_json(key, record)).map_err(|e| e.to_string())?;
+        for (key, found) in page.records {
+            let line = record_json(&record(&key, found));
+            writeln!(out, "{line}").map_err(|e| e.to_string())?;
             count += 1;
             progress.set(count as u64);
         }

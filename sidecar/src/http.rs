@@ -21,11 +21,11 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::sidecar::api::{
+use crate::api::{
     ApiError, BulkItem, DeleteItem, SaveItem, StateApi, TxOp, consistency_from_string,
     options_from_strings,
 };
-use crate::sidecar::gojson;
+use crate::gojson;
 
 #[derive(Clone)]
 struct AppState {
@@ -486,7 +486,7 @@ async fn not_served(uri: Uri) -> Response {
         "ERR_NOT_SUPPORTED",
         tonic::Code::Unimplemented,
         format!(
-            "roost sidecar serves only the Dapr state building block: {path} ({}) is not \
+            "roost-sidecar serves only the Dapr state building block: {path} ({}) is not \
              available; run the app with daprd for it",
             http_building_block(path)
         ),

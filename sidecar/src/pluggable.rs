@@ -13,15 +13,15 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::client;
-use crate::proto::{
+use crate::keys::KeyPrefix;
+use crate::resources::StateComponentSpec;
+use roost_component::doctor::client;
+use roost_component::proto::{
     self, queriable_state_store_client::QueriableStateStoreClient,
     state_store_client::StateStoreClient,
     transactional_state_store_client::TransactionalStateStoreClient,
     transactional_store_multi_max_size_client::TransactionalStoreMultiMaxSizeClient,
 };
-use crate::sidecar::keys::KeyPrefix;
-use crate::sidecar::resources::StateComponentSpec;
 
 const STATE_STORE_SERVICE: &str = "dapr.proto.components.v1.StateStore";
 /// daprd's fixed timeout for the `MultiMaxSize` call.

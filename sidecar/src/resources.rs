@@ -149,7 +149,7 @@ pub fn load(paths: &[PathBuf], placeholders: &Placeholders) -> Result<Resources,
         }
         if !kind.starts_with("state.") {
             resources.skipped.push(format!(
-                "{}: component {:?} of type {kind:?} skipped: roost sidecar serves only state stores",
+                "{}: component {:?} of type {kind:?} skipped: roost-sidecar serves only state stores",
                 component.source.display(),
                 component.name
             ));
@@ -161,15 +161,14 @@ pub fn load(paths: &[PathBuf], placeholders: &Placeholders) -> Result<Resources,
             metadata.insert(item.name.clone(), substitute(&value, placeholders));
         }
         let init_timeout = match &component.spec.init_timeout {
-            Some(text) if !text.is_empty() => {
-                crate::config::parse_go_duration(text).map_err(|why| {
+            Some(text) if !text.is_empty() => roost_component::config::parse_go_duration(text)
+                .map_err(|why| {
                     format!(
                         "{}: component {:?}: initTimeout: {why}",
                         component.source.display(),
                         component.name
                     )
-                })?
-            }
+                })?,
             _ => DEFAULT_INIT_TIMEOUT,
         };
         resources.state_stores.push(StateComponentSpec {
@@ -226,7 +225,7 @@ fn parse_file(
             .map_err(|e| format!("{}: document {}: {e}", file.display(), index + 1))?;
         if doc.kind != "Component" {
             skipped.push(format!(
-                "{}: {:?} resource {:?} skipped: roost sidecar loads only components",
+                "{}: {:?} resource {:?} skipped: roost-sidecar loads only components",
                 file.display(),
                 doc.kind,
                 doc.metadata.name
@@ -298,7 +297,7 @@ fn resolve_item(
         }
         let store = secret_stores.get(&component.secret_store).ok_or_else(|| {
             format!(
-                "{}: secret store {:?} is not loaded (roost sidecar reads only \
+                "{}: secret store {:?} is not loaded (roost-sidecar reads only \
                  secretstores.local.file components from the resources path)",
                 at(),
                 component.secret_store
@@ -346,7 +345,7 @@ fn substitute(value: &str, placeholders: &Placeholders) -> String {
             &std::env::var("POD_NAME").unwrap_or_else(|_| placeholders.app_id.clone()),
         );
     while out.contains("{uuid}") {
-        out = out.replacen("{uuid}", &crate::sidecar::uuid_v4(), 1);
+        out = out.replacen("{uuid}", &crate::uuid_v4(), 1);
     }
     out
 }
@@ -543,7 +542,7 @@ metadata:
 
     #[test]
     fn init_timeouts_are_go_durations() {
-        let parse = crate::config::parse_go_duration;
+        let parse = roost_component::config::parse_go_duration;
         assert_eq!(parse("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse("1h1m"), Ok(Duration::from_secs(3660)));
         assert_eq!(parse("0"), Ok(Duration::ZERO));

@@ -1,6 +1,6 @@
 //! Talking to a component over its Unix socket the way daprd does: a gRPC channel on the
 //! socket, reflection v1alpha listing, and the `x-component-instance` header. Used by
-//! `roost doctor` and by the integration tests.
+//! `roost doctor`, the online admin commands, the daprd stand-in and the integration tests.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

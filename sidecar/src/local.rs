@@ -1,6 +1,6 @@
 //! The whole Dapr state path for tests and benchmarks of Dapr apps (the blackboard's `DaprStore`
 //! uses it): `roost serve` on a private socket folder, on its own runtime thread, and in front
-//! of it either `roost sidecar` on loopback ports in the same process ([`LocalDapr::start`]) or
+//! of it either `roost-sidecar` on loopback ports in the same process ([`LocalDapr::start`]) or
 //! a real daprd child process ([`LocalDapr::start_under_daprd`]). The app talks to the sidecar
 //! over gRPC/HTTP, the sidecar to a real component over its socket.
 
@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::server::{self, ServeConfig};
-use crate::sidecar::daprd::{DaprdOptions, DaprdProcess};
-use crate::sidecar::{self, SidecarConfig};
+use crate::SidecarConfig;
+use crate::daprd::{DaprdOptions, DaprdProcess};
+use roost_component::server::{self, ServeConfig};
 
-/// A running `roost serve` with `roost sidecar` or daprd in front; all stop when it is dropped.
+/// A running `roost serve` with `roost-sidecar` or daprd in front; all stop when it is dropped.
 pub struct LocalDapr {
     /// `http://127.0.0.1:<port>` of the sidecar's gRPC API.
     pub grpc_endpoint: String,
@@ -33,7 +33,7 @@ impl LocalDapr {
     }
 
     /// Like [`LocalDapr::start`] with a real daprd (the binary at `daprd`) in front of
-    /// `roost serve` instead of `roost sidecar`; `components_yaml` may then name any of daprd's
+    /// `roost serve` instead of `roost-sidecar`; `components_yaml` may then name any of daprd's
     /// own stores too. Waits until daprd has loaded its components.
     pub fn start_under_daprd(
         dir: &Path,
@@ -71,7 +71,7 @@ impl LocalDapr {
             max_request_bytes: server::DEFAULT_MAX_REQUEST_BYTES,
             shutdown_grace: Duration::from_secs(1),
             metrics_addr: None,
-            transport_threads: crate::server::default_transport_threads(),
+            transport_threads: server::default_transport_threads(),
         };
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let sidecar = SidecarConfig {
@@ -81,13 +81,13 @@ impl LocalDapr {
             socket_folder: sockets,
             grpc_addr: loopback,
             http_addr: loopback,
-            max_body_bytes: sidecar::DEFAULT_MAX_BODY_BYTES,
+            max_body_bytes: crate::DEFAULT_MAX_BODY_BYTES,
             shutdown_grace: Duration::from_millis(100),
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let under_daprd = daprd_options.is_some();
         let (ready_tx, ready_rx) =
-            std::sync::mpsc::channel::<Result<Option<sidecar::Ready>, String>>();
+            std::sync::mpsc::channel::<Result<Option<crate::Ready>, String>>();
         let thread = std::thread::spawn(move || {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -124,7 +124,7 @@ impl LocalDapr {
                     return;
                 }
                 let ready = ready_tx.clone();
-                let result = sidecar::run(sidecar, until_stopped(stopped), move |r| {
+                let result = crate::run(sidecar, until_stopped(stopped), move |r| {
                     let _ = ready.send(Ok(Some(r.clone())));
                 })
                 .await;
@@ -136,7 +136,7 @@ impl LocalDapr {
         });
         let ready = ready_rx
             .recv_timeout(Duration::from_secs(30))
-            .map_err(|_| "roost sidecar did not become ready within 30 s".to_string())??;
+            .map_err(|_| "roost-sidecar did not become ready within 30 s".to_string())??;
         let mut local = LocalDapr {
             grpc_endpoint: String::new(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -1,4 +1,4 @@
-//! `roost sidecar`: a single-node stand-in for daprd's **state** building block, for
+//! `roost-sidecar`: a single-node stand-in for daprd's **state** building block, for
 //! development and CI where daprd is not installed. It loads the Dapr component YAMLs of a
 //! resources path, discovers pluggable components in the socket folder and initialises them
 //! exactly as daprd does ([`pluggable`]), then serves the app-facing Dapr API for state over
@@ -21,10 +21,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::sidecar::api::StateApi;
-use crate::sidecar::keys::KeyPrefix;
-use crate::sidecar::pluggable::StateComponent;
-use crate::sidecar::resources::Placeholders;
+use crate::api::StateApi;
+use crate::keys::KeyPrefix;
+use crate::pluggable::StateComponent;
+use crate::resources::Placeholders;
 
 /// The generated app-facing API: `runtime::v1` (state RPCs and GetMetadata only) and the
 /// `common::v1` messages it uses, nested as the generated paths expect.
@@ -222,4 +222,77 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The stand-in running inside this process on a runtime thread of its own, as the tests of
+/// the component and the blackboard start it; stops (gracefully) when dropped.
+pub struct InProcess {
+    /// Where it serves, once ready.
+    pub ready: Ready,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Starts it with `config` and waits (at most 30 s) until it serves; a configuration it
+    /// cannot load is the error [`run`] gives.
+    pub fn start(config: SidecarConfig) -> Result<InProcess, String> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Ready, String>>();
+        let thread = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let ready = ready_tx.clone();
+            let result = runtime.block_on(run(
+                config,
+                async move {
+                    let _ = stopped.await;
+                },
+                move |r| {
+                    let _ = ready.send(Ok(r.clone()));
+                },
+            ));
+            if let Err(why) = result {
+                let _ = ready_tx.send(Err(why));
+            }
+        });
+        let ready = match ready_rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(Ok(ready)) => ready,
+            Ok(Err(why)) => {
+                let _ = thread.join();
+                return Err(why);
+            }
+            Err(_) => return Err("the sidecar did not become ready within 30 s".into()),
+        };
+        Ok(InProcess {
+            ready,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether it still serves (it stops by itself only on a fatal error).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

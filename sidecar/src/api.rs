@@ -12,10 +12,10 @@ use bytes::Bytes;
 use serde_json::Value;
 use tonic::Code;
 
-use crate::proto;
-use crate::sidecar::gojson;
-use crate::sidecar::keys::KeyPrefix;
-use crate::sidecar::pluggable::{ComponentError, StateComponent};
+use crate::gojson;
+use crate::keys::KeyPrefix;
+use crate::pluggable::{ComponentError, StateComponent};
+use roost_component::proto;
 
 /// An app-facing error: daprd's error code, HTTP status and gRPC code.
 ///

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The Configuration every daprd the project starts runs with.
-pub const LOOPBACK_CONFIG: &str = include_str!("../../../tests/dapr/config.yaml");
+pub const LOOPBACK_CONFIG: &str = include_str!("../../tests/dapr/config.yaml");
 
 /// The daprd version `tests/dapr/build.sh` builds.
 pub const DAPRD_VERSION: &str = "1.18.1";

@@ -1,12 +1,13 @@
 //! `roost doctor`: checks a component socket the way daprd would and says what daprd would
-//! register — or exactly why discovery would fail.
+//! register — or exactly why discovery would fail. [`client`] talks to a socket as daprd does
+//! (doctor, the online admin commands, the daprd stand-in and the tests use it).
 
-use std::path::Path;
-use std::time::Duration;
+pub mod client;
 
-use crate::client;
 use crate::proto::{self, state_store_client::StateStoreClient};
 use crate::socket::{self, SocketState};
+use std::path::Path;
+use std::time::Duration;
 
 const STATE_STORE_SERVICE: &str = "dapr.proto.components.v1.StateStore";
 

@@ -1,5 +1,6 @@
-//! Roost's admin service on the component socket (`roost.admin.v1.Admin`): scan, stats and
-//! snapshots of the instance named by `x-component-instance`, while the server keeps serving.
+//! Roost's admin service on the component socket (`roost.admin.v1.Admin`): scan, stats,
+//! snapshots, and single-record get, set and query of the instance named by
+//! `x-component-instance`, while the server keeps serving. [`super::online`] is its client.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -51,13 +52,7 @@ impl Admin for RoostComponent {
             records: page
                 .records
                 .into_iter()
-                .map(|(key, record)| admin::ScanRecord {
-                    key: Bytes::from(key),
-                    value: Bytes::from(record.value),
-                    etag: record.etag.to_string(),
-                    expires_at_unix_ms: record.expires_at_unix_ms.unwrap_or(0),
-                    content_type: record.content_type.unwrap_or_default(),
-                })
+                .map(|(key, record)| scan_record(key, record))
                 .collect(),
             next: page.next.map(Bytes::from).unwrap_or_default(),
         }))
@@ -71,12 +66,75 @@ impl Admin for RoostComponent {
         let db = instance.db.blocking().clone();
         let data_dir = self.registry.data_dir().to_path_buf();
         let name = instance.name.clone();
-        let json = tokio::task::spawn_blocking(move || crate::admin::stats(&db, &data_dir, &name))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(Status::internal)?;
+        let json =
+            tokio::task::spawn_blocking(move || super::offline::stats(&db, &data_dir, &name))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(Status::internal)?;
         Ok(Response::new(admin::StatsResponse {
             json: json.to_string(),
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<admin::GetRequest>,
+    ) -> Result<Response<admin::GetResponse>, Status> {
+        let instance = self.registry.resolve(&request).await?;
+        let key = request.into_inner().key.to_vec();
+        let found = instance
+            .db
+            .get(key.clone())
+            .await
+            .map_err(|e| status::from_engine(&e))?;
+        Ok(Response::new(admin::GetResponse {
+            record: found.map(|record| scan_record(key, record)),
+        }))
+    }
+
+    async fn set(
+        &self,
+        request: Request<admin::SetRequest>,
+    ) -> Result<Response<admin::SetResponse>, Status> {
+        let instance = self.registry.resolve(&request).await?;
+        let r = request.into_inner();
+        let mut write = roost_engine::SetRequest::new(r.key.to_vec(), r.value.to_vec());
+        write.etag = r.etag;
+        write.ttl_in_seconds = r.ttl_in_seconds;
+        write.content_type = r.content_type;
+        let etag = instance
+            .db
+            .set(write)
+            .await
+            .map_err(|e| status::from_engine(&e))?;
+        Ok(Response::new(admin::SetResponse {
+            etag: etag.to_string(),
+        }))
+    }
+
+    async fn query(
+        &self,
+        request: Request<admin::QueryRequest>,
+    ) -> Result<Response<admin::QueryResponse>, Status> {
+        let instance = self.registry.resolve(&request).await?;
+        let query = roost_engine::Query::parse_json(&request.into_inner().query)
+            .map_err(|e| status::from_engine(&e))?;
+        let page = instance
+            .db
+            .query(query)
+            .await
+            .map_err(|e| status::from_engine(&e))?;
+        Ok(Response::new(admin::QueryResponse {
+            rows: page
+                .rows
+                .into_iter()
+                .map(|row| admin::QueryRow {
+                    key: Bytes::from(row.key),
+                    value: Bytes::from(row.value),
+                    etag: row.etag.to_string(),
+                })
+                .collect(),
+            token: page.token.unwrap_or_default(),
         }))
     }
 
@@ -128,6 +186,17 @@ impl Admin for RoostComponent {
             }
         });
         Ok(Response::new(stream))
+    }
+}
+
+/// A record as the admin service returns it.
+fn scan_record(key: Vec<u8>, record: roost_engine::Record) -> admin::ScanRecord {
+    admin::ScanRecord {
+        key: Bytes::from(key),
+        value: Bytes::from(record.value),
+        etag: record.etag.to_string(),
+        expires_at_unix_ms: record.expires_at_unix_ms.unwrap_or(0),
+        content_type: record.content_type.unwrap_or_default(),
     }
 }
 
