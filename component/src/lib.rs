@@ -7,6 +7,7 @@
 //! that contract (`docs/dapr.md`) on top of `roost-engine`:
 //!
 //! - [`server`]: the gRPC server on the socket, reflection, health, graceful shutdown;
+//! - [`routes`]: calls to their service by gRPC name;
 //! - [`socket`]: socket folder resolution, stale sockets, permissions;
 //! - [`instances`]: one keyspace per component instance, persisted configuration;
 //! - [`config`]: `Init` metadata;
@@ -31,6 +32,7 @@ pub mod instances;
 pub mod logging;
 pub mod metrics;
 pub mod proto;
+pub mod routes;
 pub mod server;
 pub mod service;
 pub mod socket;

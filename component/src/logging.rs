@@ -2,7 +2,7 @@
 //! directive such as `info` or `roost_component=debug`), human or JSON lines.
 //!
 //! The benchmark harness's `serve-roost` installs the same subscriber, so it serves as
-//! `roost serve` does: without one, `tracing`'s `log` feature (enabled through axum/tower)
+//! `roost serve` does: without one, `tracing`'s `log` feature (enabled through tower)
 //! sends every span of the HTTP/2 stack through `log` (`Span::log` was 1.5 % of the
 //! harness-served server's samples in a profile).
 

@@ -357,33 +357,76 @@ pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> S
     out
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+/// Serves `GET /metrics` on `listener` until `shutdown` completes (HTTP/1.1; any other path
+/// is 404, any other method 405).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     requests: Arc<RequestMetrics>,
     registry: Arc<InstanceRegistry>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::routing::get;
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let requests = Arc::clone(&requests);
-            let registry = Arc::clone(&registry);
-            async move {
-                (
-                    [(
-                        http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    render(&requests, &registry).await,
-                )
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accepting a metrics connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let (requests, registry) = (Arc::clone(&requests), Arc::clone(&registry));
+        tokio::spawn(async move {
+            let answer = hyper::service::service_fn(move |request: http::Request<_>| {
+                let (requests, registry) = (Arc::clone(&requests), Arc::clone(&registry));
+                async move {
+                    Ok::<_, std::convert::Infallible>(answer(&request, &requests, &registry).await)
+                }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), answer);
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "metrics connection ended");
             }
-        }),
+        });
+    }
+}
+
+/// The answer to one metrics request.
+async fn answer<B>(
+    request: &http::Request<B>,
+    requests: &RequestMetrics,
+    registry: &InstanceRegistry,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let (status, content_type, body) = if request.uri().path() != "/metrics" {
+        (
+            http::StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        )
+    } else if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
+        (
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".to_string(),
+        )
+    } else {
+        (
+            http::StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            render(requests, registry).await,
+        )
+    };
+    let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    response
 }
 
 #[cfg(test)]

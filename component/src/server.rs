@@ -20,6 +20,7 @@ use crate::proto::{
     transactional_state_store_server::TransactionalStateStoreServer,
     transactional_store_multi_max_size_server::TransactionalStoreMultiMaxSizeServer,
 };
+use crate::routes::Services;
 use crate::service::RoostComponent;
 use crate::socket;
 
@@ -134,24 +135,20 @@ pub async fn serve(
     };
 
     let max = config.max_request_bytes;
-    let router = Server::builder()
-        .layer(crate::metrics::MetricsLayer(requests))
-        .add_service(
+    let services = Services::default()
+        .serve(
             StateStoreServer::new(component.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(usize::MAX),
         )
-        .add_service(
-            TransactionalStateStoreServer::new(component.clone()).max_decoding_message_size(max),
-        )
-        .add_service(
-            QueriableStateStoreServer::new(component.clone()).max_decoding_message_size(max),
-        )
-        .add_service(TransactionalStoreMultiMaxSizeServer::new(component.clone()))
-        .add_service(proto::admin::admin_server::AdminServer::new(component))
-        .add_service(reflection_v1alpha)
-        .add_service(reflection_v1)
-        .add_service(health);
+        .serve(TransactionalStateStoreServer::new(component.clone()).max_decoding_message_size(max))
+        .serve(QueriableStateStoreServer::new(component.clone()).max_decoding_message_size(max))
+        .serve(TransactionalStoreMultiMaxSizeServer::new(component.clone()))
+        .serve(proto::admin::admin_server::AdminServer::new(component))
+        .serve(reflection_v1alpha)
+        .serve(reflection_v1)
+        .serve(health);
+    let server = Server::builder().layer(crate::metrics::MetricsLayer(requests));
 
     tracing::info!(
         socket = %config.socket_path.display(),
@@ -163,7 +160,7 @@ pub async fn serve(
         "roost serving the Dapr state store API"
     );
     let served = serve_connections(
-        router,
+        (server, services),
         listener,
         config.transport_threads.max(1),
         shutdown,
@@ -184,9 +181,11 @@ pub async fn serve(
     served
 }
 
-type RoostRouter = tonic::transport::server::Router<
-    tower::layer::util::Stack<crate::metrics::MetricsLayer, tower::layer::util::Identity>,
->;
+/// The gRPC server settings (with the metrics layer) and the services it serves.
+type RoostRouter = (
+    Server<tower::layer::util::Stack<crate::metrics::MetricsLayer, tower::layer::util::Identity>>,
+    Services,
+);
 
 /// Serves the connections accepted on `listener` on `threads` transport threads, each a
 /// current-thread runtime; connections are dealt to them in turn. A connection's HTTP/2
@@ -320,7 +319,8 @@ fn transport_thread(
         // served too (`crate::authority`).
         let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(connections)
             .map(|stream| tokio::net::UnixStream::from_std(stream).map(AuthorityFix::new));
-        let serving = router.serve_with_incoming_shutdown(incoming, async move {
+        let (server, services) = router;
+        let serving = server.serve_with_incoming_shutdown(services, incoming, async move {
             let _ = stop.wait_for(|stop| *stop).await;
         });
         tokio::select! {

@@ -351,6 +351,32 @@ async fn the_shipped_component_yaml_initialises() {
     );
 }
 
+/// A call to a service the socket does not serve is `UNIMPLEMENTED`, as from any gRPC server;
+/// the connection goes on serving.
+#[tokio::test]
+async fn an_unknown_service_is_unimplemented() {
+    let server = Server::start();
+    let channel = server.channel().await;
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<(), (), _>(
+            tonic::Request::new(()),
+            http::uri::PathAndQuery::from_static("/no.such.v1.Service/Call"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
 /// A value of the default maximum size goes in and comes back over the socket: the server
 /// accepts requests above tonic's 4 MiB default, and the Get response fits daprd's limit.
 #[tokio::test]

@@ -119,4 +119,20 @@ async fn metrics_count_operations_outcomes_commits_and_records() {
         sample(&text, r#"roost_expired_swept_total{instance="orders"}"#),
         0.0
     );
+
+    // Only `/metrics` is served, and only to reads.
+    for (request, status) in [
+        ("GET /other HTTP/1.1", "HTTP/1.1 404"),
+        ("POST /metrics HTTP/1.1", "HTTP/1.1 405"),
+    ] {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        write!(
+            stream,
+            "{request}\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with(status), "{request}: {response}");
+    }
 }
