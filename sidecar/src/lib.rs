@@ -224,6 +224,16 @@ pub async fn run(
     Ok(())
 }
 
+/// The runtime the stand-in (and `LocalDapr`'s `roost serve`) run on inside a test process:
+/// two workers, beside the test's own.
+pub(crate) fn in_process_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))
+}
+
 /// The stand-in running inside this process on a runtime thread of its own, as the tests of
 /// the component and the blackboard start it; stops (gracefully) when dropped.
 pub struct InProcess {
@@ -240,14 +250,10 @@ impl InProcess {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Ready, String>>();
         let thread = std::thread::spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
+            let runtime = match in_process_runtime() {
                 Ok(runtime) => runtime,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
+                    let _ = ready_tx.send(Err(e));
                     return;
                 }
             };

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::SidecarConfig;
 use crate::daprd::{DaprdOptions, DaprdProcess};
+use crate::{SidecarConfig, in_process_runtime};
 use roost_component::server::{self, ServeConfig};
 
 /// A running `roost serve` with `roost-sidecar` or daprd in front; all stop when it is dropped.
@@ -89,14 +89,10 @@ impl LocalDapr {
         let (ready_tx, ready_rx) =
             std::sync::mpsc::channel::<Result<Option<crate::Ready>, String>>();
         let thread = std::thread::spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
+            let runtime = match in_process_runtime() {
                 Ok(runtime) => runtime,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
+                    let _ = ready_tx.send(Err(e));
                     return;
                 }
             };
