@@ -4,36 +4,59 @@
 //! build and costs one string comparison per service instead of a URL router per call.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tower::util::BoxCloneSyncService;
 
 type Call = http::Request<Body>;
 type Answer = http::Response<Body>;
-type BoxedService = BoxCloneSyncService<Call, Answer, Infallible>;
+/// The future every tonic-generated service returns (`tonic::codegen::BoxFuture`).
+type Answering = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send + 'static>>;
+
+/// A service called through a shared reference: a clone of it (for tonic's generated servers,
+/// an `Arc` increment) takes the call, so no call allocates beyond the future tonic makes.
+trait Handler: Send + Sync {
+    fn handle(&self, call: Call) -> Answering;
+}
+
+struct Served<S>(S);
+
+impl<S> Handler for Served<S>
+where
+    S: tower::Service<Call, Response = Answer, Error = Infallible, Future = Answering>
+        + Clone
+        + Send
+        + Sync,
+{
+    fn handle(&self, call: Call) -> Answering {
+        self.0.clone().call(call)
+    }
+}
 
 /// The services served on the socket, each under its gRPC name.
 #[derive(Clone, Default)]
 pub struct Services {
-    by_name: Arc<Vec<(&'static str, BoxedService)>>,
+    by_name: Arc<Vec<(&'static str, Box<dyn Handler>)>>,
 }
 
 impl Services {
     /// Adds `service`, under its gRPC name.
     pub fn serve<S>(mut self, service: S) -> Services
     where
-        S: tower::Service<Call, Response = Answer, Error = Infallible>
+        S: tower::Service<Call, Response = Answer, Error = Infallible, Future = Answering>
             + NamedService
             + Clone
             + Send
             + Sync
             + 'static,
-        S::Future: Send + 'static,
     {
-        Arc::make_mut(&mut self.by_name).push((S::NAME, BoxCloneSyncService::new(service)));
+        Arc::get_mut(&mut self.by_name)
+            .expect("services are added before serving")
+            .push((S::NAME, Box::new(Served(service))));
         self
     }
 }
@@ -47,7 +70,7 @@ fn service_name(path: &str) -> &str {
 impl tower::Service<Call> for Services {
     type Response = Answer;
     type Error = Infallible;
-    type Future = <BoxedService as tower::Service<Call>>::Future;
+    type Future = Answering;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // Generated tonic services are always ready.
@@ -57,7 +80,7 @@ impl tower::Service<Call> for Services {
     fn call(&mut self, call: Call) -> Self::Future {
         let name = service_name(call.uri().path());
         match self.by_name.iter().find(|(known, _)| *known == name) {
-            Some((_, service)) => service.clone().call(call),
+            Some((_, service)) => service.handle(call),
             None => {
                 let (parts, ()) = tonic::Status::unimplemented(format!("unknown service {name}"))
                     .into_http::<()>()
