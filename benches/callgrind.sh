@@ -9,7 +9,8 @@
 # `roost serve`, same allocator); ROOST_SERVER names another build of the harness binary, for
 # a before/after. Redis is redis-server without persistence, called as Dapr's `state.redis`
 # calls it (HGETALL; EVAL of its set script; MULTI/EVAL…/EXEC). Prints one line per call kind:
-# target, op, instructions per call. Needs valgrind (apt) and, for Redis, redis-server.
+# target, op, instructions per call; KEEP=DIR keeps each dump there, for callgrind_annotate.
+# Needs valgrind (apt) and, for Redis, redis-server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +56,9 @@ measure() {
     # The newest dump holds what ran since the counters were zeroed.
     local dump
     dump=$(ls -t "$WORK"/callgrind.out.* | grep -v '\.out\.[0-9]*$' | head -1)
+    if [ -n "${KEEP:-}" ]; then
+        mkdir -p "$KEEP" && cp "$dump" "$KEEP/callgrind.$target.$op"
+    fi
     local total
     total=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
     printf '%-6s %-9s %10d instructions per call  (%s calls, %s clients)\n' \

@@ -668,8 +668,9 @@ fn sweep_loop(commands: Sender<Command>, stop: Receiver<()>, interval: Duration,
 
 /// The async face of a [`Database`]: the same operations, as futures that never stall the
 /// tokio runtime. Requires a tokio runtime: writes wait on the writer's queue; point reads run
-/// inside `block_in_place` on a multi-thread runtime (other tasks move off the worker first)
-/// and on the blocking pool otherwise; queries and scans run on the blocking pool.
+/// inside `block_in_place` on a multi-thread runtime (other tasks move off the worker first);
+/// on a current-thread runtime a get runs inline and a bulk get on the blocking pool; queries
+/// and scans run on the blocking pool.
 #[derive(Clone, Debug)]
 pub struct AsyncDatabase {
     db: Database,
@@ -691,29 +692,35 @@ impl AsyncDatabase {
             .map_err(|err| Error::Storage(format!("read task failed: {err}")))?
     }
 
-    /// Point reads (microseconds from redb's page cache): on a multi-thread runtime they run
-    /// on the calling worker inside `block_in_place`, which first hands the worker's other
-    /// tasks to another thread, so the runtime never stalls and the read costs no thread
-    /// hand-off; elsewhere (a current-thread runtime) they go to the blocking pool.
+    /// Point reads (microseconds from the overlay or redb's cache): on a multi-thread runtime
+    /// they run on the calling worker inside `block_in_place`, which first hands the worker's
+    /// other tasks to another thread. On a current-thread runtime (`roost serve`'s transport
+    /// threads) a single-key read runs inline, like any other short step of a task: on the
+    /// blocking pool a served get spent more instructions on the hand-off than on the lookup
+    /// (`BENCHMARKS.md`, "Instructions per served call"); a read that has to go to disk holds
+    /// the thread for that long. A bulk read (`inline: false`) is a hundred lookups: there it
+    /// still goes to the blocking pool, where it runs beside the thread's other calls.
     async fn point_read<T: Send + 'static>(
         &self,
+        inline: bool,
         f: impl FnOnce(&Database) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        if tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-        {
-            return tokio::task::block_in_place(|| f(&self.db));
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| f(&self.db))
+            }
+            Ok(tokio::runtime::RuntimeFlavor::CurrentThread) if inline => f(&self.db),
+            _ => self.read(f).await,
         }
-        self.read(f).await
     }
 
     pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<Record>, Error> {
         let key = key.into();
-        self.point_read(move |db| db.get(key)).await
+        self.point_read(true, move |db| db.get(key)).await
     }
 
     pub async fn bulk_get(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Record>>, Error> {
-        self.point_read(move |db| db.bulk_get(&keys)).await
+        self.point_read(false, move |db| db.bulk_get(&keys)).await
     }
 
     pub async fn query(&self, query: Query) -> Result<QueryPage, Error> {
