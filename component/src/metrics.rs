@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -15,31 +15,86 @@ use roost_engine::metrics::{Histogram, HistogramSnapshot};
 
 use crate::instances::{DATA_FILE, InstanceRegistry};
 
-/// Requests seen by the socket server.
+/// The outcomes a call is counted under: the 17 gRPC codes, then a transport error.
+const OUTCOMES: usize = 18;
+const TRANSPORT_ERROR: usize = 17;
+
+fn outcome_name(index: usize) -> String {
+    if index == TRANSPORT_ERROR {
+        "TransportError".to_string()
+    } else {
+        format!("{:?}", tonic::Code::from_i32(index as i32))
+    }
+}
+
+/// One operation's counters: calls by outcome, and latency.
+#[derive(Debug)]
+pub struct Operation {
+    /// `StateStore/Get`, as the exposition labels it.
+    name: String,
+    outcomes: [std::sync::atomic::AtomicU64; OUTCOMES],
+    latency: Histogram,
+}
+
+impl Operation {
+    fn record(&self, outcome: usize, elapsed: std::time::Duration) {
+        self.outcomes[outcome].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.latency.observe_duration(elapsed);
+    }
+}
+
+/// Requests seen by the socket server. A call looks its operation up by its path, without
+/// allocating; only the first call of a path adds an entry. Paths that name the same
+/// operation (reflection v1alpha and v1) share one.
 #[derive(Debug, Default)]
 pub struct RequestMetrics {
-    /// (operation, gRPC code) → count.
-    outcomes: Mutex<BTreeMap<(String, String), u64>>,
-    /// operation → latency.
-    latencies: Mutex<BTreeMap<String, Arc<Histogram>>>,
+    operations: std::sync::RwLock<Operations>,
+}
+
+#[derive(Debug, Default)]
+struct Operations {
+    /// The call's path (`/dapr.proto.components.v1.StateStore/Get`) → its counters.
+    by_path: BTreeMap<String, Arc<Operation>>,
+    /// The same counters by label (`StateStore/Get`).
+    by_name: BTreeMap<String, Arc<Operation>>,
 }
 
 impl RequestMetrics {
-    pub fn record(&self, operation: &str, code: &str, elapsed: std::time::Duration) {
-        *self
-            .outcomes
-            .lock()
+    /// The counters of the operation at `path`.
+    pub fn operation(&self, path: &str) -> Arc<Operation> {
+        if let Some(found) = self
+            .operations
+            .read()
             .unwrap_or_else(|p| p.into_inner())
-            .entry((operation.to_string(), code.to_string()))
-            .or_default() += 1;
-        let histogram = self
-            .latencies
-            .lock()
+            .by_path
+            .get(path)
+        {
+            return Arc::clone(found);
+        }
+        let mut operations = self.operations.write().unwrap_or_else(|p| p.into_inner());
+        let name = operation(path);
+        let counters = Arc::clone(operations.by_name.entry(name.clone()).or_insert_with(|| {
+            Arc::new(Operation {
+                name,
+                outcomes: Default::default(),
+                latency: Histogram::latency(),
+            })
+        }));
+        operations
+            .by_path
+            .insert(path.to_string(), Arc::clone(&counters));
+        counters
+    }
+
+    /// Every operation's counters, by label.
+    fn snapshot(&self) -> Vec<(String, Arc<Operation>)> {
+        self.operations
+            .read()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(operation.to_string())
-            .or_insert_with(|| Arc::new(Histogram::latency()))
-            .clone();
-        histogram.observe_duration(elapsed);
+            .by_name
+            .values()
+            .map(|op| (op.name.clone(), Arc::clone(op)))
+            .collect()
     }
 }
 
@@ -87,25 +142,24 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let operation = operation(request.uri().path());
+        let operation = self.metrics.operation(request.uri().path());
         let started = Instant::now();
-        let metrics = Arc::clone(&self.metrics);
         let response = self.inner.call(request);
         Box::pin(async move {
             let result = response.await;
             // Errors answer "trailers-only": the status is in the headers. A success carries
             // it in the trailers, after the body.
-            let code = match &result {
+            let outcome = match &result {
                 Ok(response) => response
                     .headers()
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map(|c| format!("{:?}", tonic::Code::from_i32(c)))
-                    .unwrap_or_else(|| "Ok".to_string()),
-                Err(_) => "TransportError".to_string(),
+                    .and_then(|v| v.parse::<usize>().ok())
+                    // A code gRPC does not define is `Unknown`, as tonic reads it.
+                    .map_or(0, |c| if c < TRANSPORT_ERROR { c } else { 2 }),
+                Err(_) => TRANSPORT_ERROR,
             };
-            metrics.record(&operation, &code, started.elapsed());
+            operation.record(outcome, started.elapsed());
             result
         })
     }
@@ -142,18 +196,30 @@ pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> S
         "counter",
         "Dapr component RPCs handled, by operation and gRPC outcome.",
     );
-    for ((op, code), n) in requests
-        .outcomes
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-    {
-        let _ = writeln!(
-            out,
-            "roost_requests_total{{operation=\"{}\",code=\"{}\"}} {n}",
-            escape(op),
-            escape(code)
-        );
+    let operations = requests.snapshot();
+    for (op, counters) in &operations {
+        // By outcome name, as the exposition has always listed them.
+        let mut outcomes: Vec<(String, u64)> = counters
+            .outcomes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    outcome_name(i),
+                    n.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        outcomes.sort();
+        for (code, n) in outcomes {
+            let _ = writeln!(
+                out,
+                "roost_requests_total{{operation=\"{}\",code=\"{}\"}} {n}",
+                escape(op),
+                escape(&code)
+            );
+        }
     }
     header(
         &mut out,
@@ -161,20 +227,13 @@ pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> S
         "histogram",
         "Time to answer a Dapr component RPC.",
     );
-    let latencies: Vec<(String, Arc<Histogram>)> = requests
-        .latencies
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(k, v)| (k.clone(), Arc::clone(v)))
-        .collect();
-    for (op, h) in latencies {
-        let labels = format!("operation=\"{}\"", escape(&op));
+    for (op, counters) in &operations {
+        let labels = format!("operation=\"{}\"", escape(op));
         histogram(
             &mut out,
             "roost_request_duration_seconds",
             &labels,
-            &h.snapshot(),
+            &counters.latency.snapshot(),
         );
     }
 
@@ -431,7 +490,34 @@ async fn answer<B>(
 
 #[cfg(test)]
 mod tests {
-    use super::operation;
+    use super::{RequestMetrics, TRANSPORT_ERROR, operation, outcome_name};
+
+    #[test]
+    fn paths_naming_one_operation_share_its_counters() {
+        let metrics = RequestMetrics::default();
+        let alpha = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+        let v1 = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+        let get = "/dapr.proto.components.v1.StateStore/Get";
+        let elapsed = std::time::Duration::from_micros(5);
+        metrics.operation(alpha).record(0, elapsed);
+        metrics.operation(v1).record(0, elapsed);
+        metrics.operation(get).record(5, elapsed);
+        metrics.operation(get).record(0, elapsed);
+        let snapshot = metrics.snapshot();
+        let names: Vec<&str> = snapshot.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            ["ServerReflection/ServerReflectionInfo", "StateStore/Get"]
+        );
+        let count = |i: usize, outcome: usize| {
+            snapshot[i].1.outcomes[outcome].load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert_eq!(count(0, 0), 2);
+        assert_eq!((count(1, 0), count(1, 5)), (1, 1));
+        assert_eq!(snapshot[1].1.latency.snapshot().count, 2);
+        assert_eq!(outcome_name(5), "NotFound");
+        assert_eq!(outcome_name(TRANSPORT_ERROR), "TransportError");
+    }
 
     #[test]
     fn operations_are_service_and_method() {
