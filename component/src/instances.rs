@@ -21,10 +21,45 @@ use std::sync::{Arc, RwLock};
 
 use roost_engine::{AsyncDatabase, Database};
 use serde::{Deserialize, Serialize};
-use tonic::Status;
 
 use crate::config::{InstanceConfig, InstanceSecrets};
-use crate::status;
+
+/// Why an instance could not be named, found, configured or opened. `crate::status` turns it
+/// into the gRPC status daprd sees (`From<InstanceError> for tonic::Status`).
+#[derive(Debug)]
+pub enum InstanceError {
+    /// The caller's mistake: a bad name or header, a configuration this server cannot serve.
+    Invalid(String),
+    /// The instance cannot serve until daprd's `Init`: never initialised, or encrypted.
+    NeedsInit(String),
+    /// The keyspace's encryption key is missing or wrong for its records (at `Init`).
+    Key(String),
+    /// The engine refused (closing a keyspace to reconfigure it).
+    Engine(roost_engine::Error),
+    /// Anything else on the server's side: unreadable saved configuration, I/O.
+    Internal(String),
+}
+
+impl InstanceError {
+    /// The message, as the caller sees it.
+    pub fn message(&self) -> String {
+        match self {
+            InstanceError::Invalid(m)
+            | InstanceError::NeedsInit(m)
+            | InstanceError::Key(m)
+            | InstanceError::Internal(m) => m.clone(),
+            InstanceError::Engine(e) => e.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for InstanceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for InstanceError {}
 
 /// The header daprd uses to name the component instance of a call.
 pub const INSTANCE_HEADER: &str = "x-component-instance";
@@ -101,13 +136,15 @@ impl InstanceRegistry {
     /// The instance name of a call: its `x-component-instance` header, or the default when
     /// the header is missing or empty. daprd's pluggable client always sends the header, with
     /// an empty value when its component has no name (Dapr's conformance suite does that).
-    pub fn instance_name<T>(request: &tonic::Request<T>) -> Result<String, Status> {
+    pub fn instance_name<T>(request: &tonic::Request<T>) -> Result<String, InstanceError> {
         match request.metadata().get(INSTANCE_HEADER) {
             None => Ok(DEFAULT_INSTANCE.to_string()),
             Some(value) if value.is_empty() => Ok(DEFAULT_INSTANCE.to_string()),
             Some(value) => {
                 let name = value.to_str().map_err(|_| {
-                    status::bad_request(format!("the {INSTANCE_HEADER} header is not ASCII text"))
+                    InstanceError::Invalid(format!(
+                        "the {INSTANCE_HEADER} header is not ASCII text"
+                    ))
                 })?;
                 validate_name(name)?;
                 Ok(name.to_string())
@@ -116,7 +153,7 @@ impl InstanceRegistry {
     }
 
     /// Where an instance's files live.
-    pub fn instance_dir(&self, name: &str) -> Result<PathBuf, Status> {
+    pub fn instance_dir(&self, name: &str) -> Result<PathBuf, InstanceError> {
         validate_name(name)?;
         Ok(self.data_dir.join("instances").join(encode_name(name)))
     }
@@ -127,13 +164,13 @@ impl InstanceRegistry {
         name: &str,
         config: InstanceConfig,
         secrets: InstanceSecrets,
-    ) -> Result<Arc<Instance>, Status> {
+    ) -> Result<Arc<Instance>, InstanceError> {
         let dir = self.instance_dir(name)?;
         let largest = self
             .max_request_bytes
             .saturating_sub(REQUEST_OVERHEAD_BYTES);
         if config.max_value_size > largest {
-            return Err(status::bad_request(format!(
+            return Err(InstanceError::Invalid(format!(
                 "Init of instance {name:?}: maxValueSize {} is above the largest value a request can carry \
                  ({largest} bytes with roost serve --max-request-bytes {}); lower it or raise --max-request-bytes",
                 config.max_value_size, self.max_request_bytes
@@ -155,11 +192,7 @@ impl InstanceRegistry {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(name);
-            existing
-                .db
-                .close()
-                .await
-                .map_err(|e| status::from_engine(&e))?;
+            existing.db.close().await.map_err(InstanceError::Engine)?;
         }
         let instance =
             open_instance(name.to_string(), dir.clone(), config.clone(), &secrets).await?;
@@ -171,10 +204,10 @@ impl InstanceRegistry {
         tokio::task::spawn_blocking(move || write_config(&dir_for_write, &persisted))
             .await
             .map_err(|e| {
-                Status::internal(format!("saving the instance configuration failed: {e}"))
+                InstanceError::Internal(format!("saving the instance configuration failed: {e}"))
             })?
             .map_err(|e| {
-                Status::internal(format!("saving the instance configuration failed: {e}"))
+                InstanceError::Internal(format!("saving the instance configuration failed: {e}"))
             })?;
         let instance = Arc::new(instance);
         self.open
@@ -186,13 +219,16 @@ impl InstanceRegistry {
     }
 
     /// The open instance named by the call, reopening it from its saved configuration after a
-    /// restart; `FAILED_PRECONDITION` if it was never initialised.
-    pub async fn resolve<T>(&self, request: &tonic::Request<T>) -> Result<Arc<Instance>, Status> {
+    /// restart; [`InstanceError::NeedsInit`] if it was never initialised.
+    pub async fn resolve<T>(
+        &self,
+        request: &tonic::Request<T>,
+    ) -> Result<Arc<Instance>, InstanceError> {
         let name = Self::instance_name(request)?;
         self.get(&name).await
     }
 
-    pub async fn get(&self, name: &str) -> Result<Arc<Instance>, Status> {
+    pub async fn get(&self, name: &str) -> Result<Arc<Instance>, InstanceError> {
         if let Some(instance) = self.lookup(name) {
             return Ok(instance);
         }
@@ -205,30 +241,30 @@ impl InstanceRegistry {
         let saved = match tokio::fs::read(&config_path).await {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Status::failed_precondition(format!(
+                return Err(InstanceError::NeedsInit(format!(
                     "component instance {name:?} was never initialised: daprd sends Init when it loads the \
                      component YAML named {name:?}; check the YAML's metadata.name and restart daprd"
                 )));
             }
             Err(err) => {
-                return Err(Status::internal(format!(
+                return Err(InstanceError::Internal(format!(
                     "cannot read the saved configuration of instance {name:?}: {err}"
                 )));
             }
         };
         let persisted: PersistedInstance = serde_json::from_slice(&saved).map_err(|err| {
-            Status::internal(format!(
+            InstanceError::Internal(format!(
                 "the saved configuration of instance {name:?} is unreadable: {err}"
             ))
         })?;
         if persisted.name != name {
-            return Err(Status::internal(format!(
+            return Err(InstanceError::Internal(format!(
                 "the saved configuration for instance {name:?} names {:?}",
                 persisted.name
             )));
         }
         if persisted.config.encryption_key_id.is_some() {
-            return Err(Status::failed_precondition(format!(
+            return Err(InstanceError::NeedsInit(format!(
                 "component instance {name:?} is encrypted and its key is not stored on disk: after a component \
                  restart it needs daprd's Init again (restart daprd, or reload the component YAML)"
             )));
@@ -297,7 +333,7 @@ async fn open_instance(
     dir: PathBuf,
     config: InstanceConfig,
     secrets: &InstanceSecrets,
-) -> Result<Instance, Status> {
+) -> Result<Instance, InstanceError> {
     let options = config.engine_options(&dir.join(DATA_FILE), secrets);
     let opened = tokio::task::spawn_blocking(move || {
         create_private_dir(&dir).map_err(|e| {
@@ -306,13 +342,13 @@ async fn open_instance(
         Database::open(options)
     })
     .await
-    .map_err(|e| Status::internal(format!("opening the keyspace failed: {e}")))?;
+    .map_err(|e| InstanceError::Internal(format!("opening the keyspace failed: {e}")))?;
     let db = opened.map_err(|e| match e {
         // A missing or wrong key is a configuration mistake: tell the app's operator plainly.
-        roost_engine::Error::EncryptionKey(_) => status::bad_request(format!(
+        roost_engine::Error::EncryptionKey(_) => InstanceError::Key(format!(
             "opening the keyspace of instance {name:?} failed: {e}"
         )),
-        other => Status::internal(format!(
+        other => InstanceError::Internal(format!(
             "opening the keyspace of instance {name:?} failed: {other}"
         )),
     })?;
@@ -344,19 +380,21 @@ pub(crate) fn write_config(dir: &Path, persisted: &PersistedInstance) -> std::io
     std::fs::File::open(dir)?.sync_all()
 }
 
-pub(crate) fn validate_name(name: &str) -> Result<(), Status> {
+pub(crate) fn validate_name(name: &str) -> Result<(), InstanceError> {
     if name.is_empty() {
-        return Err(status::bad_request("the component instance name is empty"));
+        return Err(InstanceError::Invalid(
+            "the component instance name is empty".into(),
+        ));
     }
     if name.len() > MAX_INSTANCE_NAME_BYTES {
-        return Err(status::bad_request(format!(
+        return Err(InstanceError::Invalid(format!(
             "the component instance name is {} bytes long; the limit is {MAX_INSTANCE_NAME_BYTES}",
             name.len()
         )));
     }
     if name.chars().any(char::is_control) {
-        return Err(status::bad_request(
-            "the component instance name contains control characters",
+        return Err(InstanceError::Invalid(
+            "the component instance name contains control characters".into(),
         ));
     }
     Ok(())

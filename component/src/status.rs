@@ -7,6 +7,9 @@
 //!   (`kit_error`, `http_code`, `tag`), so apps get a 400 instead of a 500.
 //! - Everything else → a plain status (`INTERNAL`, `UNAVAILABLE`, ...), with no details.
 //!
+//! Engine errors go through [`from_engine`], the registry's typed errors through
+//! [`from_instance`]; nothing else builds a status for an error.
+//!
 //! `tonic_types` builds the `google.rpc.Status` in `grpc-status-details-bin` with the same code
 //! and message as the outer status, which is what daprd's grpc-go client requires.
 
@@ -14,6 +17,8 @@ use std::collections::HashMap;
 
 use roost_engine::Error;
 use tonic::{Code, Status};
+
+use crate::instances::InstanceError;
 use tonic_types::{BadRequest, ErrorDetail, ErrorInfo, StatusExt};
 
 /// `ErrorInfo.domain` of Roost's kit errors.
@@ -52,6 +57,32 @@ pub fn kit_status(code: Code, http_code: u16, tag: &str, message: impl Into<Stri
 /// A client mistake other than an etag: HTTP 400 for the app.
 pub fn bad_request(message: impl Into<String>) -> Status {
     kit_status(Code::InvalidArgument, 400, "ERR_ROOST_BAD_REQUEST", message)
+}
+
+/// Maps an instance error to the status daprd expects: the caller's mistakes (and a wrong
+/// key given at `Init`) are 400 kit errors, an instance that needs `Init` is
+/// `FAILED_PRECONDITION`, engine errors map as [`from_engine`] maps them.
+pub fn from_instance(error: &InstanceError) -> Status {
+    match error {
+        InstanceError::Invalid(message) | InstanceError::Key(message) => {
+            bad_request(message.clone())
+        }
+        InstanceError::NeedsInit(message) => Status::failed_precondition(message.clone()),
+        InstanceError::Engine(error) => from_engine(error),
+        InstanceError::Internal(message) => server_error(message),
+    }
+}
+
+impl From<InstanceError> for Status {
+    fn from(error: InstanceError) -> Status {
+        from_instance(&error)
+    }
+}
+
+/// A failure on the server's side that is not the engine's (a task that died, a temporary
+/// file that could not be read): `INTERNAL`, with no details.
+pub fn server_error(message: impl std::fmt::Display) -> Status {
+    Status::internal(message.to_string())
 }
 
 /// Maps an engine error to the status daprd expects.

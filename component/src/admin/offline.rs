@@ -128,7 +128,7 @@ impl Keyspace for Offline {
 /// Records written per import transaction.
 const IMPORT_BATCH: usize = 1000;
 fn instance_dir(data_dir: &Path, instance: &str) -> Result<PathBuf, String> {
-    instances::validate_name(instance).map_err(|s| s.message().to_string())?;
+    instances::validate_name(instance).map_err(|e| e.message())?;
     Ok(data_dir
         .join("instances")
         .join(instances::encode_name(instance)))

@@ -2,9 +2,11 @@
 //! [`state`] (Init, Features, Ping, Get, Set, Delete), [`bulk`] (BulkGet, BulkSet, BulkDelete),
 //! [`transact`] (Transact, MultiMaxSize) and [`query`] (Query).
 //!
-//! Every handler has the same shape: resolve the instance from `x-component-instance`,
-//! convert the wire request to engine requests ([`convert`]), call the engine, convert the
-//! result back, and map errors in exactly one place ([`crate::status::from_engine`]).
+//! Every handler has the same shape, for the Dapr services here and Roost's admin service
+//! (`crate::admin::service`) alike: a free function of the registry and the request that
+//! resolves the instance from `x-component-instance`, converts the wire request to engine
+//! requests ([`convert`]), calls the engine, converts the result back, and maps errors in one
+//! place ([`crate::status`]). The trait implementations below only forward to them.
 
 pub mod bulk;
 pub mod convert;
@@ -16,8 +18,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::admin::service as admin;
 use crate::instances::InstanceRegistry;
-use crate::proto::{self, state_store_server::StateStore};
+use crate::proto::{
+    self, admin::admin_server::Admin, queriable_state_store_server::QueriableStateStore,
+    state_store_server::StateStore, transactional_state_store_server::TransactionalStateStore,
+    transactional_store_multi_max_size_server::TransactionalStoreMultiMaxSize,
+};
 
 /// The features Roost advertises: only what is real.
 pub const FEATURES: &[&str] = &["ETAG", "TRANSACTIONAL", "TTL", "QUERY_API"];
@@ -94,5 +101,82 @@ impl StateStore for RoostComponent {
         request: Request<proto::BulkSetRequest>,
     ) -> Result<Response<proto::BulkSetResponse>, Status> {
         bulk::bulk_set(&self.registry, request).await
+    }
+}
+
+#[tonic::async_trait]
+impl TransactionalStateStore for RoostComponent {
+    async fn transact(
+        &self,
+        request: Request<proto::TransactionalStateRequest>,
+    ) -> Result<Response<proto::TransactionalStateResponse>, Status> {
+        transact::transact(&self.registry, request).await
+    }
+}
+
+#[tonic::async_trait]
+impl TransactionalStoreMultiMaxSize for RoostComponent {
+    async fn multi_max_size(
+        &self,
+        request: Request<proto::MultiMaxSizeRequest>,
+    ) -> Result<Response<proto::MultiMaxSizeResponse>, Status> {
+        transact::multi_max_size(&self.registry, request).await
+    }
+}
+
+#[tonic::async_trait]
+impl QueriableStateStore for RoostComponent {
+    async fn query(
+        &self,
+        request: Request<proto::QueryRequest>,
+    ) -> Result<Response<proto::QueryResponse>, Status> {
+        query::query(&self.registry, request).await
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for RoostComponent {
+    async fn scan(
+        &self,
+        request: Request<proto::admin::ScanRequest>,
+    ) -> Result<Response<proto::admin::ScanResponse>, Status> {
+        admin::scan(&self.registry, request).await
+    }
+
+    async fn stats(
+        &self,
+        request: Request<proto::admin::StatsRequest>,
+    ) -> Result<Response<proto::admin::StatsResponse>, Status> {
+        admin::stats(&self.registry, request).await
+    }
+
+    type SnapshotStream = admin::SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        request: Request<proto::admin::SnapshotRequest>,
+    ) -> Result<Response<admin::SnapshotStream>, Status> {
+        admin::snapshot(&self.registry, request).await
+    }
+
+    async fn get(
+        &self,
+        request: Request<proto::admin::GetRequest>,
+    ) -> Result<Response<proto::admin::GetResponse>, Status> {
+        admin::get(&self.registry, request).await
+    }
+
+    async fn set(
+        &self,
+        request: Request<proto::admin::SetRequest>,
+    ) -> Result<Response<proto::admin::SetResponse>, Status> {
+        admin::set(&self.registry, request).await
+    }
+
+    async fn query(
+        &self,
+        request: Request<proto::admin::QueryRequest>,
+    ) -> Result<Response<proto::admin::QueryResponse>, Status> {
+        admin::query(&self.registry, request).await
     }
 }

@@ -6,51 +6,51 @@
 //! limit. Request metadata such as `queryIndexName` or `contentType` is accepted and not
 //! needed: the planner picks an index by itself.
 
+use std::sync::Arc;
+
 use roost_engine::{Filter, Query, SortKey};
 use tonic::{Request, Response, Status};
 
 use crate::config::DAPRD_MAX_RESPONSE_BYTES;
-use crate::proto::{self, queriable_state_store_server::QueriableStateStore, sorting::Order};
-use crate::service::{RoostComponent, convert};
+use crate::instances::InstanceRegistry;
+use crate::proto::{self, sorting::Order};
+use crate::service::convert;
 use crate::status;
 
 /// Room left in a response for the envelope of the rows (keys, etags, framing).
 const RESPONSE_SLACK_BYTES: usize = 256 * 1024;
 
-#[tonic::async_trait]
-impl QueriableStateStore for RoostComponent {
-    async fn query(
-        &self,
-        request: Request<proto::QueryRequest>,
-    ) -> Result<Response<proto::QueryResponse>, Status> {
-        let instance = self.registry.resolve(&request).await?;
-        let wire = request.into_inner().query.unwrap_or_default();
-        let query = to_engine(wire)?;
-        let page = instance
-            .db
-            .query(query)
-            .await
-            .map_err(|e| status::from_engine(&e))?;
-        let response = proto::QueryResponse {
-            items: page
-                .rows
-                .into_iter()
-                .map(|row| proto::QueryItem {
-                    key: String::from_utf8_lossy(&row.key).into_owned(),
-                    data: row.value.into(),
-                    etag: Some(proto::Etag {
-                        value: row.etag.to_string(),
-                    }),
-                    error: String::new(),
-                    content_type: row.content_type.unwrap_or_default(),
-                })
-                .collect(),
-            token: page.token.unwrap_or_default(),
-            metadata: Default::default(),
-        };
-        convert::check_response_size(&response, "Query")?;
-        Ok(Response::new(response))
-    }
+pub async fn query(
+    registry: &Arc<InstanceRegistry>,
+    request: Request<proto::QueryRequest>,
+) -> Result<Response<proto::QueryResponse>, Status> {
+    let instance = registry.resolve(&request).await?;
+    let wire = request.into_inner().query.unwrap_or_default();
+    let query = to_engine(wire)?;
+    let page = instance
+        .db
+        .query(query)
+        .await
+        .map_err(|e| status::from_engine(&e))?;
+    let response = proto::QueryResponse {
+        items: page
+            .rows
+            .into_iter()
+            .map(|row| proto::QueryItem {
+                key: String::from_utf8_lossy(&row.key).into_owned(),
+                data: row.value.into(),
+                etag: Some(proto::Etag {
+                    value: row.etag.to_string(),
+                }),
+                error: String::new(),
+                content_type: row.content_type.unwrap_or_default(),
+            })
+            .collect(),
+        token: page.token.unwrap_or_default(),
+        metadata: Default::default(),
+    };
+    convert::check_response_size(&response, "Query")?;
+    Ok(Response::new(response))
 }
 
 fn to_engine(wire: proto::Query) -> Result<Query, Status> {
