@@ -297,20 +297,25 @@ pub struct Embedded {
 
 impl Embedded {
     /// Opens the keyspaces in `dir`; `durability` and `wal` (the write-ahead log) apply to the
-    /// main one.
+    /// main one, and so does `ROOST_BENCH_CACHE_MB` (redb's cache, the engine's default when
+    /// unset), for runs on keyspaces larger than the default cache.
     pub fn open(dir: &Path, durability: Durability, wal: bool) -> Result<Embedded, OpError> {
         let open = |name: &str, options: Options| {
             roost_engine::Database::open(options)
                 .map(|db| db.into_async())
                 .map_err(|e| OpError::Failed(format!("cannot open {name}: {e}")))
         };
+        let mut main = Options::new(dir.join("main.redb"))
+            .durability(durability)
+            .write_ahead_log(wal);
+        if let Some(mb) = std::env::var("ROOST_BENCH_CACHE_MB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            main = main.cache_size_bytes(mb << 20);
+        }
         Ok(Embedded {
-            main: open(
-                "main",
-                Options::new(dir.join("main.redb"))
-                    .durability(durability)
-                    .write_ahead_log(wal),
-            )?,
+            main: open("main", main)?,
             query_indexed: open(
                 "query-indexed",
                 Options::new(dir.join("query-indexed.redb")).indexes([QUERY_FIELD]),
