@@ -170,19 +170,7 @@ pub fn log_files(db_path: &Path) -> Vec<PathBuf> {
 /// The bytes of log records in the log files of the database at `db_path`: what a replay
 /// would read, at most (a segment's file may be larger: reused segments keep their size).
 pub(crate) fn record_bytes(db_path: &Path) -> std::io::Result<u64> {
-    let mut total = 0;
-    let mut expected = None;
-    for path in log_files(db_path) {
-        let mut bytes = Vec::new();
-        File::open(&path)?.read_to_end(&mut bytes)?;
-        let (valid, next) = decode_from(&bytes, u64::MAX, expected, &mut Vec::new());
-        total += valid as u64;
-        if expected.is_some() && next == expected {
-            break;
-        }
-        expected = next.or(expected);
-    }
-    Ok(total)
+    Ok(read_log(db_path, u64::MAX)?.1)
 }
 
 /// Deletes every log file of the database at `db_path`, spares included (and syncs the
@@ -229,19 +217,27 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
 /// segment is read up to its first torn or out-of-sequence record; the next one only if it
 /// continues the sequence.
 pub(crate) fn read_all(db_path: &Path, checkpointed_seq: u64) -> std::io::Result<Vec<WalBatch>> {
+    Ok(read_log(db_path, checkpointed_seq)?.0)
+}
+
+/// Reads the log as [`read_all`] describes: the batches after `checkpointed_seq`, and the
+/// bytes of every record read (checkpointed ones too).
+fn read_log(db_path: &Path, checkpointed_seq: u64) -> std::io::Result<(Vec<WalBatch>, u64)> {
     let mut batches = Vec::new();
+    let mut read = 0;
     let mut expected: Option<u64> = None;
     for path in log_files(db_path) {
         let mut bytes = Vec::new();
         File::open(&path)?.read_to_end(&mut bytes)?;
-        let (_, next) = decode_from(&bytes, checkpointed_seq, expected, &mut batches);
+        let (valid, next) = decode_from(&bytes, checkpointed_seq, expected, &mut batches);
+        read += valid as u64;
         if expected.is_some() && next == expected {
             // The segment held nothing that continues the run: the log ends here.
             break;
         }
         expected = next.or(expected);
     }
-    Ok(batches)
+    Ok((batches, read))
 }
 
 /// The log's segments, shared by the writer (which appends to the open one and closes it when

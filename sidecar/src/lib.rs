@@ -67,6 +67,29 @@ pub struct SidecarConfig {
     pub shutdown_grace: std::time::Duration,
 }
 
+impl SidecarConfig {
+    /// For `app_id` with the resources at `resources`, in front of the components in
+    /// `socket_folder`, on loopback ports the kernel picks, with daprd's defaults otherwise
+    /// (as tests start it).
+    pub fn on_loopback(
+        app_id: &str,
+        resources: &std::path::Path,
+        socket_folder: &std::path::Path,
+    ) -> SidecarConfig {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        SidecarConfig {
+            app_id: app_id.to_string(),
+            namespace: None,
+            resources_paths: vec![resources.to_path_buf()],
+            socket_folder: socket_folder.to_path_buf(),
+            grpc_addr: loopback,
+            http_addr: loopback,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
 /// The default of [`SidecarConfig::shutdown_grace`].
 pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 

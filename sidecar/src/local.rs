@@ -73,16 +73,9 @@ impl LocalDapr {
             metrics_addr: None,
             transport_threads: server::default_transport_threads(),
         };
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let sidecar = SidecarConfig {
-            app_id: app_id.to_string(),
-            namespace: None,
-            resources_paths: vec![resources],
-            socket_folder: sockets,
-            grpc_addr: loopback,
-            http_addr: loopback,
-            max_body_bytes: crate::DEFAULT_MAX_BODY_BYTES,
             shutdown_grace: Duration::from_millis(100),
+            ..SidecarConfig::on_loopback(app_id, &resources, &sockets)
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let under_daprd = daprd_options.is_some();

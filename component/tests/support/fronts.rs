@@ -68,17 +68,7 @@ pub fn go_binary(test: &str) -> Option<PathBuf> {
 /// Starts the daprd stand-in in this process for `app_id`, on loopback ports the kernel
 /// picks, in front of the components in `sockets`.
 pub fn start_sidecar(app_id: &str, resources: &Path, sockets: &Path) -> Result<InProcess, String> {
-    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    InProcess::start(SidecarConfig {
-        app_id: app_id.to_string(),
-        namespace: None,
-        resources_paths: vec![resources.to_path_buf()],
-        socket_folder: sockets.to_path_buf(),
-        grpc_addr: loopback,
-        http_addr: loopback,
-        max_body_bytes: roost_sidecar::DEFAULT_MAX_BODY_BYTES,
-        shutdown_grace: roost_sidecar::DEFAULT_SHUTDOWN_GRACE,
-    })
+    InProcess::start(SidecarConfig::on_loopback(app_id, resources, sockets))
 }
 
 /// Which program serves the app-facing Dapr API.
