@@ -150,6 +150,10 @@ pub struct AgentSpec {
     pub identity: Identity,
     pub max_concurrency: usize,
     pub prevent_self_trigger: bool,
+    /// Runs after a failed one before the failure is final (default 0).
+    pub retries: u32,
+    /// The wait before the first retry; it doubles per retry, up to 30 s.
+    pub retry_backoff: std::time::Duration,
     pub handler: Option<Handler>,
 }
 
@@ -238,6 +242,16 @@ impl AgentBuilder<'_> {
         self
     }
 
+    /// Retries a failed run `retries` times, waiting `backoff` before the first retry and
+    /// twice as long before each next one (at most 30 s). After the last, the failure is
+    /// final: the run's output is one `WorkflowError` artifact (the dead letter) naming the
+    /// attempts.
+    pub fn retries(mut self, retries: u32, backoff: std::time::Duration) -> Self {
+        self.spec.retries = retries;
+        self.spec.retry_backoff = backoff;
+        self
+    }
+
     /// Sets the handler and registers the agent.
     pub fn handler<F, Fut>(mut self, handler: F) -> Result<(), Error>
     where
@@ -264,6 +278,8 @@ pub(crate) fn new_spec(name: &str) -> AgentSpec {
         identity: Identity::named(name),
         max_concurrency: 2,
         prevent_self_trigger: true,
+        retries: 0,
+        retry_backoff: std::time::Duration::from_millis(100),
         handler: None,
     }
 }

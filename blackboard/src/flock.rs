@@ -11,7 +11,8 @@ use tokio::sync::{Notify, Semaphore};
 use crate::agent::{AgentBuilder, AgentError, AgentSpec, Context, Output, new_spec};
 use crate::artifact::{Artifact, ArtifactType, Consumption, EXTERNAL, WorkflowError, new_id};
 use crate::error::{Error, Result};
-use crate::store::BlackboardStore;
+use crate::store::{BlackboardStore, SwarmStore};
+use crate::swarm::{Swarm, SwarmOptions, SwarmStats};
 use crate::time::Timestamp;
 use crate::visibility::Visibility;
 
@@ -54,23 +55,25 @@ impl PublishOptions {
     }
 }
 
-struct AgentRuntime {
-    spec: AgentSpec,
-    slots: Arc<Semaphore>,
+pub(crate) struct AgentRuntime {
+    pub(crate) spec: AgentSpec,
+    pub(crate) slots: Arc<Semaphore>,
     /// Runs scheduled since the last idle point (the circuit breaker's counter).
     iterations: AtomicUsize,
     /// Artifacts already handed to this agent by this process.
     seen: Mutex<HashSet<String>>,
 }
 
-struct Inner {
-    store: Arc<dyn BlackboardStore>,
-    agents: RwLock<Vec<Arc<AgentRuntime>>>,
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn BlackboardStore>,
+    pub(crate) agents: RwLock<Vec<Arc<AgentRuntime>>>,
     max_agent_iterations: AtomicUsize,
-    pending: AtomicUsize,
-    idle: Notify,
+    pub(crate) pending: AtomicUsize,
+    pub(crate) idle: Notify,
     /// Failures of the orchestrator itself (a store that refused outputs), newest last.
     failures: Mutex<Vec<String>>,
+    /// Set when this process is one member of a swarm ([`Flock::swarm`]).
+    swarm: Option<Arc<Swarm>>,
 }
 
 /// A blackboard with agents. Cheap to clone; clones share everything.
@@ -88,8 +91,22 @@ impl Flock {
     }
 
     pub fn with_store(store: Arc<dyn BlackboardStore>) -> Flock {
+        Flock::build(store, None)
+    }
+
+    /// A member of a swarm: many processes on one store, sharing triggers (see
+    /// [`crate::swarm`]). Declare the agents, then call [`Flock::start`]. An artifact is
+    /// handed to each agent that wants it once in the whole swarm.
+    pub fn swarm(store: impl SwarmStore + 'static, options: SwarmOptions) -> Flock {
+        let store: Arc<dyn SwarmStore> = Arc::new(store);
+        let swarm = Arc::new(Swarm::new(Arc::clone(&store), options));
+        Flock::build(store, Some(swarm))
+    }
+
+    fn build(store: Arc<dyn BlackboardStore>, swarm: Option<Arc<Swarm>>) -> Flock {
         Flock {
             inner: Arc::new(Inner {
+                swarm,
                 store,
                 agents: RwLock::new(Vec::new()),
                 max_agent_iterations: AtomicUsize::new(DEFAULT_MAX_AGENT_ITERATIONS),
@@ -155,15 +172,57 @@ impl Flock {
         artifact.correlation_id = Some(options.correlation_id.unwrap_or_else(new_id));
         artifact.partition_key = options.partition_key;
         artifact.tags = options.tags;
-        self.inner.store.publish(&artifact).await?;
-        if !options.persist_only {
-            schedule(&self.inner, &artifact, false).await;
+        match (&self.inner.swarm, options.persist_only) {
+            (Some(swarm), false) => swarm.publish(&artifact).await?,
+            (_, true) => self.inner.store.publish(&artifact).await?,
+            (None, false) => {
+                self.inner.store.publish(&artifact).await?;
+                schedule(&self.inner, &artifact, false).await;
+            }
         }
         Ok(artifact)
     }
 
-    /// Waits until no agent run is pending or running, then resets the circuit breakers.
+    /// Joins the swarm: registers this member, reads the store once for work not done, and
+    /// follows every member's feed from then on. Returns the runs dispatched by that read.
+    /// Errors on a flock not made by [`Flock::swarm`].
+    pub async fn start(&self) -> Result<usize> {
+        let swarm = self.swarm_state()?;
+        crate::swarm::start(&self.inner, swarm).await
+    }
+
+    /// Stops following the feeds (runs already started finish).
+    pub fn stop(&self) {
+        if let Some(swarm) = &self.inner.swarm {
+            crate::swarm::stop(swarm);
+        }
+    }
+
+    /// This member's counters; `None` outside a swarm.
+    pub fn swarm_stats(&self) -> Option<SwarmStats> {
+        self.inner.swarm.as_ref().map(|s| s.stats())
+    }
+
+    fn swarm_state(&self) -> Result<&Arc<Swarm>> {
+        self.inner.swarm.as_ref().ok_or_else(|| {
+            Error::Store("this flock is not a swarm member (make it with Flock::swarm)".into())
+        })
+    }
+
+    /// Waits until no agent run is pending or running, then resets the circuit breakers. In a
+    /// swarm: until this process has no run of its own, has read every feed to its head, and
+    /// waits on no claim held by another process — so every member of an idle swarm agrees.
     pub async fn run_until_idle(&self) {
+        if let Some(swarm) = &self.inner.swarm {
+            loop {
+                match crate::swarm::idle(swarm).await {
+                    Ok(true) if self.inner.pending.load(Ordering::Acquire) == 0 => break,
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "swarm idle check failed"),
+                }
+                tokio::time::sleep(swarm.options.poll).await;
+            }
+        }
         loop {
             let notified = self.inner.idle.notified();
             tokio::pin!(notified);
@@ -207,7 +266,7 @@ impl Flock {
     }
 }
 
-fn fail(inner: &Inner, message: String) {
+pub(crate) fn fail(inner: &Inner, message: String) {
     tracing::error!("{message}");
     if let Ok(mut failures) = inner.failures.lock() {
         failures.push(message);
@@ -236,17 +295,7 @@ async fn schedule_now(inner: &Arc<Inner>, artifact: &Artifact, check_consumed: b
     let mut runs = 0;
     for agent in agents {
         let spec = &agent.spec;
-        if spec.prevent_self_trigger && artifact.produced_by == spec.name {
-            continue;
-        }
-        // Visibility first: an agent that may not see the artifact is never triggered.
-        if !artifact
-            .visibility
-            .allows(&spec.identity, artifact.created_at, now)
-        {
-            continue;
-        }
-        if !spec.subscriptions.iter().any(|s| s.matches(artifact)) {
+        if !wants(spec, artifact, now) {
             continue;
         }
         if check_consumed {
@@ -276,9 +325,7 @@ async fn schedule_now(inner: &Arc<Inner>, artifact: &Artifact, check_consumed: b
             }
             Err(_) => continue,
         }
-        let limit = inner.max_agent_iterations.load(Ordering::Relaxed);
-        if agent.iterations.fetch_add(1, Ordering::AcqRel) >= limit {
-            tracing::warn!(agent = %spec.name, limit, "circuit breaker open: run skipped");
+        if !breaker_allows(inner, &agent) {
             if let Ok(mut seen) = agent.seen.lock() {
                 seen.remove(&artifact.id);
             }
@@ -291,38 +338,103 @@ async fn schedule_now(inner: &Arc<Inner>, artifact: &Artifact, check_consumed: b
     runs
 }
 
+/// Whether `spec` is triggered by `artifact`: not its own output (unless self-trigger is
+/// allowed), visible to it (checked first: an agent that may not see an artifact is never
+/// triggered), and matching one of its subscriptions.
+pub(crate) fn wants(spec: &AgentSpec, artifact: &Artifact, now: Timestamp) -> bool {
+    if spec.prevent_self_trigger && artifact.produced_by == spec.name {
+        return false;
+    }
+    artifact
+        .visibility
+        .allows(&spec.identity, artifact.created_at, now)
+        && spec.subscriptions.iter().any(|s| s.matches(artifact))
+}
+
+/// Counts a run against the agent's circuit breaker; false when the breaker is open.
+pub(crate) fn breaker_allows(inner: &Inner, agent: &AgentRuntime) -> bool {
+    let limit = inner.max_agent_iterations.load(Ordering::Relaxed);
+    if agent.iterations.fetch_add(1, Ordering::AcqRel) >= limit {
+        tracing::warn!(agent = %agent.spec.name, limit, "circuit breaker open: run skipped");
+        return false;
+    }
+    true
+}
+
+/// Runs the agent's handler on `input` (retrying failures as the agent says) and returns the
+/// run's outputs: the declared outputs, or one `WorkflowError` after the last failure. Output
+/// ids are derived from (input, agent, position), so a run repeated after a crash writes the
+/// same artifacts again instead of new ones.
+pub(crate) async fn execute(spec: &AgentSpec, input: &Artifact, run_id: &str) -> Vec<Artifact> {
+    let attempts = spec.retries.saturating_add(1);
+    let mut backoff = spec.retry_backoff;
+    let mut attempt = 1;
+    loop {
+        let ctx = Context {
+            agent: spec.name.clone(),
+            run_id: run_id.to_string(),
+            correlation_id: input.correlation_id.clone(),
+            inputs: vec![input.clone()],
+        };
+        // The handler runs in its own task, so a panic is an agent failure, not ours.
+        let result = match spec.handler.clone() {
+            Some(handler) => match tokio::spawn(handler(ctx)).await {
+                Ok(result) => result,
+                Err(join) => Err(AgentError::new("Panic", join.to_string())),
+            },
+            None => Err(AgentError::new("AgentError", "no handler")),
+        };
+        match result.and_then(|outputs| check_outputs(spec, outputs)) {
+            Ok(outputs) => {
+                return outputs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, output)| output_artifact(output, &spec.name, input, n))
+                    .collect();
+            }
+            Err(mut error) if attempt >= attempts => {
+                tracing::warn!(agent = %spec.name, error = %error.message, attempt, "agent run failed");
+                if attempts > 1 {
+                    error.message = format!("{} (after {attempts} attempts)", error.message);
+                }
+                return vec![error_artifact(&spec.name, run_id, input, error)];
+            }
+            Err(error) => {
+                tracing::info!(agent = %spec.name, error = %error.message, attempt, "agent run failed: retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// The id of output `n` of `agent`'s run on `input`: a UUID (v4 layout) from a 128-bit FNV-1a
+/// hash of the three.
+pub(crate) fn output_id(input_id: &str, agent: &str, n: usize) -> String {
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    let mut hash: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for part in [
+        input_id.as_bytes(),
+        agent.as_bytes(),
+        n.to_string().as_bytes(),
+    ] {
+        for byte in part.iter().chain(&[0xff]) {
+            hash ^= u128::from(*byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+    }
+    crate::artifact::uuid_v4_text(hash.to_be_bytes())
+}
+
 /// One agent run: handler, outputs (or a WorkflowError), persist with the consumption record,
 /// then schedule the outputs.
 async fn run_agent(inner: Arc<Inner>, agent: Arc<AgentRuntime>, input: Artifact) {
     let spec = &agent.spec;
     let permit = Arc::clone(&agent.slots).acquire_owned().await;
     let run_id = new_id();
-    let ctx = Context {
-        agent: spec.name.clone(),
-        run_id: run_id.clone(),
-        correlation_id: input.correlation_id.clone(),
-        inputs: vec![input.clone()],
-    };
-    let handler = spec.handler.clone();
-    // The handler runs in its own task, so a panic is an agent failure, not ours.
-    let result = match handler {
-        Some(handler) => match tokio::spawn(handler(ctx)).await {
-            Ok(result) => result,
-            Err(join) => Err(AgentError::new("Panic", join.to_string())),
-        },
-        None => Err(AgentError::new("AgentError", "no handler")),
-    };
+    let outputs = execute(spec, &input, &run_id).await;
     drop(permit);
-    let outputs = match result.and_then(|outputs| check_outputs(spec, outputs)) {
-        Ok(outputs) => outputs
-            .into_iter()
-            .map(|output| output_artifact(output, &spec.name, &input))
-            .collect(),
-        Err(error) => {
-            tracing::warn!(agent = %spec.name, error = %error.message, "agent run failed");
-            vec![error_artifact(&spec.name, &run_id, &input, error)]
-        }
-    };
     let consumption = Consumption {
         artifact_id: input.id.clone(),
         consumer: spec.name.clone(),
@@ -364,9 +476,9 @@ fn check_outputs(spec: &AgentSpec, outputs: Vec<Output>) -> Result<Vec<Output>, 
     Ok(outputs)
 }
 
-fn output_artifact(output: Output, agent: &str, input: &Artifact) -> Artifact {
+fn output_artifact(output: Output, agent: &str, input: &Artifact, n: usize) -> Artifact {
     Artifact {
-        id: new_id(),
+        id: output_id(&input.id, agent, n),
         type_name: output.type_name,
         payload: output.payload,
         produced_by: agent.into(),
@@ -389,6 +501,7 @@ fn error_artifact(agent: &str, run_id: &str, input: &Artifact, error: AgentError
     };
     let mut artifact = Artifact::of(&payload, format!("orchestrator#{agent}"))
         .expect("a WorkflowError always serialises");
+    artifact.id = output_id(&input.id, agent, 0);
     artifact.correlation_id = input.correlation_id.clone();
     artifact.partition_key = input.partition_key.clone();
     artifact

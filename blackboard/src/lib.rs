@@ -13,6 +13,7 @@
 //! - [`agent`]: the agent builder, subscriptions, handler context and outputs;
 //! - [`flock`]: the orchestrator;
 //! - [`store`]: the store contract and its implementations;
+//! - [`swarm`]: many processes on one store: shared triggers, leased claims;
 //! - [`time`]: RFC 3339 timestamps and ISO-8601 durations.
 
 #![deny(clippy::all)]
@@ -22,6 +23,7 @@ pub mod artifact;
 pub mod error;
 pub mod flock;
 pub mod store;
+pub mod swarm;
 pub mod time;
 pub mod visibility;
 
@@ -29,8 +31,9 @@ pub use agent::{AgentError, Context, Output};
 pub use artifact::{Artifact, ArtifactType, Consumption, WorkflowError};
 pub use error::{Error, Result};
 pub use flock::{Flock, PublishOptions};
-pub use store::{BlackboardStore, EmbeddedStore, Filter, MemoryStore, Page, Summary};
+pub use store::{BlackboardStore, EmbeddedStore, Filter, MemoryStore, Page, Summary, SwarmStore};
 #[cfg(feature = "dapr")]
 pub use store::{DaprCapabilities, DaprStore};
+pub use swarm::{SwarmOptions, SwarmStats};
 pub use time::Timestamp;
 pub use visibility::{Identity, Visibility};

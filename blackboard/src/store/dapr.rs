@@ -54,8 +54,8 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use super::{
-    BlackboardStore, Filter, Page, StoreFuture, artifact_key, consumption_key, consumption_prefix,
-    page_of,
+    BlackboardStore, Expect, Filter, Page, Put, StoreFuture, SwarmStore, Versioned, artifact_key,
+    consumption_key, consumption_prefix, expectation_holds, page_of, ttl_seconds,
 };
 use crate::artifact::{Artifact, Consumption};
 use crate::error::{Error, Result};
@@ -157,6 +157,23 @@ fn item(key: String, value: Vec<u8>, etag: Option<String>) -> common::StateItem 
         metadata: json_metadata(),
         options,
     }
+}
+
+/// A coordination record's write: its expectation as etag / first-write, its TTL as
+/// `ttlInSeconds`.
+fn put_item(put: &Put) -> common::StateItem {
+    let etag = match &put.expect {
+        Expect::Any => None,
+        Expect::Absent => Some(String::new()),
+        Expect::Etag(etag) => Some(etag.clone()),
+    };
+    let mut state = item(put.key.clone(), put.value.clone(), etag);
+    if let Some(ttl) = put.ttl {
+        state
+            .metadata
+            .insert("ttlInSeconds".into(), ttl_seconds(ttl).to_string());
+    }
+    state
 }
 
 fn upsert(state: common::StateItem) -> runtime::TransactionalStateOperation {
@@ -464,6 +481,170 @@ impl DaprStore {
             }
             token = response.token;
         }
+    }
+}
+
+impl DaprStore {
+    /// The records under `keys`, in order, with their etags.
+    async fn read_versioned(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>> {
+        let mut found: HashMap<String, Versioned> = HashMap::new();
+        for chunk in keys.chunks(100) {
+            let response = self
+                .client
+                .clone()
+                .get_bulk_state(runtime::GetBulkStateRequest {
+                    store_name: self.store(),
+                    keys: chunk.to_vec(),
+                    parallelism: 0,
+                    metadata: HashMap::new(),
+                })
+                .await
+                .map_err(grpc_error)?
+                .into_inner();
+            for item in response.items {
+                if !item.error.is_empty() {
+                    return Err(Error::Store(format!(
+                        "bulk get {}: {}",
+                        item.key, item.error
+                    )));
+                }
+                if !item.data.is_empty() {
+                    found.insert(
+                        item.key,
+                        Versioned {
+                            value: item.data,
+                            etag: item.etag,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(keys.iter().map(|key| found.remove(key)).collect())
+    }
+
+    /// Whether every expectation of `puts` holds now (read after a failed transaction, to
+    /// tell a failed expectation from a conflict on an index record).
+    async fn expectations_hold(&self, puts: &[Put]) -> Result<bool> {
+        let checked: Vec<&Put> = puts.iter().filter(|p| p.expect != Expect::Any).collect();
+        let keys: Vec<String> = checked.iter().map(|p| p.key.clone()).collect();
+        let found = self.read_versioned(&keys).await?;
+        Ok(checked
+            .iter()
+            .zip(&found)
+            .all(|(put, found)| expectation_holds(&put.expect, found.as_ref())))
+    }
+}
+
+impl SwarmStore for DaprStore {
+    fn read<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, Vec<Option<Versioned>>> {
+        Box::pin(self.read_versioned(keys))
+    }
+
+    fn commit<'a>(
+        &'a self,
+        artifacts: &'a [Artifact],
+        consumptions: &'a [Consumption],
+        puts: &'a [Put],
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let artifact_items: Vec<common::StateItem> = artifacts
+                .iter()
+                .map(|a| item(artifact_key(&a.id), a.to_json(), None))
+                .collect();
+            let record_items: Vec<common::StateItem> = consumptions
+                .iter()
+                .map(|c| {
+                    let value = serde_json::to_vec(c).expect("a consumption record serialises");
+                    item(consumption_key(c), value, None)
+                })
+                .collect();
+            if !self.capabilities.uses_transactions() {
+                self.save(artifact_items).await.map_err(grpc_error)?;
+                self.save(record_items).await.map_err(grpc_error)?;
+                if !self.capabilities.query {
+                    self.index_add(&index_entries(artifacts, consumptions))
+                        .await?;
+                }
+                for put in puts {
+                    match self.save(vec![put_item(put)]).await {
+                        Ok(()) => {}
+                        Err(status) if status.code() == tonic::Code::Aborted => return Ok(false),
+                        Err(status) => return Err(grpc_error(status)),
+                    }
+                }
+                return Ok(true);
+            }
+            let entries = if self.capabilities.query {
+                Default::default()
+            } else {
+                index_entries(artifacts, consumptions)
+            };
+            let mut backoff = Duration::from_millis(2);
+            for attempt in 1..=MAX_ATTEMPTS {
+                let mut operations: Vec<_> = artifact_items
+                    .iter()
+                    .chain(&record_items)
+                    .cloned()
+                    .map(upsert)
+                    .collect();
+                for (key, value, etag) in self.index_updates(&entries).await? {
+                    operations.push(upsert(item(key, value, Some(etag))));
+                }
+                operations.extend(puts.iter().map(|p| upsert(put_item(p))));
+                if operations.is_empty() {
+                    return Ok(true);
+                }
+                let result = self
+                    .client
+                    .clone()
+                    .execute_state_transaction(runtime::ExecuteStateTransactionRequest {
+                        store_name: self.store(),
+                        operations,
+                        metadata: HashMap::new(),
+                    })
+                    .await;
+                match result {
+                    Ok(_) => return Ok(true),
+                    // daprd reports an etag conflict inside a transaction as INTERNAL (some
+                    // stores as ABORTED): ours, or one on an index record?
+                    Err(status)
+                        if matches!(
+                            status.code(),
+                            tonic::Code::Internal | tonic::Code::Aborted
+                        ) =>
+                    {
+                        if !self.expectations_hold(puts).await? {
+                            return Ok(false);
+                        }
+                        if entries.is_empty() || attempt == MAX_ATTEMPTS {
+                            return Err(grpc_error(status));
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(200));
+                    }
+                    Err(status) => return Err(grpc_error(status)),
+                }
+            }
+            Err(Error::Conflict {
+                key: TYPES_INDEX.to_string(),
+                attempts: MAX_ATTEMPTS,
+            })
+        })
+    }
+
+    fn atomic(&self) -> bool {
+        self.capabilities.uses_transactions()
+    }
+
+    fn get_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<Option<Artifact>>> {
+        Box::pin(async move {
+            let keys: Vec<String> = ids.iter().map(|id| artifact_key(id)).collect();
+            SwarmStore::read(self, &keys)
+                .await?
+                .into_iter()
+                .map(|found| found.map(|v| Artifact::from_json(&v.value)).transpose())
+                .collect()
+        })
     }
 }
 

@@ -23,8 +23,8 @@ use roost_engine::{
 use serde_json::{Value, json};
 
 use super::{
-    BlackboardStore, Filter, Page, StoreFuture, artifact_key, consumption_key, consumption_prefix,
-    page_of,
+    BlackboardStore, Expect, Filter, Page, Put, StoreFuture, SwarmStore, Versioned, artifact_key,
+    consumption_key, consumption_prefix, page_of, ttl_seconds,
 };
 use crate::artifact::{Artifact, Consumption};
 use crate::error::{Error, Result};
@@ -203,6 +203,80 @@ impl BlackboardStore for EmbeddedStore {
                     serde_json::from_slice(&record.value)
                         .map_err(|e| Error::Corrupt(format!("consumption record: {e}")))
                 })
+                .collect()
+        })
+    }
+}
+
+impl SwarmStore for EmbeddedStore {
+    fn read<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, Vec<Option<Versioned>>> {
+        Box::pin(async move {
+            let keys = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+            Ok(self
+                .db
+                .bulk_get(keys)
+                .await?
+                .into_iter()
+                .map(|record| {
+                    record.map(|r| Versioned {
+                        value: r.value,
+                        etag: r.etag.to_string(),
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        artifacts: &'a [Artifact],
+        consumptions: &'a [Consumption],
+        puts: &'a [Put],
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut operations: Vec<Operation> = artifacts
+                .iter()
+                .map(|a| Operation::Set(Self::set_artifact(a)))
+                .chain(
+                    consumptions
+                        .iter()
+                        .map(|c| Operation::Set(Self::set_consumption(c))),
+                )
+                .collect();
+            for put in puts {
+                let mut request = SetRequest::new(put.key.as_bytes(), put.value.clone());
+                request = match &put.expect {
+                    Expect::Any => request,
+                    Expect::Absent => request.first_write(),
+                    Expect::Etag(etag) => request.etag(etag.clone()),
+                };
+                if let Some(ttl) = put.ttl {
+                    request = request.ttl_in_seconds(ttl_seconds(ttl).to_string());
+                }
+                operations.push(Operation::Set(request));
+            }
+            if operations.is_empty() {
+                return Ok(true);
+            }
+            match self.db.transact(operations).await {
+                Ok(_) => Ok(true),
+                Err(roost_engine::Error::EtagMismatch { .. }) => Ok(false),
+                Err(err) => Err(err.into()),
+            }
+        })
+    }
+
+    fn atomic(&self) -> bool {
+        true
+    }
+
+    fn get_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<Option<Artifact>>> {
+        Box::pin(async move {
+            let keys: Vec<String> = ids.iter().map(|id| artifact_key(id)).collect();
+            SwarmStore::read(self, &keys)
+                .await?
+                .into_iter()
+                .map(|found| found.map(|v| Artifact::from_json(&v.value)).transpose())
                 .collect()
         })
     }

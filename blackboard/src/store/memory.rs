@@ -3,7 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{BlackboardStore, Filter, Page, StoreFuture, page_of};
+use std::time::Instant;
+
+use super::{
+    BlackboardStore, Expect, Filter, Page, Put, StoreFuture, SwarmStore, Versioned,
+    expectation_holds, page_of,
+};
 use crate::artifact::{Artifact, Consumption};
 use crate::error::Error;
 
@@ -13,6 +18,9 @@ struct Inner {
     /// type → ids, so a type filter does not read every artifact.
     by_type: BTreeMap<String, Vec<String>>,
     consumptions: HashMap<String, Vec<Consumption>>,
+    /// Coordination records: key → (value, etag, expiry).
+    records: HashMap<String, (Vec<u8>, u64, Option<Instant>)>,
+    next_etag: u64,
 }
 
 /// The in-memory store.
@@ -34,6 +42,31 @@ impl MemoryStore {
 }
 
 impl Inner {
+    fn record(&self, key: &str) -> Option<Versioned> {
+        let (value, etag, expiry) = self.records.get(key)?;
+        if expiry.is_some_and(|at| at <= Instant::now()) {
+            return None;
+        }
+        Some(Versioned {
+            value: value.clone(),
+            etag: etag.to_string(),
+        })
+    }
+
+    fn put(&mut self, put: &Put) {
+        self.next_etag += 1;
+        let expiry = put.ttl.map(|ttl| Instant::now() + ttl);
+        self.records
+            .insert(put.key.clone(), (put.value.clone(), self.next_etag, expiry));
+    }
+
+    fn record_consumption(&mut self, record: &Consumption) {
+        self.consumptions
+            .entry(record.artifact_id.clone())
+            .or_default()
+            .push(record.clone());
+    }
+
     fn upsert(&mut self, artifact: &Artifact) {
         if let Some(old) = self.artifacts.get(&artifact.id)
             && old.type_name != artifact.type_name
@@ -68,11 +101,7 @@ impl BlackboardStore for MemoryStore {
                 inner.upsert(artifact);
             }
             for record in consumptions {
-                inner
-                    .consumptions
-                    .entry(record.artifact_id.clone())
-                    .or_default()
-                    .push(record.clone());
+                inner.record_consumption(record);
             }
             Ok(())
         })
@@ -123,5 +152,47 @@ impl BlackboardStore for MemoryStore {
                 .cloned()
                 .unwrap_or_default())
         })
+    }
+}
+
+impl SwarmStore for MemoryStore {
+    fn read<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, Vec<Option<Versioned>>> {
+        Box::pin(async move {
+            let inner = self.lock()?;
+            Ok(keys.iter().map(|key| inner.record(key)).collect())
+        })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        artifacts: &'a [Artifact],
+        consumptions: &'a [Consumption],
+        puts: &'a [Put],
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut inner = self.lock()?;
+            // One lock: every expectation is checked before anything is written.
+            for put in puts {
+                if put.expect != Expect::Any
+                    && !expectation_holds(&put.expect, inner.record(&put.key).as_ref())
+                {
+                    return Ok(false);
+                }
+            }
+            for artifact in artifacts {
+                inner.upsert(artifact);
+            }
+            for record in consumptions {
+                inner.record_consumption(record);
+            }
+            for put in puts {
+                inner.put(put);
+            }
+            Ok(true)
+        })
+    }
+
+    fn atomic(&self) -> bool {
+        true
     }
 }

@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -197,6 +198,103 @@ pub trait BlackboardStore: Send + Sync {
     }
 }
 
+/// A coordination record beside the artifacts (a claim, a feed slot), with its etag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Vec<u8>,
+    pub etag: String,
+}
+
+/// What a conditional write expects to find under its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Nothing: the write is unconditional.
+    Any,
+    /// No live record (first-write).
+    Absent,
+    /// The record at this etag (compare-and-set).
+    Etag(String),
+}
+
+/// One conditional write of a coordination record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub expect: Expect,
+    /// Expiry, where the store has TTLs (the swarm also keeps expiry inside its values).
+    pub ttl: Option<Duration>,
+}
+
+impl Put {
+    pub fn new(key: impl Into<String>, value: Vec<u8>, expect: Expect) -> Put {
+        Put {
+            key: key.into(),
+            value,
+            expect,
+            ttl: None,
+        }
+    }
+
+    pub fn ttl(mut self, ttl: Option<Duration>) -> Put {
+        self.ttl = ttl;
+        self
+    }
+}
+
+/// Whether `found` (the record under a put's key now) satisfies `expect`.
+pub fn expectation_holds(expect: &Expect, found: Option<&Versioned>) -> bool {
+    match expect {
+        Expect::Any => true,
+        Expect::Absent => found.is_none(),
+        Expect::Etag(etag) => found.is_some_and(|v| &v.etag == etag),
+    }
+}
+
+/// TTL seconds as stores take them: whole seconds, at least one.
+pub(crate) fn ttl_seconds(ttl: Duration) -> u64 {
+    ttl.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// What a store needs for many processes to share one blackboard ([`crate::swarm`]): reads
+/// and conditional writes of coordination records (claims, the feed), and a run's commit —
+/// outputs, consumption records and those writes — that fails as a whole where the store has
+/// transactions.
+pub trait SwarmStore: BlackboardStore {
+    /// The records under `keys`, in order (`None` for missing or expired ones).
+    fn read<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, Vec<Option<Versioned>>>;
+
+    /// Writes `puts` if every expectation holds; `Ok(false)` when one did not. All or nothing
+    /// where [`SwarmStore::atomic`]; otherwise in order, stopping at the first that fails.
+    fn write<'a>(&'a self, puts: &'a [Put]) -> StoreFuture<'a, bool> {
+        self.commit(&[], &[], puts)
+    }
+
+    /// Writes `artifacts`, `consumptions` and `puts` as one transaction where the store has
+    /// them (`Ok(false)`, nothing written, when an expectation failed). Without transactions:
+    /// artifacts, then records, then the puts in order, stopping at the first that fails.
+    fn commit<'a>(
+        &'a self,
+        artifacts: &'a [Artifact],
+        consumptions: &'a [Consumption],
+        puts: &'a [Put],
+    ) -> StoreFuture<'a, bool>;
+
+    /// Whether [`SwarmStore::commit`] is all or nothing.
+    fn atomic(&self) -> bool;
+
+    /// The artifacts of `ids`, in order (`None` for missing ones).
+    fn get_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<Option<Artifact>>> {
+        Box::pin(async move {
+            let mut found = Vec::with_capacity(ids.len());
+            for id in ids {
+                found.push(self.get(id).await?);
+            }
+            Ok(found)
+        })
+    }
+}
+
 /// Sorts by `(created_at, id)` and cuts the page: the reference every store's `query` equals.
 pub fn page_of(mut selected: Vec<Artifact>, limit: usize, offset: usize) -> Page {
     selected.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
@@ -207,4 +305,76 @@ pub fn page_of(mut selected: Vec<Artifact>, limit: usize, offset: usize) -> Page
         .take(if limit == 0 { usize::MAX } else { limit })
         .collect();
     Page { artifacts, total }
+}
+
+/// A shared store is a store: several flocks (swarm members in one process, tests) can hold
+/// one.
+impl<T: BlackboardStore + ?Sized> BlackboardStore for std::sync::Arc<T> {
+    fn publish<'a>(&'a self, artifact: &'a Artifact) -> StoreFuture<'a, ()> {
+        (**self).publish(artifact)
+    }
+
+    fn publish_outputs<'a>(
+        &'a self,
+        outputs: &'a [Artifact],
+        consumptions: &'a [Consumption],
+    ) -> StoreFuture<'a, ()> {
+        (**self).publish_outputs(outputs, consumptions)
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Artifact>> {
+        (**self).get(id)
+    }
+
+    fn list_by_type<'a>(&'a self, type_name: &'a str) -> StoreFuture<'a, Vec<Artifact>> {
+        (**self).list_by_type(type_name)
+    }
+
+    fn query<'a>(
+        &'a self,
+        filter: &'a Filter,
+        limit: usize,
+        offset: usize,
+    ) -> StoreFuture<'a, Page> {
+        (**self).query(filter, limit, offset)
+    }
+
+    fn record_consumptions<'a>(&'a self, records: &'a [Consumption]) -> StoreFuture<'a, ()> {
+        (**self).record_consumptions(records)
+    }
+
+    fn consumptions<'a>(&'a self, artifact_id: &'a str) -> StoreFuture<'a, Vec<Consumption>> {
+        (**self).consumptions(artifact_id)
+    }
+
+    fn summary<'a>(&'a self, filter: &'a Filter) -> StoreFuture<'a, Summary> {
+        (**self).summary(filter)
+    }
+}
+
+impl<T: SwarmStore + ?Sized> SwarmStore for std::sync::Arc<T> {
+    fn read<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, Vec<Option<Versioned>>> {
+        (**self).read(keys)
+    }
+
+    fn write<'a>(&'a self, puts: &'a [Put]) -> StoreFuture<'a, bool> {
+        (**self).write(puts)
+    }
+
+    fn commit<'a>(
+        &'a self,
+        artifacts: &'a [Artifact],
+        consumptions: &'a [Consumption],
+        puts: &'a [Put],
+    ) -> StoreFuture<'a, bool> {
+        (**self).commit(artifacts, consumptions, puts)
+    }
+
+    fn atomic(&self) -> bool {
+        (**self).atomic()
+    }
+
+    fn get_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<Option<Artifact>>> {
+        (**self).get_many(ids)
+    }
 }

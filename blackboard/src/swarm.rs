@@ -1,0 +1,820 @@
+//! One blackboard, many processes: shared triggers through a feed every member follows, and
+//! exactly one committed run per (artifact, agent) through leased claims.
+//!
+//! Records beside the artifacts (JSON values; `{m}` a member name):
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `swarm:members` | the member names, a sorted array (grown by compare-and-set) |
+//! | `feed:{m}:head` | the last sequence number `m` appended |
+//! | `feed:{m}:{seq}` | one append: `{"ids": [...]}`, the artifacts one publish or one run wrote |
+//! | `claim:{artifact}:{agent}` | `{"owner", "run", "state": "running"\|"done", "expires_at_ms"}` |
+//!
+//! - **The feed.** Each member appends only to its own feed, in the same commit as the
+//!   artifacts it lists (a publish, or a run's outputs), under one lock per process: the slot
+//!   is written first-write (a second process under the same name fails instead of
+//!   overwriting) and the head after it. Every member polls the heads of all members (one
+//!   bulk read), reads the slots past its cursors and hands their artifacts to its agents. So
+//!   an artifact published anywhere reaches every process without a re-read of the store.
+//! - **Claims.** Before a run, a process claims `(artifact, agent)` first-write with a lease
+//!   (`expires_at_ms` in the value, and the store's TTL where it has one) and renews it while
+//!   the handler runs. The run's commit — outputs, the consumption record, the feed slot and
+//!   the claim turned `done` by compare-and-set on the etag the process holds — is one
+//!   transaction on stores with transactions: a process that lost its lease (it stalled past
+//!   the expiry and another took over) commits nothing. Without transactions the outputs come
+//!   first and their ids are derived from (input, agent), so a repeated run rewrites the same
+//!   artifacts.
+//! - **Crashes.** A claim whose lease ran out may be taken over by compare-and-set. Every
+//!   member remembers the claims it found held by others and tries them again when they
+//!   expire, so the work of a killed process is finished by the living ones; a restarted
+//!   member first reads the whole store once ([`crate::Flock::start`]) and claims what is not
+//!   done.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::artifact::{Artifact, Consumption, new_id};
+use crate::error::{Error, Result};
+use crate::flock::{AgentRuntime, Inner, breaker_allows, execute, wants};
+use crate::store::{Expect, Put, SwarmStore, Versioned};
+use crate::time::Timestamp;
+
+/// How a process takes part in a swarm.
+#[derive(Debug, Clone)]
+pub struct SwarmOptions {
+    /// This process's name in the swarm, unique among the processes running at once
+    /// (a restarted process may take its old name back, and its feed with it).
+    pub member: String,
+    /// How long a claim holds without renewal (renewed every third of it).
+    pub lease: Duration,
+    /// The wait between two polls of the feeds when nothing arrives.
+    pub poll: Duration,
+    /// Most runs of this process at once, all agents together (back-pressure: the feeds are
+    /// not read further while they are all busy).
+    pub max_in_flight: usize,
+    /// Expiry of feed slots, where the store has TTLs (`None`: kept).
+    pub feed_ttl: Option<Duration>,
+}
+
+impl SwarmOptions {
+    pub fn new(member: impl Into<String>) -> SwarmOptions {
+        SwarmOptions {
+            member: member.into(),
+            lease: Duration::from_secs(10),
+            poll: Duration::from_millis(20),
+            max_in_flight: 16,
+            feed_ttl: Some(Duration::from_secs(24 * 3600)),
+        }
+    }
+
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    pub fn poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    pub fn feed_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.feed_ttl = ttl;
+        self
+    }
+}
+
+/// Counters of one process's part in the swarm.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SwarmStats {
+    /// Runs this process claimed, committed, and lost (its lease taken over before commit).
+    pub claimed: u64,
+    pub committed: u64,
+    pub lost: u64,
+    /// Claims found held by another process, and claims taken over after their lease ran out.
+    pub held_elsewhere: u64,
+    pub taken_over: u64,
+    /// Polls of the feed heads, and store reads and writes the swarm made.
+    pub polls: u64,
+    pub reads: u64,
+    pub writes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    claimed: AtomicU64,
+    committed: AtomicU64,
+    lost: AtomicU64,
+    held_elsewhere: AtomicU64,
+    taken_over: AtomicU64,
+    polls: AtomicU64,
+    reads: AtomicU64,
+    writes: AtomicU64,
+}
+
+const MEMBERS: &str = "swarm:members";
+
+fn head_key(member: &str) -> String {
+    format!("feed:{member}:head")
+}
+
+fn slot_key(member: &str, seq: u64) -> String {
+    format!("feed:{member}:{seq:016}")
+}
+
+fn claim_key(artifact: &str, agent: &str) -> String {
+    format!("claim:{artifact}:{agent}")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Slot {
+    ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ClaimState {
+    Running,
+    Done,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Claim {
+    owner: String,
+    run: String,
+    state: ClaimState,
+    expires_at_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    Timestamp::now().unix_micros().max(0) as u64 / 1000
+}
+
+fn json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("swarm records serialise")
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(key: &str, data: &[u8]) -> Result<T> {
+    serde_json::from_slice(data).map_err(|e| Error::Corrupt(format!("{key}: {e}")))
+}
+
+/// What a process knows of the swarm.
+pub(crate) struct Swarm {
+    pub(crate) store: Arc<dyn SwarmStore>,
+    pub(crate) options: SwarmOptions,
+    /// The next sequence number of this member's feed; held while a commit appends.
+    next_seq: tokio::sync::Mutex<u64>,
+    in_flight: Arc<Semaphore>,
+    /// Runs started and not finished in this process.
+    running: AtomicUsize,
+    wake: Notify,
+    /// Member → the last slot this process handed out.
+    cursors: Mutex<BTreeMap<String, u64>>,
+    /// Claims held by other processes: (artifact, agent) → when their lease runs out (ms).
+    watched: Mutex<HashMap<(String, String), u64>>,
+    /// (artifact, agent) pairs this process has dispatched and not yet seen end.
+    dispatched: Mutex<BTreeSet<(String, String)>>,
+    /// Watched pairs whose lease ran out, dispatched again here.
+    expired: Mutex<BTreeSet<(String, String)>>,
+    counters: Counters,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl Swarm {
+    pub(crate) fn new(store: Arc<dyn SwarmStore>, options: SwarmOptions) -> Swarm {
+        Swarm {
+            in_flight: Arc::new(Semaphore::new(options.max_in_flight)),
+            store,
+            options,
+            next_seq: tokio::sync::Mutex::new(1),
+            running: AtomicUsize::new(0),
+            wake: Notify::new(),
+            cursors: Mutex::new(BTreeMap::new()),
+            watched: Mutex::new(HashMap::new()),
+            dispatched: Mutex::new(BTreeSet::new()),
+            expired: Mutex::new(BTreeSet::new()),
+            counters: Counters::default(),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> SwarmStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SwarmStats {
+            claimed: get(&c.claimed),
+            committed: get(&c.committed),
+            lost: get(&c.lost),
+            held_elsewhere: get(&c.held_elsewhere),
+            taken_over: get(&c.taken_over),
+            polls: get(&c.polls),
+            reads: get(&c.reads),
+            writes: get(&c.writes),
+        }
+    }
+
+    async fn read(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>> {
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        self.store.read(keys).await
+    }
+
+    async fn commit(
+        &self,
+        artifacts: &[Artifact],
+        consumptions: &[Consumption],
+        puts: &[Put],
+    ) -> Result<bool> {
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        self.store.commit(artifacts, consumptions, puts).await
+    }
+
+    /// Adds this member to `swarm:members` (compare-and-set, retried).
+    async fn register(&self) -> Result<()> {
+        let me = &self.options.member;
+        for _ in 0..32 {
+            let found = self.read(&[MEMBERS.to_string()]).await?.pop().flatten();
+            let (mut members, expect) = match &found {
+                Some(v) => (
+                    parse::<BTreeSet<String>>(MEMBERS, &v.value)?,
+                    Expect::Etag(v.etag.clone()),
+                ),
+                None => (BTreeSet::new(), Expect::Absent),
+            };
+            if !members.insert(me.clone()) {
+                return Ok(());
+            }
+            if self
+                .commit(&[], &[], &[Put::new(MEMBERS, json(&members), expect)])
+                .await?
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Err(Error::Conflict {
+            key: MEMBERS.into(),
+            attempts: 32,
+        })
+    }
+
+    async fn members(&self) -> Result<Vec<String>> {
+        Ok(
+            match self.read(&[MEMBERS.to_string()]).await?.pop().flatten() {
+                Some(v) => parse::<BTreeSet<String>>(MEMBERS, &v.value)?
+                    .into_iter()
+                    .collect(),
+                None => Vec::new(),
+            },
+        )
+    }
+
+    /// The heads of `members`' feeds (0 for a feed never appended to).
+    async fn heads(&self, members: &[String]) -> Result<Vec<u64>> {
+        let keys: Vec<String> = members.iter().map(|m| head_key(m)).collect();
+        self.read(&keys)
+            .await?
+            .into_iter()
+            .zip(&keys)
+            .map(|(found, key)| match found {
+                Some(v) => parse::<u64>(key, &v.value),
+                None => Ok(0),
+            })
+            .collect()
+    }
+
+    /// Appends `artifacts` (and a run's consumption record and claim release, in `extra`) to
+    /// this member's feed in one commit. `Ok(false)`: an expectation of `extra` failed.
+    async fn append(
+        &self,
+        artifacts: &[Artifact],
+        consumptions: &[Consumption],
+        extra: &[Put],
+    ) -> Result<bool> {
+        let me = &self.options.member;
+        let mut next = self.next_seq.lock().await;
+        for _ in 0..8 {
+            let mut puts = Vec::with_capacity(extra.len() + 2);
+            if !artifacts.is_empty() {
+                let slot = Slot {
+                    ids: artifacts.iter().map(|a| a.id.clone()).collect(),
+                };
+                puts.push(
+                    Put::new(slot_key(me, *next), json(&slot), Expect::Absent)
+                        .ttl(self.options.feed_ttl),
+                );
+                puts.push(Put::new(head_key(me), json(&*next), Expect::Any));
+            }
+            puts.extend(extra.iter().cloned());
+            if self.commit(artifacts, consumptions, &puts).await? {
+                if !artifacts.is_empty() {
+                    *next += 1;
+                }
+                self.wake.notify_one();
+                return Ok(true);
+            }
+            // Which expectation failed: ours (the caller's), or our feed slot (another
+            // process wrote it: re-read the head and go on after it)?
+            if !extra.is_empty() {
+                let keys: Vec<String> = extra.iter().map(|p| p.key.clone()).collect();
+                let found = self.read(&keys).await?;
+                if !extra
+                    .iter()
+                    .zip(&found)
+                    .all(|(p, f)| crate::store::expectation_holds(&p.expect, f.as_ref()))
+                {
+                    return Ok(false);
+                }
+            }
+            let head = self.heads(std::slice::from_ref(me)).await?[0];
+            tracing::warn!(member = %me, head, "feed slot taken: is another process running under this member name?");
+            *next = (*next).max(head + 1);
+        }
+        Err(Error::Conflict {
+            key: slot_key(me, *next),
+            attempts: 8,
+        })
+    }
+
+    /// Publishes one artifact into the swarm.
+    pub(crate) async fn publish(&self, artifact: &Artifact) -> Result<()> {
+        if self
+            .append(std::slice::from_ref(artifact), &[], &[])
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::Store("publish refused".into()))
+        }
+    }
+}
+
+/// A claim this process holds.
+struct Held {
+    key: String,
+    claim: Claim,
+}
+
+impl Swarm {
+    fn claim_value(&self, run: &str, state: ClaimState) -> Claim {
+        Claim {
+            owner: self.options.member.clone(),
+            run: run.to_string(),
+            state,
+            expires_at_ms: now_ms() + self.options.lease.as_millis() as u64,
+        }
+    }
+
+    /// Tries to claim `(artifact, agent)`. `None`: done already, or held by another process
+    /// (then watched until its lease runs out).
+    async fn claim(&self, artifact: &str, agent: &str, run: &str) -> Result<Option<Held>> {
+        let key = claim_key(artifact, agent);
+        let claim = self.claim_value(run, ClaimState::Running);
+        let put =
+            |expect| Put::new(key.clone(), json(&claim), expect).ttl(Some(self.options.lease));
+        let was_held = self
+            .expired
+            .lock()
+            .map(|mut e| e.remove(&(artifact.to_string(), agent.to_string())))
+            .unwrap_or(false);
+        if self.commit(&[], &[], &[put(Expect::Absent)]).await? {
+            // Gone: done by nobody, and (when we had watched it) its holder's lease ran out
+            // and the store's TTL removed it.
+            self.counters.claimed.fetch_add(1, Ordering::Relaxed);
+            if was_held {
+                self.counters.taken_over.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(Some(Held { key, claim }));
+        }
+        let Some(found) = self.read(std::slice::from_ref(&key)).await?.pop().flatten() else {
+            // Expired between the two calls: the next poll tries again.
+            self.watch(artifact, agent, 0);
+            return Ok(None);
+        };
+        let current: Claim = parse(&key, &found.value)?;
+        if current.state == ClaimState::Done {
+            return Ok(None);
+        }
+        if current.expires_at_ms > now_ms() {
+            self.counters.held_elsewhere.fetch_add(1, Ordering::Relaxed);
+            self.watch(artifact, agent, current.expires_at_ms);
+            return Ok(None);
+        }
+        // Its lease ran out: take it over, if nobody did first.
+        if self
+            .commit(&[], &[], &[put(Expect::Etag(found.etag))])
+            .await?
+        {
+            tracing::info!(%key, from = %current.owner, "claim taken over after its lease ran out");
+            self.counters.claimed.fetch_add(1, Ordering::Relaxed);
+            self.counters.taken_over.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(Held { key, claim }));
+        }
+        self.watch(artifact, agent, 0);
+        Ok(None)
+    }
+
+    fn watch(&self, artifact: &str, agent: &str, until_ms: u64) {
+        if let Ok(mut watched) = self.watched.lock() {
+            watched.insert((artifact.to_string(), agent.to_string()), until_ms);
+        }
+    }
+
+    /// The etag of our claim, if we still hold it.
+    async fn holding(&self, held: &Held) -> Result<Option<String>> {
+        let Some(found) = self
+            .read(std::slice::from_ref(&held.key))
+            .await?
+            .pop()
+            .flatten()
+        else {
+            return Ok(None);
+        };
+        let current: Claim = parse(&held.key, &found.value)?;
+        Ok((current.owner == held.claim.owner
+            && current.run == held.claim.run
+            && current.state == ClaimState::Running)
+            .then_some(found.etag))
+    }
+
+    /// Extends our lease; false when it is no longer ours.
+    async fn renew(&self, held: &Held) -> Result<bool> {
+        let Some(etag) = self.holding(held).await? else {
+            return Ok(false);
+        };
+        let claim = self.claim_value(&held.claim.run, ClaimState::Running);
+        self.commit(
+            &[],
+            &[],
+            &[Put::new(held.key.clone(), json(&claim), Expect::Etag(etag))
+                .ttl(Some(self.options.lease))],
+        )
+        .await
+    }
+}
+
+/// Starts following: registers the member, finds its own head, sets the cursors at the heads
+/// of now, reads the store once for work not done (claims), and spawns the follower.
+pub(crate) async fn start(inner: &Arc<Inner>, swarm: &Arc<Swarm>) -> Result<usize> {
+    swarm.register().await?;
+    let members = swarm.members().await?;
+    let heads = swarm.heads(&members).await?;
+    if let Some(i) = members.iter().position(|m| m == &swarm.options.member) {
+        *swarm.next_seq.lock().await = heads[i] + 1;
+    }
+    {
+        let mut cursors = swarm.cursors.lock().map_err(|_| poisoned())?;
+        for (member, head) in members.iter().zip(&heads) {
+            cursors.insert(member.clone(), *head);
+        }
+    }
+    // Anything published before the cursors were set and not done yet.
+    let everything = inner
+        .store
+        .query(&crate::store::Filter::default(), 0, 0)
+        .await?;
+    let mut dispatched = 0;
+    for artifact in everything.artifacts {
+        dispatched += dispatch(inner, swarm, &artifact, true).await;
+    }
+    tokio::spawn(follow(Arc::downgrade(inner), Arc::clone(swarm)));
+    Ok(dispatched)
+}
+
+fn poisoned() -> Error {
+    Error::Store("a swarm lock is poisoned".into())
+}
+
+/// The follower: polls the feed heads, hands new artifacts out, retries watched claims.
+async fn follow(inner: Weak<Inner>, swarm: Arc<Swarm>) {
+    let mut round: u64 = 0;
+    loop {
+        if swarm.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        round += 1;
+        let progressed = match poll_once(&strong, &swarm, round).await {
+            Ok(progressed) => progressed,
+            Err(err) => {
+                tracing::warn!(error = %err, "swarm poll failed");
+                false
+            }
+        };
+        drop(strong);
+        if !progressed {
+            let _ = tokio::time::timeout(swarm.options.poll, swarm.wake.notified()).await;
+        }
+    }
+}
+
+/// One round; true if it handed anything out.
+async fn poll_once(inner: &Arc<Inner>, swarm: &Arc<Swarm>, round: u64) -> Result<bool> {
+    swarm.counters.polls.fetch_add(1, Ordering::Relaxed);
+    let known: Vec<String> = swarm
+        .cursors
+        .lock()
+        .map_err(|_| poisoned())?
+        .keys()
+        .cloned()
+        .collect();
+    // New members are picked up every 25 rounds.
+    let members = if round % 25 == 1 || known.is_empty() {
+        swarm.members().await?
+    } else {
+        known
+    };
+    let heads = swarm.heads(&members).await?;
+    let mut progressed = false;
+    for (member, head) in members.iter().zip(heads) {
+        let cursor = *swarm
+            .cursors
+            .lock()
+            .map_err(|_| poisoned())?
+            .entry(member.clone())
+            .or_insert(0);
+        if head <= cursor {
+            continue;
+        }
+        progressed = true;
+        let mut seq = cursor;
+        while seq < head {
+            let last = head.min(seq + 100);
+            let keys: Vec<String> = (seq + 1..=last).map(|s| slot_key(member, s)).collect();
+            let slots = swarm.read(&keys).await?;
+            let mut ids = Vec::new();
+            for (key, slot) in keys.iter().zip(slots) {
+                match slot {
+                    Some(v) => ids.extend(parse::<Slot>(key, &v.value)?.ids),
+                    None => tracing::warn!(%key, "feed slot missing (expired?): skipped"),
+                }
+            }
+            swarm.counters.reads.fetch_add(1, Ordering::Relaxed);
+            for (id, found) in ids.iter().zip(swarm.store.get_many(&ids).await?) {
+                match found {
+                    Some(artifact) => {
+                        dispatch(inner, swarm, &artifact, false).await;
+                    }
+                    None => tracing::warn!(%id, "artifact in the feed is missing: skipped"),
+                }
+            }
+            seq = last;
+            swarm
+                .cursors
+                .lock()
+                .map_err(|_| poisoned())?
+                .insert(member.clone(), seq);
+        }
+    }
+    progressed |= retry_watched(inner, swarm, round).await?;
+    Ok(progressed)
+}
+
+/// Claims held elsewhere: forget the done ones, dispatch again those whose lease ran out.
+/// Due ones every round, all of them every tenth.
+async fn retry_watched(inner: &Arc<Inner>, swarm: &Arc<Swarm>, round: u64) -> Result<bool> {
+    let now = now_ms();
+    let due: Vec<(String, String)> = swarm
+        .watched
+        .lock()
+        .map_err(|_| poisoned())?
+        .iter()
+        .filter(|(_, until)| round.is_multiple_of(10) || **until <= now)
+        .map(|(pair, _)| pair.clone())
+        .collect();
+    if due.is_empty() {
+        return Ok(false);
+    }
+    let mut progressed = false;
+    for chunk in due.chunks(100) {
+        let keys: Vec<String> = chunk.iter().map(|(a, g)| claim_key(a, g)).collect();
+        let found = swarm.read(&keys).await?;
+        for ((artifact_id, agent), (key, claim)) in chunk.iter().zip(keys.iter().zip(found)) {
+            let claim: Option<Claim> = claim.map(|v| parse(key, &v.value)).transpose()?;
+            match claim {
+                Some(c) if c.state == ClaimState::Done => {
+                    swarm
+                        .watched
+                        .lock()
+                        .map_err(|_| poisoned())?
+                        .remove(&(artifact_id.clone(), agent.clone()));
+                }
+                Some(c) if c.expires_at_ms > now => {
+                    swarm.watch(artifact_id, agent, c.expires_at_ms);
+                }
+                _ => {
+                    // Expired or gone: run it here (the claim decides who does).
+                    let pair = (artifact_id.clone(), agent.clone());
+                    swarm.watched.lock().map_err(|_| poisoned())?.remove(&pair);
+                    swarm.expired.lock().map_err(|_| poisoned())?.insert(pair);
+                    swarm.counters.reads.fetch_add(1, Ordering::Relaxed);
+                    let found = swarm
+                        .store
+                        .get_many(std::slice::from_ref(artifact_id))
+                        .await?;
+                    if let Some(artifact) = found.into_iter().next().flatten() {
+                        progressed |= dispatch_to(inner, swarm, &artifact, Some(agent)).await > 0;
+                    }
+                }
+            }
+        }
+    }
+    Ok(progressed)
+}
+
+/// Hands `artifact` to every agent of this process that wants it; with `check_done`, pairs
+/// whose claim is done are skipped first (one bulk read). Waits for run slots: back-pressure.
+async fn dispatch(
+    inner: &Arc<Inner>,
+    swarm: &Arc<Swarm>,
+    artifact: &Artifact,
+    check_done: bool,
+) -> usize {
+    if check_done {
+        let agents = wanting(inner, artifact);
+        if agents.is_empty() {
+            return 0;
+        }
+        let keys: Vec<String> = agents
+            .iter()
+            .map(|a| claim_key(&artifact.id, &a.spec.name))
+            .collect();
+        let found = match swarm.read(&keys).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read claims");
+                return 0;
+            }
+        };
+        let mut runs = 0;
+        for (agent, (key, claim)) in agents.iter().zip(keys.iter().zip(found)) {
+            let done = claim
+                .and_then(|v| parse::<Claim>(key, &v.value).ok())
+                .is_some_and(|c| c.state == ClaimState::Done);
+            if !done {
+                runs += dispatch_to(inner, swarm, artifact, Some(&agent.spec.name)).await;
+            }
+        }
+        return runs;
+    }
+    dispatch_to(inner, swarm, artifact, None).await
+}
+
+fn wanting(inner: &Inner, artifact: &Artifact) -> Vec<Arc<AgentRuntime>> {
+    let now = Timestamp::now();
+    match inner.agents.read() {
+        Ok(agents) => agents
+            .iter()
+            .filter(|a| wants(&a.spec, artifact, now))
+            .cloned()
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn dispatch_to(
+    inner: &Arc<Inner>,
+    swarm: &Arc<Swarm>,
+    artifact: &Artifact,
+    only: Option<&str>,
+) -> usize {
+    let mut runs = 0;
+    for agent in wanting(inner, artifact) {
+        if only.is_some_and(|name| name != agent.spec.name) {
+            continue;
+        }
+        let pair = (artifact.id.clone(), agent.spec.name.clone());
+        match swarm.dispatched.lock() {
+            Ok(mut dispatched) => {
+                if !dispatched.insert(pair.clone()) {
+                    continue;
+                }
+            }
+            Err(_) => continue,
+        }
+        if !breaker_allows(inner, &agent) {
+            if let Ok(mut dispatched) = swarm.dispatched.lock() {
+                dispatched.remove(&pair);
+            }
+            continue;
+        }
+        // Back-pressure: a process slot and an agent slot before the task exists.
+        let Ok(process_slot) = Arc::clone(&swarm.in_flight).acquire_owned().await else {
+            return runs;
+        };
+        let Ok(agent_slot) = Arc::clone(&agent.slots).acquire_owned().await else {
+            return runs;
+        };
+        swarm.running.fetch_add(1, Ordering::AcqRel);
+        inner.pending.fetch_add(1, Ordering::AcqRel);
+        runs += 1;
+        let (inner, swarm, artifact) = (Arc::clone(inner), Arc::clone(swarm), artifact.clone());
+        tokio::spawn(async move {
+            if let Err(err) = run(&swarm, &agent, &artifact).await {
+                crate::flock::fail(
+                    &inner,
+                    format!("agent {} on {}: {err}", agent.spec.name, artifact.id),
+                );
+            }
+            drop((process_slot, agent_slot));
+            if let Ok(mut dispatched) = swarm.dispatched.lock() {
+                dispatched.remove(&pair);
+            }
+            swarm.running.fetch_sub(1, Ordering::AcqRel);
+            if inner.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                inner.idle.notify_waiters();
+            }
+            swarm.wake.notify_one();
+        });
+    }
+    runs
+}
+
+/// One run in the swarm: claim, handler under a renewed lease, then the commit that releases
+/// the claim (and fails if the lease was lost).
+async fn run(swarm: &Arc<Swarm>, agent: &AgentRuntime, input: &Artifact) -> Result<()> {
+    let spec = &agent.spec;
+    let run_id = new_id();
+    let Some(held) = swarm.claim(&input.id, &spec.name, &run_id).await? else {
+        return Ok(());
+    };
+    let held = Arc::new(held);
+    let renewal = {
+        let (swarm, held) = (Arc::clone(swarm), Arc::clone(&held));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(swarm.options.lease / 3).await;
+                match swarm.renew(&held).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(key = %held.key, "lease lost while running");
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::warn!(key = %held.key, error = %err, "lease renewal failed")
+                    }
+                }
+            }
+        })
+    };
+    let outputs = execute(spec, input, &run_id).await;
+    renewal.abort();
+    let _ = renewal.await;
+    let Some(etag) = swarm.holding(&held).await? else {
+        swarm.counters.lost.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key = %held.key, "lease lost before commit: outputs dropped");
+        return Ok(());
+    };
+    let consumption = Consumption {
+        artifact_id: input.id.clone(),
+        consumer: spec.name.clone(),
+        run_id: Some(run_id.clone()),
+        correlation_id: input.correlation_id.clone(),
+        consumed_at: Timestamp::now(),
+    };
+    let done = Claim {
+        state: ClaimState::Done,
+        ..held.claim.clone()
+    };
+    let release = Put::new(held.key.clone(), json(&done), Expect::Etag(etag));
+    if swarm.append(&outputs, &[consumption], &[release]).await? {
+        swarm.counters.committed.fetch_add(1, Ordering::Relaxed);
+    } else {
+        swarm.counters.lost.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key = %held.key, "lease lost at commit: outputs dropped");
+    }
+    Ok(())
+}
+
+/// Whether this process has nothing left to do in the swarm: no run of its own, every feed
+/// read to its head, and no claim of another process it still waits on.
+pub(crate) async fn idle(swarm: &Swarm) -> Result<bool> {
+    if swarm.running.load(Ordering::Acquire) > 0 {
+        return Ok(false);
+    }
+    if !swarm.watched.lock().map_err(|_| poisoned())?.is_empty() {
+        return Ok(false);
+    }
+    let members = swarm.members().await?;
+    let heads = swarm.heads(&members).await?;
+    let cursors = swarm.cursors.lock().map_err(|_| poisoned())?;
+    Ok(members
+        .iter()
+        .zip(heads)
+        .all(|(m, head)| cursors.get(m).is_some_and(|c| *c >= head)))
+}
+
+pub(crate) fn stop(swarm: &Swarm) {
+    swarm.stopped.store(true, Ordering::Release);
+    swarm.wake.notify_one();
+}

@@ -1,0 +1,325 @@
+//! Swarm members on one store, in one test process: each member is its own `Flock` (and, where
+//! a member must die without a word, its own Tokio runtime, shut down under it). The store is
+//! the in-memory one here and `roost serve` behind `roost-sidecar` (the Dapr state API), so the
+//! claims, feeds and commits are the ones separate processes use; the crash test with real
+//! processes killed by SIGKILL is `swarm_processes.rs`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use roost_blackboard::store::{Expect, Put, SwarmStore};
+use roost_blackboard::{
+    AgentError, ArtifactType, BlackboardStore, DaprStore, Filter, Flock, MemoryStore, Output,
+    SwarmOptions,
+};
+use roost_sidecar::local::LocalDapr;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Task {
+    n: u32,
+}
+
+impl ArtifactType for Task {
+    const NAME: &'static str = "swarm.Task";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Step {
+    n: u32,
+    by: String,
+}
+
+impl ArtifactType for Step {
+    const NAME: &'static str = "swarm.Step";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Done {
+    n: u32,
+}
+
+impl ArtifactType for Done {
+    const NAME: &'static str = "swarm.Done";
+}
+
+const COMPONENT: &str = r#"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: board
+spec:
+  type: state.roost
+  version: v1
+  metadata:
+  - name: indexedFields
+    value: "type, produced_by, correlation_id, artifact_id"
+"#;
+
+/// Handler runs per (input n, agent), across all members.
+type Runs = Arc<Mutex<HashMap<(u32, String), usize>>>;
+
+fn options(member: &str) -> SwarmOptions {
+    SwarmOptions::new(member)
+        .lease(Duration::from_millis(1500))
+        .poll(Duration::from_millis(10))
+}
+
+/// planner: Task → Step, finisher: Step → Done; each run sleeps `work` and is counted.
+fn member(store: Arc<dyn SwarmStore>, name: &str, runs: &Runs, work: Duration) -> Flock {
+    let flock = Flock::swarm(store, options(name));
+    let (r1, r2) = (Arc::clone(runs), Arc::clone(runs));
+    let me = name.to_string();
+    flock
+        .agent("planner")
+        .consumes::<Task>()
+        .publishes::<Step>()
+        .handler(move |ctx| {
+            let (runs, me) = (Arc::clone(&r1), me.clone());
+            async move {
+                let task: Task = ctx.input()?;
+                *runs
+                    .lock()
+                    .unwrap()
+                    .entry((task.n, "planner".into()))
+                    .or_default() += 1;
+                tokio::time::sleep(work).await;
+                Ok(vec![Output::of(&Step { n: task.n, by: me })?])
+            }
+        })
+        .unwrap();
+    flock
+        .agent("finisher")
+        .consumes::<Step>()
+        .publishes::<Done>()
+        .handler(move |ctx| {
+            let runs = Arc::clone(&r2);
+            async move {
+                let step: Step = ctx.input()?;
+                *runs
+                    .lock()
+                    .unwrap()
+                    .entry((step.n, "finisher".into()))
+                    .or_default() += 1;
+                tokio::time::sleep(work).await;
+                Ok(vec![Output::of(&Done { n: step.n })?])
+            }
+        })
+        .unwrap();
+    flock
+}
+
+/// Every input ran once per agent, and the board holds one Step and one Done per input with
+/// the input's correlation id, each consumed once by its agent.
+async fn check_exactly_once(store: &dyn BlackboardStore, runs: &Runs, inputs: u32) {
+    let runs = runs.lock().unwrap().clone();
+    for n in 0..inputs {
+        for agent in ["planner", "finisher"] {
+            assert_eq!(
+                runs.get(&(n, agent.to_string())),
+                Some(&1),
+                "input {n}, {agent}: {runs:?}"
+            );
+        }
+    }
+    let tasks = store.list_by_type(Task::NAME).await.unwrap();
+    assert_eq!(tasks.len(), inputs as usize);
+    for (type_name, consumer) in [(Step::NAME, "planner"), (Done::NAME, "finisher")] {
+        let outputs = store.list_by_type(type_name).await.unwrap();
+        assert_eq!(outputs.len(), inputs as usize, "{type_name}");
+        for output in &outputs {
+            assert_eq!(output.produced_by, consumer);
+            let n = output.payload["n"].as_u64().unwrap();
+            let task = tasks
+                .iter()
+                .find(|t| t.payload["n"].as_u64() == Some(n))
+                .unwrap();
+            assert_eq!(output.correlation_id, task.correlation_id, "lineage of {n}");
+        }
+    }
+    for task in &tasks {
+        let consumed = store.consumptions(&task.id).await.unwrap();
+        assert_eq!(consumed.len(), 1, "consumptions of {}", task.id);
+        assert_eq!(consumed[0].consumer, "planner");
+    }
+}
+
+async fn split_work(store: Arc<dyn SwarmStore>) {
+    let runs: Runs = Arc::default();
+    let members: Vec<Flock> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|name| member(Arc::clone(&store), name, &runs, Duration::from_millis(15)))
+        .collect();
+    for m in &members {
+        assert_eq!(m.start().await.unwrap(), 0);
+    }
+    const INPUTS: u32 = 60;
+    for n in 0..INPUTS {
+        members[(n % 2) as usize]
+            .publish(&Task { n })
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        futures_join(members.iter().map(|m| m.run_until_idle())),
+    )
+    .await
+    .expect("the swarm goes idle");
+    check_exactly_once(store.as_ref(), &runs, INPUTS).await;
+    let stats: Vec<_> = members.iter().map(|m| m.swarm_stats().unwrap()).collect();
+    for (name, s) in ["m1", "m2", "m3"].iter().zip(&stats) {
+        // m3 publishes nothing: whatever it ran came to it through the feeds.
+        assert!(s.committed > 0, "{name} ran nothing: {stats:?}");
+        assert_eq!(s.lost, 0, "{name}: {s:?}");
+    }
+    assert_eq!(
+        stats.iter().map(|s| s.committed).sum::<u64>(),
+        2 * INPUTS as u64,
+        "{stats:?}"
+    );
+    for m in &members {
+        assert!(m.failures().is_empty(), "{:?}", m.failures());
+        m.stop();
+    }
+}
+
+async fn futures_join<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let handles: Vec<_> = futures.map(Box::pin).collect();
+    for handle in handles {
+        handle.await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_one_store_split_the_work_and_run_each_pair_once() {
+    split_work(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_through_roost_serve_split_the_work_and_run_each_pair_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = LocalDapr::start(dir.path(), "swarm-app", COMPONENT).unwrap();
+    let store = DaprStore::connect(&stack.grpc_endpoint, "board")
+        .await
+        .unwrap();
+    assert!(SwarmStore::atomic(&store), "roost serve has transactions");
+    split_work(Arc::new(store)).await;
+}
+
+/// A member whose runtime is shut down mid-run (its handlers hang, its lease renewals stop
+/// with it): the survivor takes its claims over when their leases run out and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_members_claims_are_finished_by_a_survivor() {
+    let store: Arc<dyn SwarmStore> = Arc::new(MemoryStore::new());
+    let runs: Runs = Arc::default();
+    const INPUTS: u32 = 8;
+    // The doomed member, on its own runtime; its runs never end.
+    let doomed_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let doomed_runs: Runs = Arc::default();
+    let doomed = {
+        let store = Arc::clone(&store);
+        let doomed_runs = Arc::clone(&doomed_runs);
+        doomed_runtime
+            .spawn(async move {
+                let flock = member(store, "doomed", &doomed_runs, Duration::from_secs(3600));
+                flock.start().await.unwrap();
+                for n in 0..INPUTS {
+                    flock.publish(&Task { n }).await.unwrap();
+                }
+                flock
+            })
+            .await
+            .unwrap()
+    };
+    // Wait until the doomed member holds claims, then kill it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while doomed.swarm_stats().unwrap().claimed == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the doomed member never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    doomed_runtime.shutdown_background();
+    let held = doomed.swarm_stats().unwrap().claimed;
+    let survivor = member(
+        Arc::clone(&store),
+        "survivor",
+        &runs,
+        Duration::from_millis(5),
+    );
+    survivor.start().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), survivor.run_until_idle())
+        .await
+        .expect("the survivor goes idle");
+    check_exactly_once(store.as_ref(), &runs, INPUTS).await;
+    let stats = survivor.swarm_stats().unwrap();
+    assert_eq!(stats.taken_over, held, "{stats:?}");
+    assert!(stats.held_elsewhere >= held, "{stats:?}");
+}
+
+/// A member whose claim was taken while its handler ran commits nothing: its outputs, its
+/// consumption record and its feed slot are one transaction with the claim's release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_lost_its_claim_commits_nothing() {
+    let store = Arc::new(MemoryStore::new());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let started = Arc::new(tokio::sync::Notify::new());
+    let flock = Flock::swarm(Arc::clone(&store), options("slow"));
+    let (g, s) = (Arc::clone(&gate), Arc::clone(&started));
+    flock
+        .agent("planner")
+        .consumes::<Task>()
+        .publishes::<Step>()
+        .handler(move |ctx| {
+            let (gate, started) = (Arc::clone(&g), Arc::clone(&s));
+            async move {
+                let task: Task = ctx.input()?;
+                started.notify_one();
+                gate.notified().await;
+                Ok::<_, AgentError>(vec![Output::of(&Step {
+                    n: task.n,
+                    by: "slow".into(),
+                })?])
+            }
+        })
+        .unwrap();
+    flock.start().await.unwrap();
+    let task = flock.publish(&Task { n: 1 }).await.unwrap();
+    started.notified().await;
+    // Another process takes the claim over (as after a lease that ran out).
+    let key = format!("claim:{}:planner", task.id);
+    let other = serde_json::json!({"owner": "other", "run": "r", "state": "running",
+        "expires_at_ms": u64::MAX / 2});
+    assert!(
+        store
+            .write(&[Put::new(key, other.to_string().into_bytes(), Expect::Any)])
+            .await
+            .unwrap()
+    );
+    gate.notify_one();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while flock.swarm_stats().unwrap().lost == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(flock.swarm_stats().unwrap().committed, 0);
+    assert!(store.list_by_type(Step::NAME).await.unwrap().is_empty());
+    assert!(store.consumptions(&task.id).await.unwrap().is_empty());
+    let everything = store.query(&Filter::default(), 0, 0).await.unwrap();
+    assert_eq!(
+        everything.total, 1,
+        "only the task: {:?}",
+        everything.artifacts
+    );
+    flock.stop();
+}
