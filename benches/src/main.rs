@@ -67,6 +67,26 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The blackboard swarm: pipeline throughput, publish-to-trigger delay and polling cost
+    /// of the band pipeline at several process counts on each store (needs the `swarm`
+    /// example built: `cargo build --release -p roost-blackboard --example swarm`).
+    Swarm {
+        /// Processes per run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+        processes: Vec<usize>,
+        /// Stores: roost-sidecar, daprd-roost, daprd-redis, daprd-postgres (default: all).
+        #[arg(long, value_delimiter = ',')]
+        stores: Vec<String>,
+        /// Inputs of the throughput phase.
+        #[arg(long, default_value_t = 300)]
+        inputs: u32,
+        /// The `swarm` example binary (default: next to this binary's build).
+        #[arg(long)]
+        worker: Option<PathBuf>,
+        /// Print the results as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the Roost component (the harness runs itself as its Roost server).
     #[command(hide = true)]
     ServeRoost {
@@ -91,6 +111,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Some(Command::Swarm {
+        processes,
+        stores,
+        inputs,
+        worker,
+        json,
+    }) = &args.command
+    {
+        return swarm_command(processes, stores, *inputs, worker.as_deref(), *json);
     }
     // The embedded targets' engine logs as `roost serve`'s does (`ROOST_LOG`, e.g.
     // `roost_engine=debug` for every checkpoint).
@@ -381,4 +411,70 @@ fn write_report(report: &Report, out: &PathBuf) -> std::io::Result<()> {
         svg.display()
     );
     Ok(())
+}
+
+fn swarm_command(
+    processes: &[usize],
+    stores: &[String],
+    inputs: u32,
+    worker: Option<&std::path::Path>,
+    json: bool,
+) -> ExitCode {
+    use roost_bench::harness::swarm;
+    let harness = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => {
+            eprintln!("roost-bench swarm: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let worker = worker
+        .map(PathBuf::from)
+        .unwrap_or_else(|| swarm::default_worker(&harness));
+    if !worker.is_file() {
+        eprintln!(
+            "roost-bench swarm: no worker at {} (cargo build --release -p roost-blackboard --example swarm)",
+            worker.display()
+        );
+        return ExitCode::from(2);
+    }
+    let stores: Vec<String> = if stores.is_empty() {
+        swarm::STORES.iter().map(|s| s.to_string()).collect()
+    } else {
+        stores.to_vec()
+    };
+    let daprd = roost_sidecar::daprd::find_daprd();
+    if !json {
+        println!(
+            "| store | processes | runs/s | trigger p50 ms | trigger p99 ms | idle reads/s per process |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    }
+    let mut failed = false;
+    for store in &stores {
+        for &n in processes {
+            eprintln!("swarm: {store}, {n} processes …");
+            match swarm::measure(store, n, inputs, &worker, &harness, daprd.as_deref()) {
+                Ok(r) if json => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
+                Ok(r) => println!(
+                    "| {} | {} | {:.0} | {:.1} | {:.1} | {:.0} |",
+                    r.store,
+                    r.processes,
+                    r.runs_per_s,
+                    r.trigger_p50_ms,
+                    r.trigger_p99_ms,
+                    r.idle_reads_per_s
+                ),
+                Err(err) => {
+                    eprintln!("roost-bench swarm: {store} at {n}: {err}");
+                    failed = true;
+                }
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

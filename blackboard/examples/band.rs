@@ -16,216 +16,17 @@
 //! is stored, then publishes one BandConcept, runs until idle, and prints every artifact of
 //! the workflow with its lineage (which agent produced it, from which input).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use roost_blackboard::{
     Artifact, ArtifactType, BlackboardStore, DaprStore, EmbeddedStore, Filter, Flock, MemoryStore,
-    Output,
 };
-use serde::{Deserialize, Serialize};
+#[path = "shared/band_pipeline.rs"]
+mod band_pipeline;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct BandConcept {
-    genre: String,
-    vibe: String,
-    target_audience: String,
-}
-
-impl ArtifactType for BandConcept {
-    const NAME: &'static str = "BandConcept";
-    fn validate(&self) -> Result<(), String> {
-        for (field, value) in [
-            ("genre", &self.genre),
-            ("vibe", &self.vibe),
-            ("target_audience", &self.target_audience),
-        ] {
-            if value.trim().is_empty() || value.len() > 80 {
-                return Err(format!("{field} must be 1–80 characters"));
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct BandLineup {
-    band_name: String,
-    members: Vec<String>,
-    origin_story: String,
-    signature_sound: String,
-}
-
-impl ArtifactType for BandLineup {
-    const NAME: &'static str = "BandLineup";
-    fn validate(&self) -> Result<(), String> {
-        if self.band_name.trim().is_empty() {
-            return Err("band_name must not be empty".into());
-        }
-        if self.members.is_empty() {
-            return Err("a lineup has members".into());
-        }
-        let names: BTreeSet<&str> = self.members.iter().map(String::as_str).collect();
-        if names.len() != self.members.len() {
-            return Err("member names must be distinct".into());
-        }
-        if self.origin_story.chars().count() < 100 {
-            return Err("origin_story must be at least 100 characters".into());
-        }
-        if self.signature_sound.trim().is_empty() {
-            return Err("signature_sound must not be empty".into());
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Track {
-    title: String,
-    description: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Album {
-    title: String,
-    tracks: Vec<Track>,
-    genre_fusion: String,
-    standout_track: String,
-    production_notes: String,
-}
-
-impl ArtifactType for Album {
-    const NAME: &'static str = "Album";
-    fn validate(&self) -> Result<(), String> {
-        if self.title.trim().is_empty() || self.title != self.title.to_uppercase() {
-            return Err("title must be in capitals".into());
-        }
-        if !(8..=12).contains(&self.tracks.len()) {
-            return Err("an album has 8 to 12 tracks".into());
-        }
-        if self
-            .tracks
-            .iter()
-            .any(|t| t.title.trim().is_empty() || t.description.trim().is_empty())
-        {
-            return Err("every track has a title and a description".into());
-        }
-        if !self.tracks.iter().any(|t| t.title == self.standout_track) {
-            return Err("standout_track must be one of the tracks".into());
-        }
-        if self.genre_fusion.trim().is_empty() || self.production_notes.trim().is_empty() {
-            return Err("genre_fusion and production_notes must not be empty".into());
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct MarketingCopy {
-    press_release: String,
-    social_media_hook: String,
-    billboard_tagline: String,
-    target_playlists: Vec<String>,
-}
-
-impl ArtifactType for MarketingCopy {
-    const NAME: &'static str = "MarketingCopy";
-    fn validate(&self) -> Result<(), String> {
-        if self.press_release.chars().count() < 200 {
-            return Err("press_release must be at least 200 characters".into());
-        }
-        if self.social_media_hook.chars().count() > 280 {
-            return Err("social_media_hook must be at most 280 characters".into());
-        }
-        if self.billboard_tagline.chars().count() > 100 {
-            return Err("billboard_tagline must be at most 100 characters".into());
-        }
-        if !(3..=5).contains(&self.target_playlists.len()) {
-            return Err("3 to 5 target_playlists".into());
-        }
-        Ok(())
-    }
-}
-
-fn register(flock: &Flock) -> Result<(), roost_blackboard::Error> {
-    flock
-        .agent("talent_scout")
-        .description("Assembles a lineup for a band concept")
-        .consumes::<BandConcept>()
-        .publishes::<BandLineup>()
-        .handler(|ctx| async move {
-            let concept: BandConcept = ctx.input()?;
-            let band_name = format!(
-                "The {} {}",
-                capitalise(&concept.vibe),
-                capitalise(&concept.genre)
-            );
-            let lineup = BandLineup {
-                origin_story: format!(
-                    "{band_name} met at a late-night {} session for {}, four strangers who \
-                     kept coming back until the venue gave them a standing slot.",
-                    concept.genre, concept.target_audience
-                ),
-                signature_sound: format!("{} {} with live drums", concept.vibe, concept.genre),
-                members: ["Nova", "Rook", "Ash", "Vega"].map(String::from).to_vec(),
-                band_name,
-            };
-            Ok(vec![Output::of(&lineup)?])
-        })?;
-    flock
-        .agent("music_producer")
-        .description("Writes an album for a lineup")
-        .consumes::<BandLineup>()
-        .publishes::<Album>()
-        .handler(|ctx| async move {
-            let lineup: BandLineup = ctx.input()?;
-            let tracks: Vec<Track> = (1..=10)
-                .map(|i| Track {
-                    title: format!("{} {i}", lineup.members[i % lineup.members.len()]),
-                    description: format!("track {i}: {}", lineup.signature_sound),
-                })
-                .collect();
-            let album = Album {
-                title: format!("{} NIGHTS", lineup.band_name.to_uppercase()),
-                standout_track: tracks[2].title.clone(),
-                tracks,
-                genre_fusion: lineup.signature_sound.clone(),
-                production_notes: format!("recorded live by {}", lineup.members.join(", ")),
-            };
-            Ok(vec![Output::of(&album)?])
-        })?;
-    flock
-        .agent("marketing_guru")
-        .description("Writes the launch copy for an album")
-        .consumes::<Album>()
-        .publishes::<MarketingCopy>()
-        .handler(|ctx| async move {
-            let album: Album = ctx.input()?;
-            let copy = MarketingCopy {
-                press_release: format!(
-                    "{} arrives with {} tracks of {}. Built around the standout “{}”, the record \
-                     was {}. It is out today on every platform, with a tour to follow this \
-                     spring in the cities that kept the lights on.",
-                    album.title,
-                    album.tracks.len(),
-                    album.genre_fusion,
-                    album.standout_track,
-                    album.production_notes
-                ),
-                social_media_hook: format!(
-                    "{} is here. Start with “{}”.",
-                    album.title, album.standout_track
-                ),
-                billboard_tagline: format!("{}: out now", album.title),
-                target_playlists: ["Night Drive", "New Wave Now", "Synth Essentials"]
-                    .map(String::from)
-                    .to_vec(),
-            };
-            Ok(vec![Output::of(&copy)?])
-        })?;
-    Ok(())
-}
+use band_pipeline::{Album, BandConcept, BandLineup, MarketingCopy, register};
 
 /// One artifact of each type that breaks a limit: each publish must fail as invalid, and the
 /// store must hold none of them.
@@ -283,14 +84,6 @@ async fn limits_are_enforced(
     }
     println!("limits: every invalid artifact refused, none stored");
     Ok(())
-}
-
-fn capitalise(word: &str) -> String {
-    let mut chars = word.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().collect::<String>() + chars.as_str())
-        .unwrap_or_default()
 }
 
 fn usage() -> ExitCode {
@@ -352,7 +145,7 @@ async fn main() -> ExitCode {
         _ => return usage(),
     };
     let flock = Flock::with_store(Arc::clone(&store));
-    if let Err(err) = register(&flock) {
+    if let Err(err) = register(&flock, std::time::Duration::ZERO) {
         eprintln!("band: {err}");
         return ExitCode::FAILURE;
     }

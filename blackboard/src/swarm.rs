@@ -17,7 +17,8 @@
 //!   bulk read), reads the slots past its cursors and hands their artifacts to its agents. So
 //!   an artifact published anywhere reaches every process without a re-read of the store.
 //! - **Claims.** Before a run, a process claims `(artifact, agent)` first-write with a lease
-//!   (`expires_at_ms` in the value, and the store's TTL where it has one) and renews it while
+//!   (`expires_at_ms` in the value; the store's TTL, where it has one, removes it four
+//!   leases later) and renews it while
 //!   the handler runs. The run's commit — outputs, the consumption record, the feed slot and
 //!   the claim turned `done` by compare-and-set on the etag the process holds — is one
 //!   transaction on stores with transactions: a process that lost its lease (it stalled past
@@ -122,6 +123,11 @@ struct Counters {
 }
 
 const MEMBERS: &str = "swarm:members";
+
+/// A claim's store TTL, in leases: an expired claim stays readable a while, so the process
+/// that takes it over does so by compare-and-set on what it read (and counts it), and the
+/// claims of a dead process do not stay forever.
+const CLAIM_TTL_LEASES: u32 = 4;
 
 fn head_key(member: &str) -> String {
     format!("feed:{member}:head")
@@ -378,8 +384,10 @@ impl Swarm {
     async fn claim(&self, artifact: &str, agent: &str, run: &str) -> Result<Option<Held>> {
         let key = claim_key(artifact, agent);
         let claim = self.claim_value(run, ClaimState::Running);
-        let put =
-            |expect| Put::new(key.clone(), json(&claim), expect).ttl(Some(self.options.lease));
+        let put = |expect| {
+            Put::new(key.clone(), json(&claim), expect)
+                .ttl(Some(self.options.lease * CLAIM_TTL_LEASES))
+        };
         let was_held = self
             .expired
             .lock()
@@ -455,7 +463,7 @@ impl Swarm {
             &[],
             &[],
             &[Put::new(held.key.clone(), json(&claim), Expect::Etag(etag))
-                .ttl(Some(self.options.lease))],
+                .ttl(Some(self.options.lease * CLAIM_TTL_LEASES))],
         )
         .await
     }
@@ -744,8 +752,12 @@ async fn dispatch_to(
 /// the claim (and fails if the lease was lost).
 async fn run(swarm: &Arc<Swarm>, agent: &AgentRuntime, input: &Artifact) -> Result<()> {
     let spec = &agent.spec;
-    let run_id = new_id();
-    let Some(held) = swarm.claim(&input.id, &spec.name, &run_id).await? else {
+    // The run id is the pair's, so a repeated run (after a crash, or by a process that lost
+    // its lease on a store without transactions) rewrites the same consumption record; the
+    // claim carries a token of this attempt.
+    let run_id = crate::flock::output_id(&input.id, &format!("{}#run", spec.name), 0);
+    let token = new_id();
+    let Some(held) = swarm.claim(&input.id, &spec.name, &token).await? else {
         return Ok(());
     };
     let held = Arc::new(held);
@@ -786,7 +798,7 @@ async fn run(swarm: &Arc<Swarm>, agent: &AgentRuntime, input: &Artifact) -> Resu
         state: ClaimState::Done,
         ..held.claim.clone()
     };
-    let release = Put::new(held.key.clone(), json(&done), Expect::Etag(etag));
+    let release = Put::new(held.key.clone(), json(&done), Expect::Etag(etag)).never_expires();
     if swarm.append(&outputs, &[consumption], &[release]).await? {
         swarm.counters.committed.fetch_add(1, Ordering::Relaxed);
     } else {

@@ -212,7 +212,20 @@ async fn members_through_roost_serve_split_the_work_and_run_each_pair_once() {
 /// with it): the survivor takes its claims over when their leases run out and finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_members_claims_are_finished_by_a_survivor() {
-    let store: Arc<dyn SwarmStore> = Arc::new(MemoryStore::new());
+    dead_member(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_members_claims_are_finished_by_a_survivor_through_roost_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = LocalDapr::start(dir.path(), "swarm-app", COMPONENT).unwrap();
+    let store = DaprStore::connect(&stack.grpc_endpoint, "board")
+        .await
+        .unwrap();
+    dead_member(Arc::new(store)).await;
+}
+
+async fn dead_member(store: Arc<dyn SwarmStore>) {
     let runs: Runs = Arc::default();
     const INPUTS: u32 = 8;
     // The doomed member, on its own runtime; its runs never end.

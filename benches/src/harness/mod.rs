@@ -5,11 +5,13 @@
 //! - [`servers`]: starting and stopping `redis-server`, PostgreSQL and `roost serve`;
 //! - [`targets`]: one client per store, speaking its Dapr component's statements;
 //! - [`run`]: workloads, workers, latencies;
-//! - [`report`]: the markdown table, the JSON file and the SVG chart.
+//! - [`report`]: the markdown table, the JSON file and the SVG chart;
+//! - [`swarm`]: blackboard swarms of processes (`roost-bench swarm`, the swarm tests).
 
 pub mod report;
 pub mod run;
 pub mod servers;
+pub mod swarm;
 pub mod targets;
 
 use std::fmt;

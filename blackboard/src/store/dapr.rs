@@ -70,6 +70,8 @@ const QUERY_PAGE: u64 = 1000;
 pub struct DaprCapabilities {
     pub store_name: String,
     pub endpoint: String,
+    /// The component's type as the sidecar reports it (`state.roost`, `state.redis`, ...).
+    pub component_type: String,
     pub transactions: bool,
     pub etag: bool,
     pub query: bool,
@@ -172,6 +174,8 @@ fn put_item(put: &Put) -> common::StateItem {
         state
             .metadata
             .insert("ttlInSeconds".into(), ttl_seconds(ttl).to_string());
+    } else if put.never_expires {
+        state.metadata.insert("ttlInSeconds".into(), "-1".into());
     }
     state
 }
@@ -220,10 +224,16 @@ impl DaprStore {
                 ))
             })?;
         let has = |cap: &str| component.capabilities.iter().any(|c| c == cap);
+        // Dapr's Redis store reports TRANSACTIONAL, but its transaction is a MULTI without
+        // rollback (an etag that fails does not undo the other writes), and with a JSON
+        // content type per item it calls RedisJSON commands a plain Redis does not have: the
+        // blackboard writes to it as to a store without transactions.
+        let transactions = has("TRANSACTIONAL") && component.r#type != "state.redis";
         let capabilities = DaprCapabilities {
             store_name: store_name.to_string(),
             endpoint: endpoint.to_string(),
-            transactions: has("TRANSACTIONAL"),
+            component_type: component.r#type.clone(),
+            transactions,
             etag: has("ETAG"),
             query: has("QUERY_API"),
             ttl: has("TTL"),
@@ -569,6 +579,14 @@ impl SwarmStore for DaprStore {
                     match self.save(vec![put_item(put)]).await {
                         Ok(()) => {}
                         Err(status) if status.code() == tonic::Code::Aborted => return Ok(false),
+                        // Dapr's Redis store reports a failed etag or first-write as a
+                        // script error (INTERNAL): is the expectation what failed?
+                        Err(status) if status.code() == tonic::Code::Internal => {
+                            if !self.expectations_hold(std::slice::from_ref(put)).await? {
+                                return Ok(false);
+                            }
+                            return Err(grpc_error(status));
+                        }
                         Err(status) => return Err(grpc_error(status)),
                     }
                 }

@@ -252,6 +252,8 @@ impl SwarmStore for EmbeddedStore {
                 };
                 if let Some(ttl) = put.ttl {
                     request = request.ttl_in_seconds(ttl_seconds(ttl).to_string());
+                } else if put.never_expires {
+                    request = request.ttl_in_seconds("-1");
                 }
                 operations.push(Operation::Set(request));
             }

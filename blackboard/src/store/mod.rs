@@ -224,6 +224,9 @@ pub struct Put {
     pub expect: Expect,
     /// Expiry, where the store has TTLs (the swarm also keeps expiry inside its values).
     pub ttl: Option<Duration>,
+    /// Clears an expiry the record had (`ttlInSeconds: -1`); some stores keep the old one
+    /// on an overwrite without a TTL.
+    pub never_expires: bool,
 }
 
 impl Put {
@@ -233,7 +236,15 @@ impl Put {
             value,
             expect,
             ttl: None,
+            never_expires: false,
         }
+    }
+
+    /// The record is kept until it is overwritten or deleted, whatever TTL it had.
+    pub fn never_expires(mut self) -> Put {
+        self.ttl = None;
+        self.never_expires = true;
+        self
     }
 
     pub fn ttl(mut self, ttl: Option<Duration>) -> Put {
