@@ -150,6 +150,11 @@ pub struct AgentSpec {
     pub identity: Identity,
     pub max_concurrency: usize,
     pub prevent_self_trigger: bool,
+    /// An AND gate: the run needs one artifact of every subscription, all with the same
+    /// correlation id (swarm only).
+    pub gate: bool,
+    /// A scheduled agent: one run per period in the whole swarm, without input (swarm only).
+    pub every: Option<std::time::Duration>,
     /// Runs after a failed one before the failure is final (default 0).
     pub retries: u32,
     /// The wait before the first retry; it doubles per retry, up to 30 s.
@@ -242,6 +247,25 @@ impl AgentBuilder<'_> {
         self
     }
 
+    /// Makes the agent an AND gate with another subscription: it runs once per correlation id,
+    /// when the store holds an artifact for each of its subscriptions with that correlation id
+    /// (the earliest of each), and its context has all of them as inputs. Needs
+    /// [`crate::Flock::swarm`] (a swarm of one process is fine): the gate is evaluated on the
+    /// store, so a restart loses nothing of it.
+    pub fn and<T: ArtifactType>(mut self) -> Self {
+        self.spec.gate = true;
+        self.consumes::<T>()
+    }
+
+    /// Makes the agent a scheduled one: it runs once per `period` (periods counted from the
+    /// Unix epoch) in the whole swarm, with no input. A restarted swarm runs the current period
+    /// if nobody has; periods that passed while no member ran are not run. Needs
+    /// [`crate::Flock::swarm`].
+    pub fn every(mut self, period: std::time::Duration) -> Self {
+        self.spec.every = Some(period.max(std::time::Duration::from_millis(1)));
+        self
+    }
+
     /// Retries a failed run `retries` times, waiting `backoff` before the first retry and
     /// twice as long before each next one (at most 30 s). After the last, the failure is
     /// final: the run's output is one `WorkflowError` artifact (the dead letter) naming the
@@ -259,7 +283,7 @@ impl AgentBuilder<'_> {
         Fut: Future<Output = Result<Vec<Output>, AgentError>> + Send + 'static,
     {
         self.spec.handler = Some(Arc::new(move |ctx| Box::pin(handler(ctx))));
-        if self.spec.subscriptions.is_empty() {
+        if self.spec.subscriptions.is_empty() && self.spec.every.is_none() {
             return Err(Error::Agent {
                 agent: self.spec.name.clone(),
                 why: "it consumes nothing, so nothing can trigger it".into(),
@@ -278,6 +302,8 @@ pub(crate) fn new_spec(name: &str) -> AgentSpec {
         identity: Identity::named(name),
         max_concurrency: 2,
         prevent_self_trigger: true,
+        gate: false,
+        every: None,
         retries: 0,
         retry_backoff: std::time::Duration::from_millis(100),
         handler: None,

@@ -140,6 +140,14 @@ impl Flock {
                     .agents
                     .write()
                     .map_err(|_| Error::Store("agent registry lock poisoned".into()))?;
+                if inner.swarm.is_none() && (spec.gate || spec.every.is_some()) {
+                    return Err(Error::Agent {
+                        agent: spec.name,
+                        why: "AND gates and scheduled agents keep their state in the store: \
+                              they need Flock::swarm (a swarm of one process is fine)"
+                            .into(),
+                    });
+                }
                 if agents.iter().any(|a| a.spec.name == spec.name) {
                     return Err(Error::Agent {
                         agent: spec.name,
@@ -196,6 +204,13 @@ impl Flock {
         if let Some(swarm) = &self.inner.swarm {
             crate::swarm::stop(swarm);
         }
+    }
+
+    /// Where the work of `correlation_id` stands in the swarm (pending, running, done or
+    /// failed), read from the store: every member with the same agents sees the same.
+    pub async fn status(&self, correlation_id: &str) -> Result<crate::swarm::CorrelationStatus> {
+        let swarm = self.swarm_state()?;
+        crate::swarm::status(&self.inner, swarm, correlation_id).await
     }
 
     /// This member's counters; `None` outside a swarm.
@@ -366,6 +381,18 @@ pub(crate) fn breaker_allows(inner: &Inner, agent: &AgentRuntime) -> bool {
 /// ids are derived from (input, agent, position), so a run repeated after a crash writes the
 /// same artifacts again instead of new ones.
 pub(crate) async fn execute(spec: &AgentSpec, input: &Artifact, run_id: &str) -> Vec<Artifact> {
+    execute_on(spec, std::slice::from_ref(input), &input.id, run_id).await
+}
+
+/// [`execute`] on several inputs (an AND gate's) or none (a scheduled run); output ids are
+/// derived from `unit`, what the run is the run of.
+pub(crate) async fn execute_on(
+    spec: &AgentSpec,
+    inputs: &[Artifact],
+    unit: &str,
+    run_id: &str,
+) -> Vec<Artifact> {
+    let first = inputs.first();
     let attempts = spec.retries.saturating_add(1);
     let mut backoff = spec.retry_backoff;
     let mut attempt = 1;
@@ -373,8 +400,8 @@ pub(crate) async fn execute(spec: &AgentSpec, input: &Artifact, run_id: &str) ->
         let ctx = Context {
             agent: spec.name.clone(),
             run_id: run_id.to_string(),
-            correlation_id: input.correlation_id.clone(),
-            inputs: vec![input.clone()],
+            correlation_id: first.and_then(|i| i.correlation_id.clone()),
+            inputs: inputs.to_vec(),
         };
         // The handler runs in its own task, so a panic is an agent failure, not ours.
         let result = match spec.handler.clone() {
@@ -389,7 +416,7 @@ pub(crate) async fn execute(spec: &AgentSpec, input: &Artifact, run_id: &str) ->
                 return outputs
                     .into_iter()
                     .enumerate()
-                    .map(|(n, output)| output_artifact(output, &spec.name, input, n))
+                    .map(|(n, output)| output_artifact(output, &spec.name, first, unit, n))
                     .collect();
             }
             Err(mut error) if attempt >= attempts => {
@@ -397,7 +424,7 @@ pub(crate) async fn execute(spec: &AgentSpec, input: &Artifact, run_id: &str) ->
                 if attempts > 1 {
                     error.message = format!("{} (after {attempts} attempts)", error.message);
                 }
-                return vec![error_artifact(&spec.name, run_id, input, error)];
+                return vec![error_artifact(&spec.name, run_id, first, unit, error)];
             }
             Err(error) => {
                 tracing::info!(agent = %spec.name, error = %error.message, attempt, "agent run failed: retrying");
@@ -476,14 +503,20 @@ fn check_outputs(spec: &AgentSpec, outputs: Vec<Output>) -> Result<Vec<Output>, 
     Ok(outputs)
 }
 
-fn output_artifact(output: Output, agent: &str, input: &Artifact, n: usize) -> Artifact {
+fn output_artifact(
+    output: Output,
+    agent: &str,
+    input: Option<&Artifact>,
+    unit: &str,
+    n: usize,
+) -> Artifact {
     Artifact {
-        id: output_id(&input.id, agent, n),
+        id: output_id(unit, agent, n),
         type_name: output.type_name,
         payload: output.payload,
         produced_by: agent.into(),
-        correlation_id: input.correlation_id.clone(),
-        partition_key: input.partition_key.clone(),
+        correlation_id: input.and_then(|i| i.correlation_id.clone()),
+        partition_key: input.and_then(|i| i.partition_key.clone()),
         tags: output.tags,
         visibility: output.visibility.unwrap_or_default(),
         created_at: Timestamp::now(),
@@ -491,7 +524,13 @@ fn output_artifact(output: Output, agent: &str, input: &Artifact, n: usize) -> A
     }
 }
 
-fn error_artifact(agent: &str, run_id: &str, input: &Artifact, error: AgentError) -> Artifact {
+fn error_artifact(
+    agent: &str,
+    run_id: &str,
+    input: Option<&Artifact>,
+    unit: &str,
+    error: AgentError,
+) -> Artifact {
     let payload = WorkflowError {
         failed_agent: agent.into(),
         error_type: error.error_type,
@@ -501,8 +540,8 @@ fn error_artifact(agent: &str, run_id: &str, input: &Artifact, error: AgentError
     };
     let mut artifact = Artifact::of(&payload, format!("orchestrator#{agent}"))
         .expect("a WorkflowError always serialises");
-    artifact.id = output_id(&input.id, agent, 0);
-    artifact.correlation_id = input.correlation_id.clone();
-    artifact.partition_key = input.partition_key.clone();
+    artifact.id = output_id(unit, agent, 0);
+    artifact.correlation_id = input.and_then(|i| i.correlation_id.clone());
+    artifact.partition_key = input.and_then(|i| i.partition_key.clone());
     artifact
 }

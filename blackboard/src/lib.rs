@@ -34,6 +34,6 @@ pub use flock::{Flock, PublishOptions};
 pub use store::{BlackboardStore, EmbeddedStore, Filter, MemoryStore, Page, Summary, SwarmStore};
 #[cfg(feature = "dapr")]
 pub use store::{DaprCapabilities, DaprStore};
-pub use swarm::{SwarmOptions, SwarmStats};
+pub use swarm::{CorrelationStatus, RunState, SwarmOptions, SwarmStats};
 pub use time::Timestamp;
 pub use visibility::{Identity, Visibility};

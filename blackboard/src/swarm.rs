@@ -39,9 +39,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::artifact::ArtifactType;
 use crate::artifact::{Artifact, Consumption, new_id};
 use crate::error::{Error, Result};
-use crate::flock::{AgentRuntime, Inner, breaker_allows, execute, wants};
+use crate::flock::{AgentRuntime, Inner, breaker_allows, execute_on, wants};
 use crate::store::{Expect, Put, SwarmStore, Versioned};
 use crate::time::Timestamp;
 
@@ -137,9 +138,34 @@ fn slot_key(member: &str, seq: u64) -> String {
     format!("feed:{member}:{seq:016}")
 }
 
-fn claim_key(artifact: &str, agent: &str) -> String {
-    format!("claim:{artifact}:{agent}")
+fn claim_key(unit: &str, agent: &str) -> String {
+    format!("claim:{unit}:{agent}")
 }
+
+/// What one run is the run of: an artifact, an AND gate's correlation id, or a period of a
+/// scheduled agent. Each (unit, agent) runs once in the swarm.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Unit {
+    Artifact(String),
+    Gate(String),
+    Tick(u64),
+}
+
+impl Unit {
+    /// The unit's part of claim keys and output ids: the artifact id, `gate-{uuid}` (from the
+    /// correlation id and agent), `tick-{period}`.
+    fn id(&self, agent: &str) -> String {
+        match self {
+            Unit::Artifact(id) => id.clone(),
+            Unit::Gate(correlation) => {
+                format!("gate-{}", crate::flock::output_id(correlation, agent, 0))
+            }
+            Unit::Tick(k) => format!("tick-{k}"),
+        }
+    }
+}
+
+type Pair = (Unit, String);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Slot {
@@ -185,12 +211,14 @@ pub(crate) struct Swarm {
     wake: Notify,
     /// Member → the last slot this process handed out.
     cursors: Mutex<BTreeMap<String, u64>>,
-    /// Claims held by other processes: (artifact, agent) → when their lease runs out (ms).
-    watched: Mutex<HashMap<(String, String), u64>>,
-    /// (artifact, agent) pairs this process has dispatched and not yet seen end.
-    dispatched: Mutex<BTreeSet<(String, String)>>,
+    /// Claims held by other processes: (unit, agent) → when their lease runs out (ms).
+    watched: Mutex<HashMap<Pair, u64>>,
+    /// (unit, agent) pairs this process has dispatched and not yet seen end.
+    dispatched: Mutex<BTreeSet<Pair>>,
     /// Watched pairs whose lease ran out, dispatched again here.
-    expired: Mutex<BTreeSet<(String, String)>>,
+    expired: Mutex<BTreeSet<Pair>>,
+    /// Scheduled agent → the last period this process dispatched.
+    ticks: Mutex<HashMap<String, u64>>,
     counters: Counters,
     stopped: std::sync::atomic::AtomicBool,
 }
@@ -208,6 +236,7 @@ impl Swarm {
             watched: Mutex::new(HashMap::new()),
             dispatched: Mutex::new(BTreeSet::new()),
             expired: Mutex::new(BTreeSet::new()),
+            ticks: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             stopped: std::sync::atomic::AtomicBool::new(false),
         }
@@ -379,11 +408,11 @@ impl Swarm {
         }
     }
 
-    /// Tries to claim `(artifact, agent)`. `None`: done already, or held by another process
-    /// (then watched until its lease runs out).
-    async fn claim(&self, artifact: &str, agent: &str, run: &str) -> Result<Option<Held>> {
-        let key = claim_key(artifact, agent);
-        let claim = self.claim_value(run, ClaimState::Running);
+    /// Tries to claim `pair`. `None`: done already, or held by another process (then watched
+    /// until its lease runs out).
+    async fn claim(&self, pair: &Pair, token: &str) -> Result<Option<Held>> {
+        let key = claim_key(&pair.0.id(&pair.1), &pair.1);
+        let claim = self.claim_value(token, ClaimState::Running);
         let put = |expect| {
             Put::new(key.clone(), json(&claim), expect)
                 .ttl(Some(self.options.lease * CLAIM_TTL_LEASES))
@@ -391,7 +420,7 @@ impl Swarm {
         let was_held = self
             .expired
             .lock()
-            .map(|mut e| e.remove(&(artifact.to_string(), agent.to_string())))
+            .map(|mut e| e.remove(pair))
             .unwrap_or(false);
         if self.commit(&[], &[], &[put(Expect::Absent)]).await? {
             // Gone: done by nobody, and (when we had watched it) its holder's lease ran out
@@ -404,7 +433,7 @@ impl Swarm {
         }
         let Some(found) = self.read(std::slice::from_ref(&key)).await?.pop().flatten() else {
             // Expired between the two calls: the next poll tries again.
-            self.watch(artifact, agent, 0);
+            self.watch(pair, 0);
             return Ok(None);
         };
         let current: Claim = parse(&key, &found.value)?;
@@ -413,7 +442,7 @@ impl Swarm {
         }
         if current.expires_at_ms > now_ms() {
             self.counters.held_elsewhere.fetch_add(1, Ordering::Relaxed);
-            self.watch(artifact, agent, current.expires_at_ms);
+            self.watch(pair, current.expires_at_ms);
             return Ok(None);
         }
         // Its lease ran out: take it over, if nobody did first.
@@ -426,13 +455,13 @@ impl Swarm {
             self.counters.taken_over.fetch_add(1, Ordering::Relaxed);
             return Ok(Some(Held { key, claim }));
         }
-        self.watch(artifact, agent, 0);
+        self.watch(pair, 0);
         Ok(None)
     }
 
-    fn watch(&self, artifact: &str, agent: &str, until_ms: u64) {
+    fn watch(&self, pair: &Pair, until_ms: u64) {
         if let Ok(mut watched) = self.watched.lock() {
-            watched.insert((artifact.to_string(), agent.to_string()), until_ms);
+            watched.insert(pair.clone(), until_ms);
         }
     }
 
@@ -467,6 +496,19 @@ impl Swarm {
         )
         .await
     }
+
+    /// The claims of `pairs`, in order (`None`: never claimed, or expired and dropped).
+    async fn claims(&self, pairs: &[Pair]) -> Result<Vec<Option<Claim>>> {
+        let keys: Vec<String> = pairs
+            .iter()
+            .map(|(unit, agent)| claim_key(&unit.id(agent), agent))
+            .collect();
+        let found = self.read(&keys).await?;
+        keys.iter()
+            .zip(found)
+            .map(|(key, v)| v.map(|v| parse::<Claim>(key, &v.value)).transpose())
+            .collect()
+    }
 }
 
 /// Starts following: registers the member, finds its own head, sets the cursors at the heads
@@ -493,6 +535,7 @@ pub(crate) async fn start(inner: &Arc<Inner>, swarm: &Arc<Swarm>) -> Result<usiz
     for artifact in everything.artifacts {
         dispatched += dispatch(inner, swarm, &artifact, true).await;
     }
+    dispatched += tick(inner, swarm).await;
     tokio::spawn(follow(Arc::downgrade(inner), Arc::clone(swarm)));
     Ok(dispatched)
 }
@@ -501,7 +544,8 @@ fn poisoned() -> Error {
     Error::Store("a swarm lock is poisoned".into())
 }
 
-/// The follower: polls the feed heads, hands new artifacts out, retries watched claims.
+/// The follower: polls the feed heads, hands new artifacts out, retries watched claims, runs
+/// the periods of scheduled agents.
 async fn follow(inner: Weak<Inner>, swarm: Arc<Swarm>) {
     let mut round: u64 = 0;
     loop {
@@ -519,11 +563,38 @@ async fn follow(inner: Weak<Inner>, swarm: Arc<Swarm>) {
                 false
             }
         };
+        tick(&strong, &swarm).await;
         drop(strong);
         if !progressed {
             let _ = tokio::time::timeout(swarm.options.poll, swarm.wake.notified()).await;
         }
     }
+}
+
+/// Dispatches the current period of every scheduled agent not dispatched here yet.
+async fn tick(inner: &Arc<Inner>, swarm: &Arc<Swarm>) -> usize {
+    let agents: Vec<Arc<AgentRuntime>> = match inner.agents.read() {
+        Ok(agents) => agents
+            .iter()
+            .filter(|a| a.spec.every.is_some())
+            .cloned()
+            .collect(),
+        Err(_) => return 0,
+    };
+    let mut runs = 0;
+    for agent in agents {
+        let period = agent.spec.every.expect("scheduled").as_millis().max(1) as u64;
+        let k = now_ms() / period;
+        let fresh = swarm
+            .ticks
+            .lock()
+            .map(|mut t| t.insert(agent.spec.name.clone(), k) != Some(k))
+            .unwrap_or(false);
+        if fresh {
+            runs += launch(inner, swarm, agent, Unit::Tick(k), None).await;
+        }
+    }
+    runs
 }
 
 /// One round; true if it handed anything out.
@@ -592,7 +663,7 @@ async fn poll_once(inner: &Arc<Inner>, swarm: &Arc<Swarm>, round: u64) -> Result
 /// Due ones every round, all of them every tenth.
 async fn retry_watched(inner: &Arc<Inner>, swarm: &Arc<Swarm>, round: u64) -> Result<bool> {
     let now = now_ms();
-    let due: Vec<(String, String)> = swarm
+    let due: Vec<Pair> = swarm
         .watched
         .lock()
         .map_err(|_| poisoned())?
@@ -605,39 +676,57 @@ async fn retry_watched(inner: &Arc<Inner>, swarm: &Arc<Swarm>, round: u64) -> Re
     }
     let mut progressed = false;
     for chunk in due.chunks(100) {
-        let keys: Vec<String> = chunk.iter().map(|(a, g)| claim_key(a, g)).collect();
-        let found = swarm.read(&keys).await?;
-        for ((artifact_id, agent), (key, claim)) in chunk.iter().zip(keys.iter().zip(found)) {
-            let claim: Option<Claim> = claim.map(|v| parse(key, &v.value)).transpose()?;
+        let claims = swarm.claims(chunk).await?;
+        for (pair, claim) in chunk.iter().zip(claims) {
             match claim {
                 Some(c) if c.state == ClaimState::Done => {
-                    swarm
-                        .watched
-                        .lock()
-                        .map_err(|_| poisoned())?
-                        .remove(&(artifact_id.clone(), agent.clone()));
+                    swarm.watched.lock().map_err(|_| poisoned())?.remove(pair);
                 }
-                Some(c) if c.expires_at_ms > now => {
-                    swarm.watch(artifact_id, agent, c.expires_at_ms);
-                }
+                Some(c) if c.expires_at_ms > now => swarm.watch(pair, c.expires_at_ms),
                 _ => {
                     // Expired or gone: run it here (the claim decides who does).
-                    let pair = (artifact_id.clone(), agent.clone());
-                    swarm.watched.lock().map_err(|_| poisoned())?.remove(&pair);
-                    swarm.expired.lock().map_err(|_| poisoned())?.insert(pair);
-                    swarm.counters.reads.fetch_add(1, Ordering::Relaxed);
-                    let found = swarm
-                        .store
-                        .get_many(std::slice::from_ref(artifact_id))
-                        .await?;
-                    if let Some(artifact) = found.into_iter().next().flatten() {
-                        progressed |= dispatch_to(inner, swarm, &artifact, Some(agent)).await > 0;
+                    swarm.watched.lock().map_err(|_| poisoned())?.remove(pair);
+                    swarm
+                        .expired
+                        .lock()
+                        .map_err(|_| poisoned())?
+                        .insert(pair.clone());
+                    let agent = inner
+                        .agents
+                        .read()
+                        .map_err(|_| poisoned())?
+                        .iter()
+                        .find(|a| a.spec.name == pair.1)
+                        .cloned();
+                    if let Some(agent) = agent {
+                        progressed |= launch(inner, swarm, agent, pair.0.clone(), None).await > 0;
                     }
                 }
             }
         }
     }
     Ok(progressed)
+}
+
+/// The agents of this process that want `artifact`, each with the unit it triggers: the
+/// artifact itself, or (for an AND gate) its correlation id.
+fn wanting(inner: &Inner, artifact: &Artifact) -> Vec<(Arc<AgentRuntime>, Unit)> {
+    let now = Timestamp::now();
+    let Ok(agents) = inner.agents.read() else {
+        return Vec::new();
+    };
+    agents
+        .iter()
+        .filter(|a| a.spec.every.is_none() && wants(&a.spec, artifact, now))
+        .filter_map(|a| {
+            let unit = if a.spec.gate {
+                Unit::Gate(artifact.correlation_id.clone()?)
+            } else {
+                Unit::Artifact(artifact.id.clone())
+            };
+            Some((Arc::clone(a), unit))
+        })
+        .collect()
 }
 
 /// Hands `artifact` to every agent of this process that wants it; with `check_done`, pairs
@@ -648,116 +737,170 @@ async fn dispatch(
     artifact: &Artifact,
     check_done: bool,
 ) -> usize {
-    if check_done {
-        let agents = wanting(inner, artifact);
-        if agents.is_empty() {
-            return 0;
-        }
-        let keys: Vec<String> = agents
+    let wanted = wanting(inner, artifact);
+    if wanted.is_empty() {
+        return 0;
+    }
+    let done: Vec<bool> = if check_done {
+        let pairs: Vec<Pair> = wanted
             .iter()
-            .map(|a| claim_key(&artifact.id, &a.spec.name))
+            .map(|(a, unit)| (unit.clone(), a.spec.name.clone()))
             .collect();
-        let found = match swarm.read(&keys).await {
-            Ok(found) => found,
+        match swarm.claims(&pairs).await {
+            Ok(claims) => claims
+                .iter()
+                .map(|c| c.as_ref().is_some_and(|c| c.state == ClaimState::Done))
+                .collect(),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot read claims");
                 return 0;
             }
-        };
-        let mut runs = 0;
-        for (agent, (key, claim)) in agents.iter().zip(keys.iter().zip(found)) {
-            let done = claim
-                .and_then(|v| parse::<Claim>(key, &v.value).ok())
-                .is_some_and(|c| c.state == ClaimState::Done);
-            if !done {
-                runs += dispatch_to(inner, swarm, artifact, Some(&agent.spec.name)).await;
-            }
         }
-        return runs;
-    }
-    dispatch_to(inner, swarm, artifact, None).await
-}
-
-fn wanting(inner: &Inner, artifact: &Artifact) -> Vec<Arc<AgentRuntime>> {
-    let now = Timestamp::now();
-    match inner.agents.read() {
-        Ok(agents) => agents
-            .iter()
-            .filter(|a| wants(&a.spec, artifact, now))
-            .cloned()
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-async fn dispatch_to(
-    inner: &Arc<Inner>,
-    swarm: &Arc<Swarm>,
-    artifact: &Artifact,
-    only: Option<&str>,
-) -> usize {
+    } else {
+        vec![false; wanted.len()]
+    };
     let mut runs = 0;
-    for agent in wanting(inner, artifact) {
-        if only.is_some_and(|name| name != agent.spec.name) {
-            continue;
+    for ((agent, unit), done) in wanted.into_iter().zip(done) {
+        if !done {
+            runs += launch(inner, swarm, agent, unit, Some(artifact)).await;
         }
-        let pair = (artifact.id.clone(), agent.spec.name.clone());
-        match swarm.dispatched.lock() {
-            Ok(mut dispatched) => {
-                if !dispatched.insert(pair.clone()) {
-                    continue;
-                }
-            }
-            Err(_) => continue,
-        }
-        if !breaker_allows(inner, &agent) {
-            if let Ok(mut dispatched) = swarm.dispatched.lock() {
-                dispatched.remove(&pair);
-            }
-            continue;
-        }
-        // Back-pressure: a process slot and an agent slot before the task exists.
-        let Ok(process_slot) = Arc::clone(&swarm.in_flight).acquire_owned().await else {
-            return runs;
-        };
-        let Ok(agent_slot) = Arc::clone(&agent.slots).acquire_owned().await else {
-            return runs;
-        };
-        swarm.running.fetch_add(1, Ordering::AcqRel);
-        inner.pending.fetch_add(1, Ordering::AcqRel);
-        runs += 1;
-        let (inner, swarm, artifact) = (Arc::clone(inner), Arc::clone(swarm), artifact.clone());
-        tokio::spawn(async move {
-            if let Err(err) = run(&swarm, &agent, &artifact).await {
-                crate::flock::fail(
-                    &inner,
-                    format!("agent {} on {}: {err}", agent.spec.name, artifact.id),
-                );
-            }
-            drop((process_slot, agent_slot));
-            if let Ok(mut dispatched) = swarm.dispatched.lock() {
-                dispatched.remove(&pair);
-            }
-            swarm.running.fetch_sub(1, Ordering::AcqRel);
-            if inner.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-                inner.idle.notify_waiters();
-            }
-            swarm.wake.notify_one();
-        });
     }
     runs
 }
 
+/// Starts the run of `(unit, agent)` in a task, unless this process runs it already; waits
+/// for a process slot and an agent slot first (back-pressure).
+async fn launch(
+    inner: &Arc<Inner>,
+    swarm: &Arc<Swarm>,
+    agent: Arc<AgentRuntime>,
+    unit: Unit,
+    known: Option<&Artifact>,
+) -> usize {
+    let pair = (unit, agent.spec.name.clone());
+    match swarm.dispatched.lock() {
+        Ok(mut dispatched) => {
+            if !dispatched.insert(pair.clone()) {
+                return 0;
+            }
+        }
+        Err(_) => return 0,
+    }
+    if !breaker_allows(inner, &agent) {
+        if let Ok(mut dispatched) = swarm.dispatched.lock() {
+            dispatched.remove(&pair);
+        }
+        return 0;
+    }
+    let Ok(process_slot) = Arc::clone(&swarm.in_flight).acquire_owned().await else {
+        return 0;
+    };
+    let Ok(agent_slot) = Arc::clone(&agent.slots).acquire_owned().await else {
+        return 0;
+    };
+    swarm.running.fetch_add(1, Ordering::AcqRel);
+    inner.pending.fetch_add(1, Ordering::AcqRel);
+    let (inner, swarm, known) = (Arc::clone(inner), Arc::clone(swarm), known.cloned());
+    tokio::spawn(async move {
+        let outcome = match inputs_of(&inner, &swarm, &agent, &pair.0, known).await {
+            Ok(Some(inputs)) => run(&swarm, &agent, &pair, &inputs).await,
+            Ok(None) => Ok(()),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = outcome {
+            // Tried again here when its lease runs out (a claim may be left running).
+            swarm.watch(&pair, now_ms() + swarm.options.lease.as_millis() as u64);
+            crate::flock::fail(
+                &inner,
+                format!("agent {} on {:?}: {err}", agent.spec.name, pair.0),
+            );
+        }
+        drop((process_slot, agent_slot));
+        if let Ok(mut dispatched) = swarm.dispatched.lock() {
+            dispatched.remove(&pair);
+        }
+        swarm.running.fetch_sub(1, Ordering::AcqRel);
+        if inner.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            inner.idle.notify_waiters();
+        }
+        swarm.wake.notify_one();
+    });
+    1
+}
+
+/// The inputs of a run of `unit`: the artifact; an AND gate's artifacts (the earliest of each
+/// subscription with the correlation id), `None` while one is missing; nothing for a period.
+async fn inputs_of(
+    inner: &Inner,
+    swarm: &Swarm,
+    agent: &AgentRuntime,
+    unit: &Unit,
+    known: Option<Artifact>,
+) -> Result<Option<Vec<Artifact>>> {
+    match unit {
+        Unit::Artifact(id) => match known {
+            Some(artifact) => Ok(Some(vec![artifact])),
+            None => {
+                swarm.counters.reads.fetch_add(1, Ordering::Relaxed);
+                let found = swarm.store.get_many(std::slice::from_ref(id)).await?;
+                Ok(found.into_iter().next().flatten().map(|a| vec![a]))
+            }
+        },
+        Unit::Gate(correlation) => gate_inputs(inner, swarm, agent, correlation).await,
+        Unit::Tick(_) => Ok(Some(Vec::new())),
+    }
+}
+
+async fn gate_inputs(
+    inner: &Inner,
+    swarm: &Swarm,
+    agent: &AgentRuntime,
+    correlation: &str,
+) -> Result<Option<Vec<Artifact>>> {
+    let spec = &agent.spec;
+    let filter = crate::store::Filter {
+        type_names: Some(
+            spec.subscriptions
+                .iter()
+                .map(|s| s.type_name.clone())
+                .collect(),
+        ),
+        correlation_id: Some(correlation.to_string()),
+        ..Default::default()
+    };
+    swarm.counters.reads.fetch_add(1, Ordering::Relaxed);
+    let candidates = inner.store.query(&filter, 0, 0).await?.artifacts;
+    let now = Timestamp::now();
+    let mut inputs = Vec::with_capacity(spec.subscriptions.len());
+    for subscription in &spec.subscriptions {
+        // In (created_at, id) order: the earliest that this subscription accepts.
+        match candidates
+            .iter()
+            .find(|a| subscription.matches(a) && wants(spec, a, now))
+        {
+            Some(artifact) => inputs.push(artifact.clone()),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(inputs))
+}
+
 /// One run in the swarm: claim, handler under a renewed lease, then the commit that releases
 /// the claim (and fails if the lease was lost).
-async fn run(swarm: &Arc<Swarm>, agent: &AgentRuntime, input: &Artifact) -> Result<()> {
+async fn run(
+    swarm: &Arc<Swarm>,
+    agent: &AgentRuntime,
+    pair: &Pair,
+    inputs: &[Artifact],
+) -> Result<()> {
     let spec = &agent.spec;
+    let unit_id = pair.0.id(&spec.name);
     // The run id is the pair's, so a repeated run (after a crash, or by a process that lost
-    // its lease on a store without transactions) rewrites the same consumption record; the
+    // its lease on a store without transactions) rewrites the same consumption records; the
     // claim carries a token of this attempt.
-    let run_id = crate::flock::output_id(&input.id, &format!("{}#run", spec.name), 0);
+    let run_id = crate::flock::output_id(&unit_id, &format!("{}#run", spec.name), 0);
     let token = new_id();
-    let Some(held) = swarm.claim(&input.id, &spec.name, &token).await? else {
+    let Some(held) = swarm.claim(pair, &token).await? else {
         return Ok(());
     };
     let held = Arc::new(held);
@@ -779,7 +922,7 @@ async fn run(swarm: &Arc<Swarm>, agent: &AgentRuntime, input: &Artifact) -> Resu
             }
         })
     };
-    let outputs = execute(spec, input, &run_id).await;
+    let outputs = execute_on(spec, inputs, &unit_id, &run_id).await;
     renewal.abort();
     let _ = renewal.await;
     let Some(etag) = swarm.holding(&held).await? else {
@@ -787,19 +930,22 @@ async fn run(swarm: &Arc<Swarm>, agent: &AgentRuntime, input: &Artifact) -> Resu
         tracing::warn!(key = %held.key, "lease lost before commit: outputs dropped");
         return Ok(());
     };
-    let consumption = Consumption {
-        artifact_id: input.id.clone(),
-        consumer: spec.name.clone(),
-        run_id: Some(run_id.clone()),
-        correlation_id: input.correlation_id.clone(),
-        consumed_at: Timestamp::now(),
-    };
+    let consumptions: Vec<Consumption> = inputs
+        .iter()
+        .map(|input| Consumption {
+            artifact_id: input.id.clone(),
+            consumer: spec.name.clone(),
+            run_id: Some(run_id.clone()),
+            correlation_id: input.correlation_id.clone(),
+            consumed_at: Timestamp::now(),
+        })
+        .collect();
     let done = Claim {
         state: ClaimState::Done,
         ..held.claim.clone()
     };
     let release = Put::new(held.key.clone(), json(&done), Expect::Etag(etag)).never_expires();
-    if swarm.append(&outputs, &[consumption], &[release]).await? {
+    if swarm.append(&outputs, &consumptions, &[release]).await? {
         swarm.counters.committed.fetch_add(1, Ordering::Relaxed);
     } else {
         swarm.counters.lost.fetch_add(1, Ordering::Relaxed);
@@ -829,4 +975,88 @@ pub(crate) async fn idle(swarm: &Swarm) -> Result<bool> {
 pub(crate) fn stop(swarm: &Swarm) {
     swarm.stopped.store(true, Ordering::Release);
     swarm.wake.notify_one();
+}
+
+/// Where the work of one correlation id stands, as every member with the same agents sees
+/// it: read from the store (artifacts and claims), not from any process's memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CorrelationStatus {
+    pub state: RunState,
+    /// Artifacts with the correlation id.
+    pub artifacts: usize,
+    /// Runs wanted and not claimed yet, claimed and running, and done.
+    pub pending: usize,
+    pub running: usize,
+    pub done: usize,
+    /// `WorkflowError` artifacts (final failures) with the correlation id.
+    pub failed: usize,
+}
+
+/// The state of a correlation: failed if any run failed for good, else running while one
+/// runs, pending while one waits, done when nothing is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+pub(crate) async fn status(
+    inner: &Inner,
+    swarm: &Swarm,
+    correlation: &str,
+) -> Result<CorrelationStatus> {
+    let filter = crate::store::Filter::default().correlation(correlation);
+    let artifacts = inner.store.query(&filter, 0, 0).await?.artifacts;
+    let failed = artifacts
+        .iter()
+        .filter(|a| a.type_name == crate::artifact::WorkflowError::NAME)
+        .count();
+    let mut pairs: BTreeSet<Pair> = BTreeSet::new();
+    let mut gates: BTreeMap<Pair, Arc<AgentRuntime>> = BTreeMap::new();
+    for artifact in &artifacts {
+        for (agent, unit) in wanting(inner, artifact) {
+            let pair = (unit, agent.spec.name.clone());
+            if matches!(pair.0, Unit::Gate(_)) {
+                gates.insert(pair.clone(), agent);
+            }
+            pairs.insert(pair);
+        }
+    }
+    // A gate whose inputs are not all there yet is not work to do.
+    for (pair, agent) in &gates {
+        if let Unit::Gate(c) = &pair.0
+            && gate_inputs(inner, swarm, agent, c).await?.is_none()
+        {
+            pairs.remove(pair);
+        }
+    }
+    let pairs: Vec<Pair> = pairs.into_iter().collect();
+    let (mut pending, mut running, mut done) = (0, 0, 0);
+    for claim in swarm.claims(&pairs).await? {
+        match claim.map(|c| c.state) {
+            Some(ClaimState::Done) => done += 1,
+            Some(ClaimState::Running) => running += 1,
+            None => pending += 1,
+        }
+    }
+    let state = if failed > 0 {
+        RunState::Failed
+    } else if running > 0 {
+        RunState::Running
+    } else if pending > 0 {
+        RunState::Pending
+    } else {
+        RunState::Done
+    };
+    Ok(CorrelationStatus {
+        state,
+        artifacts: artifacts.len(),
+        pending,
+        running,
+        done,
+        failed,
+    })
 }

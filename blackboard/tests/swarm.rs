@@ -336,3 +336,340 @@ async fn a_member_that_lost_its_claim_commits_nothing() {
     );
     flock.stop();
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Left {
+    n: u32,
+}
+
+impl ArtifactType for Left {
+    const NAME: &'static str = "swarm.Left";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Right {
+    n: u32,
+}
+
+impl ArtifactType for Right {
+    const NAME: &'static str = "swarm.Right";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Joined {
+    left: u32,
+    right: u32,
+}
+
+impl ArtifactType for Joined {
+    const NAME: &'static str = "swarm.Joined";
+}
+
+fn gate_member(store: Arc<dyn SwarmStore>, name: &str, runs: &Arc<Mutex<Vec<String>>>) -> Flock {
+    let flock = Flock::swarm(store, options(name));
+    let runs = Arc::clone(runs);
+    flock
+        .agent("joiner")
+        .consumes::<Left>()
+        .and::<Right>()
+        .publishes::<Joined>()
+        .handler(move |ctx| {
+            let runs = Arc::clone(&runs);
+            async move {
+                let left: Left = ctx.input()?;
+                let right: Right = ctx.input()?;
+                assert_eq!(ctx.inputs.len(), 2);
+                assert!(
+                    ctx.inputs
+                        .iter()
+                        .all(|i| i.correlation_id == ctx.correlation_id)
+                );
+                runs.lock()
+                    .unwrap()
+                    .push(ctx.correlation_id.clone().unwrap());
+                Ok(vec![Output::of(&Joined {
+                    left: left.n,
+                    right: right.n,
+                })?])
+            }
+        })
+        .unwrap();
+    flock
+}
+
+/// An AND gate runs once per correlation id, when one artifact of each type is there,
+/// whichever member published them and in whatever order; an incomplete one does not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_and_gate_runs_once_per_correlation_with_all_its_inputs() {
+    use roost_blackboard::PublishOptions;
+    let store: Arc<dyn SwarmStore> = Arc::new(MemoryStore::new());
+    let runs: Arc<Mutex<Vec<String>>> = Arc::default();
+    let a = gate_member(Arc::clone(&store), "a", &runs);
+    let b = gate_member(Arc::clone(&store), "b", &runs);
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    let with = |c: String| PublishOptions::default().correlation_id(c);
+    for n in 0..10u32 {
+        let c = format!("c{n}");
+        if n % 2 == 0 {
+            a.publish_with(&Left { n }, with(c.clone())).await.unwrap();
+            b.publish_with(&Right { n: n + 100 }, with(c))
+                .await
+                .unwrap();
+        } else if n != 9 {
+            b.publish_with(&Right { n: n + 100 }, with(c.clone()))
+                .await
+                .unwrap();
+            a.publish_with(&Left { n }, with(c)).await.unwrap();
+        } else {
+            // c9 only ever gets its left side.
+            a.publish_with(&Left { n }, with(c)).await.unwrap();
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(30), async {
+        a.run_until_idle().await;
+        b.run_until_idle().await;
+    })
+    .await
+    .expect("idle");
+    let mut ran = runs.lock().unwrap().clone();
+    ran.sort();
+    let expected: Vec<String> = (0..9).map(|n| format!("c{n}")).collect();
+    assert_eq!(ran, expected);
+    let joined = store.list_by_type(Joined::NAME).await.unwrap();
+    assert_eq!(joined.len(), 9);
+    for j in &joined {
+        let (left, right) = (
+            j.payload["left"].as_u64().unwrap(),
+            j.payload["right"].as_u64().unwrap(),
+        );
+        assert_eq!(right, left + 100, "inputs of one correlation: {j:?}");
+        assert_eq!(
+            j.correlation_id.as_deref(),
+            Some(format!("c{left}").as_str())
+        );
+    }
+    // Both inputs carry the gate run's consumption record.
+    for input in store
+        .query(&Filter::default().correlation("c4"), 0, 0)
+        .await
+        .unwrap()
+        .artifacts
+    {
+        if input.type_name == Joined::NAME {
+            continue;
+        }
+        let consumed = store.consumptions(&input.id).await.unwrap();
+        assert_eq!(consumed.len(), 1, "{input:?}");
+        assert_eq!(consumed[0].consumer, "joiner");
+    }
+    // The gate lives in the store: a new member completes c9 after the others stopped.
+    a.stop();
+    b.stop();
+    let c = gate_member(Arc::clone(&store), "c", &runs);
+    c.start().await.unwrap();
+    c.publish_with(&Right { n: 109 }, with("c9".into()))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), c.run_until_idle())
+        .await
+        .expect("idle");
+    assert_eq!(runs.lock().unwrap().len(), 10);
+    assert_eq!(store.list_by_type(Joined::NAME).await.unwrap().len(), 10);
+    c.stop();
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Beat {
+    at_ms: u64,
+}
+
+impl ArtifactType for Beat {
+    const NAME: &'static str = "swarm.Beat";
+}
+
+/// A scheduled agent runs once per period in the whole swarm, not once per member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_agent_runs_once_per_period_in_the_swarm() {
+    let store: Arc<dyn SwarmStore> = Arc::new(MemoryStore::new());
+    let runs: Arc<Mutex<Vec<String>>> = Arc::default();
+    let members: Vec<Flock> = ["t1", "t2", "t3"]
+        .iter()
+        .map(|name| {
+            let flock = Flock::swarm(Arc::clone(&store), options(name));
+            let runs = Arc::clone(&runs);
+            flock
+                .agent("metronome")
+                .every(Duration::from_millis(150))
+                .publishes::<Beat>()
+                .handler(move |ctx| {
+                    let runs = Arc::clone(&runs);
+                    async move {
+                        assert!(ctx.inputs.is_empty());
+                        runs.lock().unwrap().push(ctx.run_id.clone());
+                        Ok(vec![Output::of(&Beat { at_ms: 0 })?])
+                    }
+                })
+                .unwrap();
+            flock
+        })
+        .collect();
+    for m in &members {
+        m.start().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for m in &members {
+        m.stop();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ran = runs.lock().unwrap().clone();
+    let distinct: std::collections::BTreeSet<&String> = ran.iter().collect();
+    assert_eq!(distinct.len(), ran.len(), "a period ran twice: {ran:?}");
+    assert!(ran.len() >= 5, "8 periods passed, {} ran", ran.len());
+    assert_eq!(
+        store.list_by_type(Beat::NAME).await.unwrap().len(),
+        ran.len()
+    );
+}
+
+/// The status of a correlation, from the store: pending (wanted, not claimed), running,
+/// done, failed (a final WorkflowError) — the same from another member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlation_status_is_read_from_the_store() {
+    use roost_blackboard::{PublishOptions, RunState};
+    let store: Arc<dyn SwarmStore> = Arc::new(MemoryStore::new());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let make = |name: &str| {
+        let flock = Flock::swarm(Arc::clone(&store), options(name));
+        let gate = Arc::clone(&gate);
+        flock
+            .agent("planner")
+            .consumes::<Task>()
+            .publishes::<Step>()
+            .handler(move |ctx| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    let task: Task = ctx.input()?;
+                    if task.n == 13 {
+                        return Err(AgentError::new("Unlucky", "13"));
+                    }
+                    gate.notified().await;
+                    Ok(vec![Output::of(&Step {
+                        n: task.n,
+                        by: "x".into(),
+                    })?])
+                }
+            })
+            .unwrap();
+        flock
+    };
+    let one = make("s1");
+    let other = make("s2");
+    one.start().await.unwrap();
+    let with = |c: &str| PublishOptions::default().correlation_id(c);
+    one.publish_with(&Task { n: 1 }, with("waits").persist_only())
+        .await
+        .unwrap();
+    assert_eq!(one.status("waits").await.unwrap().state, RunState::Pending);
+    one.publish_with(&Task { n: 2 }, with("runs"))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while one.status("runs").await.unwrap().state != RunState::Running {
+        assert!(tokio::time::Instant::now() < deadline, "never running");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Another member, never started, reads the same.
+    let seen = other.status("runs").await.unwrap();
+    assert_eq!(
+        (seen.state, seen.running, seen.artifacts),
+        (RunState::Running, 1, 1)
+    );
+    gate.notify_one();
+    while one.status("runs").await.unwrap().state != RunState::Done {
+        assert!(tokio::time::Instant::now() < deadline, "never done");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let done = other.status("runs").await.unwrap();
+    assert_eq!((done.done, done.artifacts, done.failed), (1, 2, 0));
+    one.publish_with(&Task { n: 13 }, with("fails"))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), one.run_until_idle())
+        .await
+        .expect("idle");
+    let failed = other.status("fails").await.unwrap();
+    assert_eq!((failed.state, failed.failed), (RunState::Failed, 1));
+    one.stop();
+}
+
+/// Retries with backoff, then the dead letter: a WorkflowError naming the attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_runs_are_retried_then_dead_lettered() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let store = Arc::new(MemoryStore::new());
+    let flock = Flock::new(Arc::clone(&store));
+    let attempts: Arc<HashMap<u32, AtomicU32>> =
+        Arc::new((0..2).map(|n| (n, AtomicU32::new(0))).collect());
+    let seen = Arc::clone(&attempts);
+    flock
+        .agent("flaky")
+        .consumes::<Task>()
+        .publishes::<Step>()
+        .retries(2, Duration::from_millis(10))
+        .handler(move |ctx| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let task: Task = ctx.input()?;
+                let attempt = seen[&task.n].fetch_add(1, Ordering::SeqCst) + 1;
+                // Task 0 succeeds on its third attempt; task 1 never does.
+                if task.n == 1 || attempt < 3 {
+                    return Err(AgentError::new("Flaky", format!("attempt {attempt}")));
+                }
+                Ok(vec![Output::of(&Step {
+                    n: task.n,
+                    by: "flaky".into(),
+                })?])
+            }
+        })
+        .unwrap();
+    flock.publish(&Task { n: 0 }).await.unwrap();
+    flock.publish(&Task { n: 1 }).await.unwrap();
+    flock.run_until_idle().await;
+    assert_eq!(attempts[&0].load(Ordering::SeqCst), 3);
+    assert_eq!(attempts[&1].load(Ordering::SeqCst), 3);
+    let steps = store.list_by_type(Step::NAME).await.unwrap();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].payload["n"], 0);
+    let errors = store
+        .list_by_type(roost_blackboard::WorkflowError::NAME)
+        .await
+        .unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let message = errors[0].payload["error_message"].as_str().unwrap();
+    assert!(message.ends_with("(after 3 attempts)"), "{message}");
+}
+
+/// Gates and scheduled agents keep their state in the store: a flock that is not a swarm
+/// refuses them.
+#[test]
+fn gates_and_timers_need_a_swarm() {
+    let flock = Flock::new(MemoryStore::new());
+    let gate = flock
+        .agent("joiner")
+        .consumes::<Left>()
+        .and::<Right>()
+        .handler(|_| async { Ok(vec![]) });
+    assert!(
+        matches!(gate, Err(roost_blackboard::Error::Agent { .. })),
+        "{gate:?}"
+    );
+    let timer = flock
+        .agent("metronome")
+        .every(Duration::from_secs(1))
+        .handler(|_| async { Ok(vec![]) });
+    assert!(
+        matches!(timer, Err(roost_blackboard::Error::Agent { .. })),
+        "{timer:?}"
+    );
+}
