@@ -47,6 +47,10 @@ pub struct Artifact {
     pub created_at: Timestamp,
     #[serde(default = "first_version")]
     pub version: u32,
+    /// When the artifact expires (retention), if it does; written only when set, so an
+    /// artifact without one is Flock's JSON exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
 }
 
 fn first_version() -> u32 {
@@ -80,6 +84,7 @@ impl Artifact {
             visibility: Visibility::Public,
             created_at: Timestamp::now(),
             version: 1,
+            expires_at: None,
         })
     }
 
@@ -101,6 +106,16 @@ impl Artifact {
             why,
         })?;
         Ok(value)
+    }
+
+    /// Whether it has expired at `now`.
+    pub fn expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// What is left of its retention (`None`: kept), at least a millisecond.
+    pub fn ttl(&self) -> Option<std::time::Duration> {
+        remaining(self.expires_at)
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -143,6 +158,24 @@ pub struct Consumption {
     #[serde(default)]
     pub correlation_id: Option<String>,
     pub consumed_at: Timestamp,
+    /// The consumed artifact's expiry: the record does not outlive what it refers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+}
+
+impl Consumption {
+    /// What is left of its retention (`None`: kept).
+    pub fn ttl(&self) -> Option<std::time::Duration> {
+        remaining(self.expires_at)
+    }
+}
+
+/// Time left until `at`, at least a millisecond (an expiry in the past still expires).
+pub(crate) fn remaining(at: Option<Timestamp>) -> Option<std::time::Duration> {
+    at.map(|at| {
+        let micros = at.unix_micros() - Timestamp::now().unix_micros();
+        std::time::Duration::from_micros(micros.max(1000) as u64)
+    })
 }
 
 /// Example payload used across the crate's tests.

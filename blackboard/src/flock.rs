@@ -26,6 +26,8 @@ pub struct PublishOptions {
     pub tags: BTreeSet<String>,
     /// Persist without triggering any agent.
     pub persist_only: bool,
+    /// Retention of this artifact (else its type's, [`Flock::retain`]; else kept).
+    pub ttl: Option<std::time::Duration>,
 }
 
 impl PublishOptions {
@@ -53,6 +55,13 @@ impl PublishOptions {
         self.persist_only = true;
         self
     }
+
+    /// Expire the artifact `ttl` after publishing (the store's TTL where it has one); its
+    /// consumption records and claims expire with it.
+    pub fn ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
 }
 
 pub(crate) struct AgentRuntime {
@@ -74,6 +83,8 @@ pub(crate) struct Inner {
     failures: Mutex<Vec<String>>,
     /// Set when this process is one member of a swarm ([`Flock::swarm`]).
     swarm: Option<Arc<Swarm>>,
+    /// Retention per artifact type ([`Flock::retain`]).
+    retention: RwLock<std::collections::HashMap<String, std::time::Duration>>,
 }
 
 /// A blackboard with agents. Cheap to clone; clones share everything.
@@ -107,6 +118,7 @@ impl Flock {
         Flock {
             inner: Arc::new(Inner {
                 swarm,
+                retention: RwLock::new(Default::default()),
                 store,
                 agents: RwLock::new(Vec::new()),
                 max_agent_iterations: AtomicUsize::new(DEFAULT_MAX_AGENT_ITERATIONS),
@@ -123,6 +135,16 @@ impl Flock {
         self.inner
             .max_agent_iterations
             .store(n.max(1), Ordering::Relaxed);
+        self
+    }
+
+    /// Artifacts of type `T` expire `ttl` after they are created, whether published from
+    /// outside or by an agent (a publish's own [`PublishOptions::ttl`] wins); their
+    /// consumption records and claims expire with them.
+    pub fn retain<T: ArtifactType>(self, ttl: std::time::Duration) -> Flock {
+        if let Ok(mut retention) = self.inner.retention.write() {
+            retention.insert(T::NAME.to_string(), ttl);
+        }
         self
     }
 
@@ -180,6 +202,10 @@ impl Flock {
         artifact.correlation_id = Some(options.correlation_id.unwrap_or_else(new_id));
         artifact.partition_key = options.partition_key;
         artifact.tags = options.tags;
+        let ttl = options
+            .ttl
+            .or_else(|| retention_of(&self.inner, &artifact.type_name));
+        artifact.expires_at = ttl.map(|ttl| artifact.created_at.plus(ttl));
         match (&self.inner.swarm, options.persist_only) {
             (Some(swarm), false) => swarm.publish(&artifact).await?,
             (_, true) => self.inner.store.publish(&artifact).await?,
@@ -353,6 +379,23 @@ async fn schedule_now(inner: &Arc<Inner>, artifact: &Artifact, check_consumed: b
     runs
 }
 
+fn retention_of(inner: &Inner, type_name: &str) -> Option<std::time::Duration> {
+    inner
+        .retention
+        .read()
+        .ok()
+        .and_then(|r| r.get(type_name).copied())
+}
+
+/// Sets the expiry of outputs whose type has a retention.
+pub(crate) fn apply_retention(inner: &Inner, outputs: &mut [Artifact]) {
+    for output in outputs {
+        if let Some(ttl) = retention_of(inner, &output.type_name) {
+            output.expires_at = Some(output.created_at.plus(ttl));
+        }
+    }
+}
+
 /// Whether `spec` is triggered by `artifact`: not its own output (unless self-trigger is
 /// allowed), visible to it (checked first: an agent that may not see an artifact is never
 /// triggered), and matching one of its subscriptions.
@@ -460,7 +503,8 @@ async fn run_agent(inner: Arc<Inner>, agent: Arc<AgentRuntime>, input: Artifact)
     let spec = &agent.spec;
     let permit = Arc::clone(&agent.slots).acquire_owned().await;
     let run_id = new_id();
-    let outputs = execute(spec, &input, &run_id).await;
+    let mut outputs = execute(spec, &input, &run_id).await;
+    apply_retention(&inner, &mut outputs);
     drop(permit);
     let consumption = Consumption {
         artifact_id: input.id.clone(),
@@ -468,6 +512,7 @@ async fn run_agent(inner: Arc<Inner>, agent: Arc<AgentRuntime>, input: Artifact)
         run_id: Some(run_id),
         correlation_id: input.correlation_id.clone(),
         consumed_at: Timestamp::now(),
+        expires_at: input.expires_at,
     };
     match inner.store.publish_outputs(&outputs, &[consumption]).await {
         Ok(()) => {
@@ -517,6 +562,7 @@ fn output_artifact(
         produced_by: agent.into(),
         correlation_id: input.and_then(|i| i.correlation_id.clone()),
         partition_key: input.and_then(|i| i.partition_key.clone()),
+        expires_at: None,
         tags: output.tags,
         visibility: output.visibility.unwrap_or_default(),
         created_at: Timestamp::now(),

@@ -803,7 +803,7 @@ async fn launch(
     let (inner, swarm, known) = (Arc::clone(inner), Arc::clone(swarm), known.cloned());
     tokio::spawn(async move {
         let outcome = match inputs_of(&inner, &swarm, &agent, &pair.0, known).await {
-            Ok(Some(inputs)) => run(&swarm, &agent, &pair, &inputs).await,
+            Ok(Some(inputs)) => run(&inner, &swarm, &agent, &pair, &inputs).await,
             Ok(None) => Ok(()),
             Err(err) => Err(err),
         };
@@ -888,6 +888,7 @@ async fn gate_inputs(
 /// One run in the swarm: claim, handler under a renewed lease, then the commit that releases
 /// the claim (and fails if the lease was lost).
 async fn run(
+    inner: &Inner,
     swarm: &Arc<Swarm>,
     agent: &AgentRuntime,
     pair: &Pair,
@@ -922,7 +923,8 @@ async fn run(
             }
         })
     };
-    let outputs = execute_on(spec, inputs, &unit_id, &run_id).await;
+    let mut outputs = execute_on(spec, inputs, &unit_id, &run_id).await;
+    crate::flock::apply_retention(inner, &mut outputs);
     renewal.abort();
     let _ = renewal.await;
     let Some(etag) = swarm.holding(&held).await? else {
@@ -938,13 +940,27 @@ async fn run(
             run_id: Some(run_id.clone()),
             correlation_id: input.correlation_id.clone(),
             consumed_at: Timestamp::now(),
+            expires_at: input.expires_at,
         })
         .collect();
     let done = Claim {
         state: ClaimState::Done,
         ..held.claim.clone()
     };
-    let release = Put::new(held.key.clone(), json(&done), Expect::Etag(etag)).never_expires();
+    // The claim lives as long as what it refers to: the input (the latest of a gate's), a
+    // few periods of a scheduled agent, or for good.
+    let release = Put::new(held.key.clone(), json(&done), Expect::Etag(etag));
+    let release = match &pair.0 {
+        Unit::Tick(_) => {
+            let period = spec.every.unwrap_or_default();
+            release.ttl(Some(period * 4 + swarm.options.lease * CLAIM_TTL_LEASES))
+        }
+        _ if !inputs.is_empty() && inputs.iter().all(|i| i.expires_at.is_some()) => {
+            let latest = inputs.iter().filter_map(|i| i.expires_at).max();
+            release.ttl(crate::artifact::remaining(latest))
+        }
+        _ => release.never_expires(),
+    };
     if swarm.append(&outputs, &consumptions, &[release]).await? {
         swarm.counters.committed.fetch_add(1, Ordering::Relaxed);
     } else {

@@ -325,6 +325,7 @@ async fn consumptions_are_kept_per_artifact_and_never_match_artifact_queries() {
             run_id: Some(run.into()),
             correlation_id: Some("c".into()),
             consumed_at: Timestamp::now(),
+            expires_at: None,
         };
         let out = Artifact::of(&Plan { steps: vec![] }, "planner").unwrap();
         store.publish(&a).await.unwrap();

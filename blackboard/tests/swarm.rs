@@ -673,3 +673,66 @@ fn gates_and_timers_need_a_swarm() {
         "{timer:?}"
     );
 }
+
+/// Retention: an artifact published with a TTL, or of a type with one, expires; its
+/// consumption records and its claims expire with it; what has none stays.
+async fn retention(store: Arc<dyn SwarmStore>) {
+    use roost_blackboard::PublishOptions;
+    let runs: Runs = Arc::default();
+    let flock = member(Arc::clone(&store), "r1", &runs, Duration::ZERO)
+        .retain::<Step>(Duration::from_secs(1));
+    flock.start().await.unwrap();
+    let kept = flock.publish(&Task { n: 1 }).await.unwrap();
+    let short = flock
+        .publish_with(
+            &Task { n: 2 },
+            PublishOptions::default().ttl(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), flock.run_until_idle())
+        .await
+        .expect("idle");
+    let claim = |id: &str| format!("claim:{id}:planner");
+    assert!(store.get(&short.id).await.unwrap().is_some());
+    assert_eq!(store.consumptions(&short.id).await.unwrap().len(), 1);
+    assert_eq!(store.list_by_type(Step::NAME).await.unwrap().len(), 2);
+    let claims = store
+        .read(&[claim(&short.id), claim(&kept.id)])
+        .await
+        .unwrap();
+    assert!(claims.iter().all(Option::is_some), "{claims:?}");
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    assert!(
+        store.get(&short.id).await.unwrap().is_none(),
+        "the short-lived task stays"
+    );
+    assert!(store.get(&kept.id).await.unwrap().is_some());
+    assert!(store.consumptions(&short.id).await.unwrap().is_empty());
+    assert_eq!(store.consumptions(&kept.id).await.unwrap().len(), 1);
+    // Every Step had its type's retention; the Done artifacts had none.
+    assert!(store.list_by_type(Step::NAME).await.unwrap().is_empty());
+    assert_eq!(store.list_by_type(Done::NAME).await.unwrap().len(), 2);
+    let claims = store
+        .read(&[claim(&short.id), claim(&kept.id)])
+        .await
+        .unwrap();
+    assert!(claims[0].is_none(), "the claim outlived its artifact");
+    assert!(claims[1].is_some(), "a claim of a kept artifact expired");
+    flock.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_in_memory() {
+    retention(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_through_roost_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = LocalDapr::start(dir.path(), "swarm-app", COMPONENT).unwrap();
+    let store = DaprStore::connect(&stack.grpc_endpoint, "board")
+        .await
+        .unwrap();
+    retention(Arc::new(store)).await;
+}

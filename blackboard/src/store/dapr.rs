@@ -180,6 +180,16 @@ fn put_item(put: &Put) -> common::StateItem {
     state
 }
 
+/// Sets `ttlInSeconds` when the record expires.
+fn with_ttl(mut state: common::StateItem, ttl: Option<Duration>) -> common::StateItem {
+    if let Some(ttl) = ttl {
+        state
+            .metadata
+            .insert("ttlInSeconds".into(), ttl_seconds(ttl).to_string());
+    }
+    state
+}
+
 fn upsert(state: common::StateItem) -> runtime::TransactionalStateOperation {
     runtime::TransactionalStateOperation {
         operation_type: "upsert".into(),
@@ -559,13 +569,13 @@ impl SwarmStore for DaprStore {
         Box::pin(async move {
             let artifact_items: Vec<common::StateItem> = artifacts
                 .iter()
-                .map(|a| item(artifact_key(&a.id), a.to_json(), None))
+                .map(|a| with_ttl(item(artifact_key(&a.id), a.to_json(), None), a.ttl()))
                 .collect();
             let record_items: Vec<common::StateItem> = consumptions
                 .iter()
                 .map(|c| {
                     let value = serde_json::to_vec(c).expect("a consumption record serialises");
-                    item(consumption_key(c), value, None)
+                    with_ttl(item(consumption_key(c), value, None), c.ttl())
                 })
                 .collect();
             if !self.capabilities.uses_transactions() {
@@ -686,13 +696,13 @@ impl BlackboardStore for DaprStore {
         Box::pin(async move {
             let artifacts: Vec<common::StateItem> = outputs
                 .iter()
-                .map(|a| item(artifact_key(&a.id), a.to_json(), None))
+                .map(|a| with_ttl(item(artifact_key(&a.id), a.to_json(), None), a.ttl()))
                 .collect();
             let records: Vec<common::StateItem> = consumptions
                 .iter()
                 .map(|c| {
                     let value = serde_json::to_vec(c).expect("a consumption record serialises");
-                    item(consumption_key(c), value, None)
+                    with_ttl(item(consumption_key(c), value, None), c.ttl())
                 })
                 .collect();
             if self.capabilities.uses_transactions() {
@@ -816,7 +826,7 @@ impl DaprStore {
         let value = artifact.to_json();
         if !self.capabilities.etag {
             return self
-                .save(vec![item(key, value, None)])
+                .save(vec![with_ttl(item(key, value, None), artifact.ttl())])
                 .await
                 .map_err(grpc_error);
         }
@@ -829,7 +839,10 @@ impl DaprStore {
                 .map(|(_, etag)| etag)
                 .unwrap_or_default();
             match self
-                .save(vec![item(key.clone(), value.clone(), Some(etag))])
+                .save(vec![with_ttl(
+                    item(key.clone(), value.clone(), Some(etag)),
+                    artifact.ttl(),
+                )])
                 .await
             {
                 Ok(()) => return Ok(()),

@@ -58,16 +58,27 @@ impl EmbeddedStore {
     }
 
     fn set_artifact(artifact: &Artifact) -> SetRequest {
-        SetRequest::new(artifact_key(&artifact.id), artifact.to_json())
-            .content_type("application/json")
+        with_ttl(
+            SetRequest::new(artifact_key(&artifact.id), artifact.to_json())
+                .content_type("application/json"),
+            artifact.ttl(),
+        )
     }
 
     fn set_consumption(record: &Consumption) -> SetRequest {
-        SetRequest::new(
+        let request = SetRequest::new(
             consumption_key(record),
             serde_json::to_vec(record).expect("a consumption record always serialises"),
         )
-        .content_type("application/json")
+        .content_type("application/json");
+        with_ttl(request, record.ttl())
+    }
+}
+
+fn with_ttl(request: SetRequest, ttl: Option<std::time::Duration>) -> SetRequest {
+    match ttl {
+        Some(ttl) => request.ttl_in_seconds(ttl_seconds(ttl).to_string()),
+        None => request,
     }
 }
 
@@ -297,6 +308,7 @@ mod tests {
             run_id: Some("r9".into()),
             correlation_id: None,
             consumed_at: Timestamp::now(),
+            expires_at: None,
         };
         assert!(consumption_key(&record).starts_with(&consumption_prefix("a1")));
         assert!(!consumption_key(&record).starts_with(&consumption_prefix("a")));

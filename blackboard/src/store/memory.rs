@@ -108,7 +108,15 @@ impl BlackboardStore for MemoryStore {
     }
 
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Artifact>> {
-        Box::pin(async move { Ok(self.lock()?.artifacts.get(id).cloned()) })
+        Box::pin(async move {
+            let now = crate::time::Timestamp::now();
+            Ok(self
+                .lock()?
+                .artifacts
+                .get(id)
+                .filter(|a| !a.expired(now))
+                .cloned())
+        })
     }
 
     fn query<'a>(
@@ -145,11 +153,18 @@ impl BlackboardStore for MemoryStore {
 
     fn consumptions<'a>(&'a self, artifact_id: &'a str) -> StoreFuture<'a, Vec<Consumption>> {
         Box::pin(async move {
+            let now = crate::time::Timestamp::now();
             Ok(self
                 .lock()?
                 .consumptions
                 .get(artifact_id)
-                .cloned()
+                .map(|records| {
+                    records
+                        .iter()
+                        .filter(|r| r.expires_at.is_none_or(|at| at > now))
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default())
         })
     }

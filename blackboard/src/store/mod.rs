@@ -85,7 +85,8 @@ impl Filter {
         self
     }
 
-    /// Whether `artifact` passes (the reference every store's answers must equal).
+    /// Whether `artifact` passes (the reference every store's answers must equal); an
+    /// expired artifact never does.
     pub fn matches(&self, artifact: &Artifact) -> bool {
         let within = |set: &Option<BTreeSet<String>>, value: &str| {
             set.as_ref().is_none_or(|set| set.contains(value))
@@ -103,6 +104,7 @@ impl Filter {
                 .is_none_or(|tags| tags.is_subset(&artifact.tags))
             && self.start.is_none_or(|start| artifact.created_at >= start)
             && self.end.is_none_or(|end| artifact.created_at <= end)
+            && !artifact.expired(Timestamp::now())
     }
 }
 
