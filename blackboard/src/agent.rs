@@ -155,6 +155,9 @@ pub struct AgentSpec {
     pub gate: bool,
     /// A scheduled agent: one run per period in the whole swarm, without input (swarm only).
     pub every: Option<std::time::Duration>,
+    /// Runs on batches of its inputs: (most inputs per run, longest wait after a batch's
+    /// first input) (swarm only).
+    pub batch: Option<(usize, std::time::Duration)>,
     /// Runs after a failed one before the failure is final (default 0).
     pub retries: u32,
     /// The wait before the first retry; it doubles per retry, up to 30 s.
@@ -266,6 +269,16 @@ impl AgentBuilder<'_> {
         self
     }
 
+    /// Makes the agent run on batches: each artifact it consumes joins the open batch, and
+    /// the batch runs (all its artifacts as the run's inputs) when it holds `size` of them or
+    /// `max_wait` after its first one joined, whichever comes first. Every artifact is in
+    /// exactly one batch in the whole swarm; the open batch is kept in the store. Needs
+    /// [`crate::Flock::swarm`].
+    pub fn batch(mut self, size: usize, max_wait: std::time::Duration) -> Self {
+        self.spec.batch = Some((size.max(1), max_wait));
+        self
+    }
+
     /// Retries a failed run `retries` times, waiting `backoff` before the first retry and
     /// twice as long before each next one (at most 30 s). After the last, the failure is
     /// final: the run's output is one `WorkflowError` artifact (the dead letter) naming the
@@ -304,6 +317,7 @@ pub(crate) fn new_spec(name: &str) -> AgentSpec {
         prevent_self_trigger: true,
         gate: false,
         every: None,
+        batch: None,
         retries: 0,
         retry_backoff: std::time::Duration::from_millis(100),
         handler: None,

@@ -162,11 +162,13 @@ impl Flock {
                     .agents
                     .write()
                     .map_err(|_| Error::Store("agent registry lock poisoned".into()))?;
-                if inner.swarm.is_none() && (spec.gate || spec.every.is_some()) {
+                if inner.swarm.is_none()
+                    && (spec.gate || spec.every.is_some() || spec.batch.is_some())
+                {
                     return Err(Error::Agent {
                         agent: spec.name,
-                        why: "AND gates and scheduled agents keep their state in the store: \
-                              they need Flock::swarm (a swarm of one process is fine)"
+                        why: "AND gates, batches and scheduled agents keep their state in the \
+                              store: they need Flock::swarm (a swarm of one process is fine)"
                             .into(),
                     });
                 }
@@ -256,7 +258,7 @@ impl Flock {
     pub async fn run_until_idle(&self) {
         if let Some(swarm) = &self.inner.swarm {
             loop {
-                match crate::swarm::idle(swarm).await {
+                match crate::swarm::idle(&self.inner, swarm).await {
                     Ok(true) if self.inner.pending.load(Ordering::Acquire) == 0 => break,
                     Ok(_) => {}
                     Err(err) => tracing::warn!(error = %err, "swarm idle check failed"),

@@ -149,6 +149,7 @@ pub(crate) enum Unit {
     Artifact(String),
     Gate(String),
     Tick(u64),
+    Batch(u64),
 }
 
 impl Unit {
@@ -161,11 +162,30 @@ impl Unit {
                 format!("gate-{}", crate::flock::output_id(correlation, agent, 0))
             }
             Unit::Tick(k) => format!("tick-{k}"),
+            Unit::Batch(k) => format!("batch-{k}"),
         }
     }
 }
 
 type Pair = (Unit, String);
+
+fn open_batch_key(agent: &str) -> String {
+    format!("batch:{agent}:open")
+}
+
+fn sealed_batch_key(agent: &str, seq: u64) -> String {
+    format!("batch:{agent}:{seq:016}")
+}
+
+/// The open batch of an agent, and the sealed ones whose run is not known to be done.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct OpenBatch {
+    /// The sequence number the open batch will have when sealed.
+    seq: u64,
+    ids: Vec<String>,
+    opened_at_ms: u64,
+    unfinished: Vec<u64>,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Slot {
@@ -219,6 +239,8 @@ pub(crate) struct Swarm {
     expired: Mutex<BTreeSet<Pair>>,
     /// Scheduled agent → the last period this process dispatched.
     ticks: Mutex<HashMap<String, u64>>,
+    /// A batch was sealed here: check the batches at the next round.
+    batches_dirty: std::sync::atomic::AtomicBool,
     counters: Counters,
     stopped: std::sync::atomic::AtomicBool,
 }
@@ -237,6 +259,7 @@ impl Swarm {
             dispatched: Mutex::new(BTreeSet::new()),
             expired: Mutex::new(BTreeSet::new()),
             ticks: Mutex::new(HashMap::new()),
+            batches_dirty: std::sync::atomic::AtomicBool::new(false),
             counters: Counters::default(),
             stopped: std::sync::atomic::AtomicBool::new(false),
         }
@@ -536,6 +559,7 @@ pub(crate) async fn start(inner: &Arc<Inner>, swarm: &Arc<Swarm>) -> Result<usiz
         dispatched += dispatch(inner, swarm, &artifact, true).await;
     }
     dispatched += tick(inner, swarm).await;
+    dispatched += check_batches(inner, swarm).await?;
     tokio::spawn(follow(Arc::downgrade(inner), Arc::clone(swarm)));
     Ok(dispatched)
 }
@@ -564,11 +588,162 @@ async fn follow(inner: Weak<Inner>, swarm: Arc<Swarm>) {
             }
         };
         tick(&strong, &swarm).await;
+        if round.is_multiple_of(10) || swarm.batches_dirty.swap(false, Ordering::AcqRel) {
+            if let Err(err) = check_batches(&strong, &swarm).await {
+                tracing::warn!(error = %err, "swarm batch check failed");
+            }
+        }
         drop(strong);
         if !progressed {
             let _ = tokio::time::timeout(swarm.options.poll, swarm.wake.notified()).await;
         }
     }
+}
+
+/// Adds artifact `id` to the agent's open batch, once in the swarm (under the claim of
+/// `(artifact, agent)`, released in the same commit); seals the batch when it is full.
+async fn join_batch(
+    swarm: &Arc<Swarm>,
+    agent: &AgentRuntime,
+    pair: &Pair,
+    id: &str,
+    size: usize,
+) -> Result<()> {
+    let Some(held) = swarm.claim(pair, &new_id()).await? else {
+        return Ok(());
+    };
+    let key = open_batch_key(&agent.spec.name);
+    let mut backoff = Duration::from_millis(1);
+    for _ in 0..64 {
+        let Some(claim_etag) = swarm.holding(&held).await? else {
+            swarm.counters.lost.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        let found = swarm
+            .read(std::slice::from_ref(&key))
+            .await?
+            .pop()
+            .flatten();
+        let (mut open, expect) = match &found {
+            Some(v) => (
+                parse::<OpenBatch>(&key, &v.value)?,
+                Expect::Etag(v.etag.clone()),
+            ),
+            None => (OpenBatch::default(), Expect::Absent),
+        };
+        let mut puts = Vec::new();
+        if !open.ids.iter().any(|i| i == id) {
+            if open.ids.is_empty() {
+                open.opened_at_ms = now_ms();
+            }
+            open.ids.push(id.to_string());
+            if open.ids.len() >= size {
+                puts.push(seal(&agent.spec.name, &mut open));
+            }
+            puts.push(Put::new(key.clone(), json(&open), expect));
+        }
+        let done = Claim {
+            state: ClaimState::Done,
+            ..held.claim.clone()
+        };
+        puts.push(
+            Put::new(held.key.clone(), json(&done), Expect::Etag(claim_etag)).never_expires(),
+        );
+        if swarm.commit(&[], &[], &puts).await? {
+            swarm.counters.committed.fetch_add(1, Ordering::Relaxed);
+            if puts.len() == 3 {
+                // Sealed: run it soon (the follower launches unfinished batches).
+                swarm.batches_dirty.store(true, Ordering::Release);
+                swarm.wake.notify_one();
+            }
+            return Ok(());
+        }
+        // Another member changed the open batch first (or took our claim): read again.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(50));
+    }
+    Err(Error::Conflict { key, attempts: 64 })
+}
+
+/// Seals `open`: returns the write of its sealed record, and leaves `open` as the next,
+/// empty batch with the sealed one listed as unfinished.
+fn seal(agent: &str, open: &mut OpenBatch) -> Put {
+    let sealed = Slot {
+        ids: std::mem::take(&mut open.ids),
+    };
+    let put = Put::new(
+        sealed_batch_key(agent, open.seq),
+        json(&sealed),
+        Expect::Absent,
+    );
+    open.unfinished.push(open.seq);
+    open.seq += 1;
+    open.opened_at_ms = 0;
+    put
+}
+
+/// For every batch agent: seals the open batch if its wait is over, launches the sealed
+/// batches not done, and forgets those that are.
+async fn check_batches(inner: &Arc<Inner>, swarm: &Arc<Swarm>) -> Result<usize> {
+    let agents: Vec<Arc<AgentRuntime>> = inner
+        .agents
+        .read()
+        .map_err(|_| poisoned())?
+        .iter()
+        .filter(|a| a.spec.batch.is_some())
+        .cloned()
+        .collect();
+    let mut runs = 0;
+    for agent in agents {
+        let name = &agent.spec.name;
+        let (_, max_wait) = agent.spec.batch.expect("a batch agent");
+        let key = open_batch_key(name);
+        let Some(found) = swarm
+            .read(std::slice::from_ref(&key))
+            .await?
+            .pop()
+            .flatten()
+        else {
+            continue;
+        };
+        let mut open: OpenBatch = parse(&key, &found.value)?;
+        let pairs: Vec<Pair> = open
+            .unfinished
+            .iter()
+            .map(|k| (Unit::Batch(*k), name.clone()))
+            .collect();
+        let claims = swarm.claims(&pairs).await?;
+        let done: Vec<u64> = pairs
+            .iter()
+            .zip(&claims)
+            .filter(|(_, c)| c.as_ref().is_some_and(|c| c.state == ClaimState::Done))
+            .filter_map(|(p, _)| match p.0 {
+                Unit::Batch(k) => Some(k),
+                _ => None,
+            })
+            .collect();
+        for (pair, claim) in pairs.into_iter().zip(claims) {
+            if claim.is_none_or(|c| c.state != ClaimState::Done) {
+                runs += launch(inner, swarm, Arc::clone(&agent), pair.0, None).await;
+            }
+        }
+        let due =
+            !open.ids.is_empty() && open.opened_at_ms + max_wait.as_millis() as u64 <= now_ms();
+        if done.is_empty() && !due {
+            continue;
+        }
+        open.unfinished.retain(|k| !done.contains(k));
+        let mut puts = Vec::new();
+        if due {
+            puts.push(seal(name, &mut open));
+        }
+        puts.push(Put::new(key.clone(), json(&open), Expect::Etag(found.etag)));
+        // A conflict leaves it to the next check.
+        if swarm.commit(&[], &[], &puts).await? && due {
+            swarm.batches_dirty.store(true, Ordering::Release);
+        }
+    }
+    Ok(runs)
 }
 
 /// Dispatches the current period of every scheduled agent not dispatched here yet.
@@ -802,10 +977,15 @@ async fn launch(
     inner.pending.fetch_add(1, Ordering::AcqRel);
     let (inner, swarm, known) = (Arc::clone(inner), Arc::clone(swarm), known.cloned());
     tokio::spawn(async move {
-        let outcome = match inputs_of(&inner, &swarm, &agent, &pair.0, known).await {
-            Ok(Some(inputs)) => run(&inner, &swarm, &agent, &pair, &inputs).await,
-            Ok(None) => Ok(()),
-            Err(err) => Err(err),
+        let outcome = match (&pair.0, agent.spec.batch) {
+            (Unit::Artifact(id), Some((size, _))) => {
+                join_batch(&swarm, &agent, &pair, id, size).await
+            }
+            _ => match inputs_of(&inner, &swarm, &agent, &pair.0, known).await {
+                Ok(Some(inputs)) => run(&inner, &swarm, &agent, &pair, &inputs).await,
+                Ok(None) => Ok(()),
+                Err(err) => Err(err),
+            },
         };
         if let Err(err) = outcome {
             // Tried again here when its lease runs out (a claim may be left running).
@@ -848,6 +1028,28 @@ async fn inputs_of(
         },
         Unit::Gate(correlation) => gate_inputs(inner, swarm, agent, correlation).await,
         Unit::Tick(_) => Ok(Some(Vec::new())),
+        Unit::Batch(k) => {
+            let key = sealed_batch_key(&agent.spec.name, *k);
+            let Some(found) = swarm
+                .read(std::slice::from_ref(&key))
+                .await?
+                .pop()
+                .flatten()
+            else {
+                return Ok(None);
+            };
+            let ids: Vec<String> = parse::<Slot>(&key, &found.value)?.ids;
+            swarm.counters.reads.fetch_add(1, Ordering::Relaxed);
+            Ok(Some(
+                swarm
+                    .store
+                    .get_many(&ids)
+                    .await?
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            ))
+        }
     }
 }
 
@@ -963,6 +1165,10 @@ async fn run(
     };
     if swarm.append(&outputs, &consumptions, &[release]).await? {
         swarm.counters.committed.fetch_add(1, Ordering::Relaxed);
+        if matches!(pair.0, Unit::Batch(_)) {
+            // Its entry in the open record's unfinished list can go.
+            swarm.batches_dirty.store(true, Ordering::Release);
+        }
     } else {
         swarm.counters.lost.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(key = %held.key, "lease lost at commit: outputs dropped");
@@ -971,13 +1177,30 @@ async fn run(
 }
 
 /// Whether this process has nothing left to do in the swarm: no run of its own, every feed
-/// read to its head, and no claim of another process it still waits on.
-pub(crate) async fn idle(swarm: &Swarm) -> Result<bool> {
+/// read to its head, no claim of another process it still waits on, and no batch of its
+/// agents open or sealed and not done.
+pub(crate) async fn idle(inner: &Inner, swarm: &Swarm) -> Result<bool> {
     if swarm.running.load(Ordering::Acquire) > 0 {
         return Ok(false);
     }
     if !swarm.watched.lock().map_err(|_| poisoned())?.is_empty() {
         return Ok(false);
+    }
+    let batch_keys: Vec<String> = inner
+        .agents
+        .read()
+        .map_err(|_| poisoned())?
+        .iter()
+        .filter(|a| a.spec.batch.is_some())
+        .map(|a| open_batch_key(&a.spec.name))
+        .collect();
+    for (key, found) in batch_keys.iter().zip(swarm.read(&batch_keys).await?) {
+        if let Some(v) = found {
+            let open: OpenBatch = parse(key, &v.value)?;
+            if !open.ids.is_empty() || !open.unfinished.is_empty() {
+                return Ok(false);
+            }
+        }
     }
     let members = swarm.members().await?;
     let heads = swarm.heads(&members).await?;

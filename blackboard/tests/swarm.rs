@@ -401,8 +401,21 @@ fn gate_member(store: Arc<dyn SwarmStore>, name: &str, runs: &Arc<Mutex<Vec<Stri
 /// whichever member published them and in whatever order; an incomplete one does not run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_and_gate_runs_once_per_correlation_with_all_its_inputs() {
+    and_gate(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_and_gate_through_roost_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = LocalDapr::start(dir.path(), "swarm-app", COMPONENT).unwrap();
+    let store = DaprStore::connect(&stack.grpc_endpoint, "board")
+        .await
+        .unwrap();
+    and_gate(Arc::new(store)).await;
+}
+
+async fn and_gate(store: Arc<dyn SwarmStore>) {
     use roost_blackboard::PublishOptions;
-    let store: Arc<dyn SwarmStore> = Arc::new(MemoryStore::new());
     let runs: Arc<Mutex<Vec<String>>> = Arc::default();
     let a = gate_member(Arc::clone(&store), "a", &runs);
     let b = gate_member(Arc::clone(&store), "b", &runs);
@@ -735,4 +748,131 @@ async fn retention_through_roost_serve() {
         .await
         .unwrap();
     retention(Arc::new(store)).await;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Tally {
+    ns: Vec<u32>,
+}
+
+impl ArtifactType for Tally {
+    const NAME: &'static str = "swarm.Tally";
+}
+
+fn batch_member(
+    store: Arc<dyn SwarmStore>,
+    name: &str,
+    batches: &Arc<Mutex<Vec<Vec<u32>>>>,
+) -> Flock {
+    let flock = Flock::swarm(store, options(name));
+    let batches = Arc::clone(batches);
+    flock
+        .agent("collector")
+        .consumes::<Task>()
+        .batch(5, Duration::from_millis(300))
+        .publishes::<Tally>()
+        .handler(move |ctx| {
+            let batches = Arc::clone(&batches);
+            async move {
+                let mut ns: Vec<u32> = ctx
+                    .inputs
+                    .iter()
+                    .map(|i| i.payload_as::<Task>().map(|t| t.n))
+                    .collect::<Result<_, _>>()?;
+                ns.sort();
+                batches.lock().unwrap().push(ns.clone());
+                Ok(vec![Output::of(&Tally { ns })?])
+            }
+        })
+        .unwrap();
+    flock
+}
+
+/// Batches by count and by time: every artifact in exactly one batch in the swarm, full
+/// batches at once, the rest after the wait; the open batch survives its members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_by_count_and_by_time_hold_each_artifact_once() {
+    batches(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_through_roost_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = LocalDapr::start(dir.path(), "swarm-app", COMPONENT).unwrap();
+    let store = DaprStore::connect(&stack.grpc_endpoint, "board")
+        .await
+        .unwrap();
+    batches(Arc::new(store)).await;
+}
+
+async fn batches(store: Arc<dyn SwarmStore>) {
+    let batches: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
+    let a = batch_member(Arc::clone(&store), "a", &batches);
+    let b = batch_member(Arc::clone(&store), "b", &batches);
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    for n in 0..12u32 {
+        [&a, &b][(n % 2) as usize]
+            .publish(&Task { n })
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(30), async {
+        a.run_until_idle().await;
+        b.run_until_idle().await;
+    })
+    .await
+    .expect("idle");
+    let mut ran = batches.lock().unwrap().clone();
+    let mut sizes: Vec<usize> = ran.iter().map(Vec::len).collect();
+    sizes.sort();
+    assert_eq!(sizes, vec![2, 5, 5], "{ran:?}");
+    let mut all: Vec<u32> = ran.iter().flatten().copied().collect();
+    all.sort();
+    assert_eq!(
+        all,
+        (0..12).collect::<Vec<_>>(),
+        "each task in one batch: {ran:?}"
+    );
+    assert_eq!(store.list_by_type(Tally::NAME).await.unwrap().len(), 3);
+    for task in store.list_by_type(Task::NAME).await.unwrap() {
+        let consumed = store.consumptions(&task.id).await.unwrap();
+        assert_eq!(consumed.len(), 1, "{task:?}");
+    }
+    // The open batch lives in the store: three tasks joined it under member a, which stops;
+    // member c adds two and runs the full batch of five.
+    a.stop();
+    b.stop();
+    batches.lock().unwrap().clear();
+    let a2 = Flock::swarm(Arc::clone(&store), options("a"));
+    a2.agent("collector")
+        .consumes::<Task>()
+        .batch(5, Duration::from_secs(3600))
+        .publishes::<Tally>()
+        .handler(|_| async { Ok(vec![]) })
+        .unwrap();
+    // a2 joins tasks to the batch but never gets to run it (the wait is an hour).
+    a2.start().await.unwrap();
+    for n in 100..103u32 {
+        a2.publish(&Task { n }).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a2.swarm_stats().unwrap().committed < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "tasks never joined");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a2.stop();
+    ran = Vec::new();
+    assert!(batches.lock().unwrap().is_empty());
+    let c = batch_member(Arc::clone(&store), "c", &batches);
+    c.start().await.unwrap();
+    for n in 103..105u32 {
+        c.publish(&Task { n }).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(30), c.run_until_idle())
+        .await
+        .expect("idle");
+    ran.extend(batches.lock().unwrap().iter().cloned());
+    assert_eq!(ran, vec![(100..105).collect::<Vec<u32>>()]);
+    c.stop();
 }
