@@ -588,10 +588,10 @@ async fn follow(inner: Weak<Inner>, swarm: Arc<Swarm>) {
             }
         };
         tick(&strong, &swarm).await;
-        if round.is_multiple_of(10) || swarm.batches_dirty.swap(false, Ordering::AcqRel) {
-            if let Err(err) = check_batches(&strong, &swarm).await {
-                tracing::warn!(error = %err, "swarm batch check failed");
-            }
+        if (round.is_multiple_of(10) || swarm.batches_dirty.swap(false, Ordering::AcqRel))
+            && let Err(err) = check_batches(&strong, &swarm).await
+        {
+            tracing::warn!(error = %err, "swarm batch check failed");
         }
         drop(strong);
         if !progressed {
