@@ -876,3 +876,61 @@ async fn batches(store: Arc<dyn SwarmStore>) {
     assert_eq!(ran, vec![(100..105).collect::<Vec<u32>>()]);
     c.stop();
 }
+
+/// Back-pressure: a member never runs more than `max_in_flight` handlers at once (all agents
+/// together), nor more than an agent's `max_concurrency` of one agent; the rest wait in the
+/// feed, not as tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_runs_at_most_its_in_flight_limit() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let store: Arc<dyn SwarmStore> = Arc::new(MemoryStore::new());
+    let flock = Flock::swarm(Arc::clone(&store), options("bounded").max_in_flight(3));
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let planner_now = Arc::new(AtomicUsize::new(0));
+    let planner_peak = Arc::new(AtomicUsize::new(0));
+    for (agent, limit) in [("planner", 2usize), ("auditor", 8)] {
+        let (now, peak) = (Arc::clone(&now), Arc::clone(&peak));
+        let (pn, pp) = (Arc::clone(&planner_now), Arc::clone(&planner_peak));
+        let is_planner = agent == "planner";
+        flock
+            .agent(agent)
+            .consumes::<Task>()
+            .max_concurrency(limit)
+            .handler(move |_| {
+                let (now, peak, pn, pp) = (
+                    Arc::clone(&now),
+                    Arc::clone(&peak),
+                    Arc::clone(&pn),
+                    Arc::clone(&pp),
+                );
+                async move {
+                    peak.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    if is_planner {
+                        pp.fetch_max(pn.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    if is_planner {
+                        pn.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    Ok(vec![])
+                }
+            })
+            .unwrap();
+    }
+    flock.start().await.unwrap();
+    for n in 0..20 {
+        flock.publish(&Task { n }).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(60), flock.run_until_idle())
+        .await
+        .expect("idle");
+    assert_eq!(flock.swarm_stats().unwrap().committed, 40);
+    assert_eq!(peak.load(Ordering::SeqCst), 3, "all agents together");
+    assert!(
+        planner_peak.load(Ordering::SeqCst) <= 2,
+        "one agent's limit"
+    );
+    flock.stop();
+}
