@@ -1,7 +1,8 @@
-//! A swarm of three processes (`roost-blackboard`'s `swarm` example, the band pipeline) on one
-//! store, killed with SIGKILL at random moments and restarted, must still produce exactly one
-//! output per input and stage, with the right lineage, and one consumption record per input
-//! and agent. Run on:
+//! A swarm of three processes (`roost-blackboard`'s `swarm` example: the band pipeline, an AND
+//! gate and a batching stage) on one store, killed with SIGKILL at random moments and
+//! restarted, must still produce exactly one output per input and stage, with the right
+//! lineage, one consumption record per input and agent, and every copy in exactly one batch.
+//! Run on:
 //! - `roost serve` shared over its socket, each process with a `roost-sidecar` of its own;
 //! - an unmodified daprd per process, on Roost (pluggable), Redis and PostgreSQL (v2).
 //!
@@ -129,7 +130,7 @@ fn chaos(backend: &str, endpoints: Vec<String>) {
     // run: its retry is the caller's). Wait for the last stage.
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
-        let done = count(&store, &rt, "MarketingCopy");
+        let done = count(&store, &rt, "Review").min(in_playlists(&store, &rt));
         if done >= INPUTS as usize {
             break;
         }
@@ -151,7 +152,7 @@ fn chaos(backend: &str, endpoints: Vec<String>) {
     let mut reports: Vec<serde_json::Value> = slots.iter_mut().flat_map(|s| s.finish()).collect();
     reports.extend(publisher.finish());
     eprintln!(
-        "{backend}: {INPUTS} inputs × 3 stages in {:.1} s with {kills} kills; the last report \
+        "{backend}: {INPUTS} inputs × 5 stages in {:.1} s with {kills} kills; the last report \
          of each process:",
         elapsed.as_secs_f64()
     );
@@ -170,16 +171,18 @@ fn chaos(backend: &str, endpoints: Vec<String>) {
 }
 
 /// One artifact per stage and input, the right producer and lineage, one consumption record
-/// per input and agent.
+/// per input and agent; one review per input (the AND gate) and every copy in exactly one
+/// playlist (the batches).
 fn check_board(backend: &str, store: &DaprStore, rt: &tokio::runtime::Runtime) {
-    let stages = [
-        ("BandConcept", "external", Some("talent_scout")),
-        ("BandLineup", "talent_scout", Some("music_producer")),
-        ("Album", "music_producer", Some("marketing_guru")),
-        ("MarketingCopy", "marketing_guru", None),
+    let stages: [(&str, &str, &[&str]); 5] = [
+        ("BandConcept", "external", &["talent_scout"]),
+        ("BandLineup", "talent_scout", &["music_producer"]),
+        ("Album", "music_producer", &["critic", "marketing_guru"]),
+        ("MarketingCopy", "marketing_guru", &["critic", "curator"]),
+        ("Review", "critic", &[]),
     ];
     let mut by_correlation: HashMap<String, HashMap<&str, Artifact>> = HashMap::new();
-    for (type_name, producer, consumer) in stages {
+    for (type_name, producer, consumers) in stages {
         let artifacts = rt.block_on(store.list_by_type(type_name)).unwrap();
         assert_eq!(
             artifacts.len(),
@@ -189,18 +192,14 @@ fn check_board(backend: &str, store: &DaprStore, rt: &tokio::runtime::Runtime) {
         );
         for artifact in artifacts {
             assert_eq!(artifact.produced_by, producer, "{backend}: {artifact:?}");
-            if let Some(consumer) = consumer {
-                let records = rt.block_on(store.consumptions(&artifact.id)).unwrap();
-                assert_eq!(
-                    records
-                        .iter()
-                        .map(|r| r.consumer.as_str())
-                        .collect::<Vec<_>>(),
-                    vec![consumer],
-                    "{backend}: consumption records of {type_name} {}",
-                    artifact.id
-                );
-            }
+            let records = rt.block_on(store.consumptions(&artifact.id)).unwrap();
+            let mut by: Vec<&str> = records.iter().map(|r| r.consumer.as_str()).collect();
+            by.sort();
+            assert_eq!(
+                by, consumers,
+                "{backend}: consumption records of {type_name} {}",
+                artifact.id
+            );
             let correlation = artifact.correlation_id.clone().expect("a correlation id");
             let previous = by_correlation
                 .entry(correlation.clone())
@@ -213,6 +212,7 @@ fn check_board(backend: &str, store: &DaprStore, rt: &tokio::runtime::Runtime) {
         }
     }
     assert_eq!(by_correlation.len(), INPUTS as usize, "{backend}");
+    let mut taglines = Vec::new();
     for (correlation, chain) in &by_correlation {
         let field = |t: &str, f: &str| chain[t].payload[f].as_str().unwrap_or_default().to_string();
         let vibe = field("BandConcept", "vibe");
@@ -228,12 +228,53 @@ fn check_board(backend: &str, store: &DaprStore, rt: &tokio::runtime::Runtime) {
             format!("{} NIGHTS", band.to_uppercase()),
             "{backend}"
         );
+        let tagline = field("MarketingCopy", "billboard_tagline");
         assert_eq!(
-            field("MarketingCopy", "billboard_tagline"),
+            tagline,
             format!("{title}: out now"),
             "{backend}: {correlation}"
         );
+        assert_eq!(
+            field("Review", "album_title"),
+            title,
+            "{backend}: {correlation}"
+        );
+        assert_eq!(
+            field("Review", "tagline"),
+            tagline,
+            "{backend}: {correlation}"
+        );
+        taglines.push(tagline);
     }
+    let mut in_playlists: Vec<String> = Vec::new();
+    for playlist in rt.block_on(store.list_by_type("Playlist")).unwrap() {
+        let listed = playlist.payload["taglines"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            !listed.is_empty() && listed.len() <= 10,
+            "{backend}: {playlist:?}"
+        );
+        in_playlists.extend(listed.iter().filter_map(|t| t.as_str().map(String::from)));
+    }
+    taglines.sort();
+    in_playlists.sort();
+    assert_eq!(
+        in_playlists, taglines,
+        "{backend}: every copy in exactly one playlist"
+    );
+}
+
+/// Copies placed in playlists so far.
+fn in_playlists(store: &DaprStore, rt: &tokio::runtime::Runtime) -> usize {
+    rt.block_on(store.list_by_type("Playlist"))
+        .map(|ps| {
+            ps.iter()
+                .map(|p| p.payload["taglines"].as_array().map_or(0, Vec::len))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 #[test]

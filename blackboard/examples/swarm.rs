@@ -1,17 +1,19 @@
-//! One member of a band-pipeline swarm: run it in several processes on one Dapr state store
+//! One member of a band-pipeline swarm (the band example's three agents, plus `critic`, an
+//! AND gate on an album and its copy, and `curator`, which batches copies ten at a time): run it in several processes on one Dapr state store
 //! and they share the work, each (artifact, agent) running once in the whole swarm.
 //!
 //! ```text
 //! DAPR_GRPC_ENDPOINT=http://127.0.0.1:50001 \
 //!   cargo run -p roost-blackboard --example swarm -- --member w1 [--dapr-store statestore]
 //!   [--work-ms 20] [--lease-ms 3000] [--poll-ms 20] [--in-flight 16] [--report-ms 1000]
-//!   [--publish N --prefix P [--every-ms M]] [--no-agents] [--raw-delays] [--lifetime-s 600]
+//!   [--publish N --prefix P [--every-ms M]] [--no-agents] [--band-only] [--raw-delays] [--lifetime-s 600]
 //! ```
 //!
 //! It prints `ready` once it follows the swarm, then a JSON line every `--report-ms`: the
 //! member's counters and the delays from an input's creation to its handler starting here.
 //! `--publish N` publishes N BandConcepts (correlation ids `P-0` … `P-{N-1}`), one every
-//! `--every-ms`; `--no-agents` makes a member that only publishes; `--raw-delays` adds every delay to the report. It stops when its standard input closes or after `--lifetime-s`.
+//! `--every-ms`; `--no-agents` makes a member that only publishes; `--band-only` leaves out `critic` and `curator`; `--raw-delays` adds every delay to the
+//! report. It stops when its standard input closes or after `--lifetime-s`.
 
 #[path = "shared/band_pipeline.rs"]
 mod band_pipeline;
@@ -19,7 +21,7 @@ mod band_pipeline;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use band_pipeline::{BandConcept, register, take_trigger_delays};
+use band_pipeline::{BandConcept, register, register_swarm_stages, take_trigger_delays};
 use roost_blackboard::{DaprStore, Flock, PublishOptions, SwarmOptions};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
@@ -38,6 +40,7 @@ struct Args {
     lifetime: Duration,
     agents: bool,
     raw_delays: bool,
+    extra_stages: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -55,6 +58,7 @@ fn parse() -> Result<Args, String> {
         lifetime: Duration::from_secs(600),
         agents: true,
         raw_delays: false,
+        extra_stages: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -79,6 +83,7 @@ fn parse() -> Result<Args, String> {
             "--prefix" => args.prefix = value()?,
             "--no-agents" => args.agents = false,
             "--raw-delays" => args.raw_delays = true,
+            "--band-only" => args.extra_stages = false,
             "--lifetime-s" => {
                 args.lifetime =
                     Duration::from_secs(value()?.parse().map_err(|e| format!("{flag}: {e}"))?)
@@ -121,7 +126,13 @@ async fn main() -> ExitCode {
         .max_in_flight(args.in_flight);
     let flock = Flock::swarm(store, options);
     if args.agents
-        && let Err(err) = register(&flock, args.work)
+        && let Err(err) = register(&flock, args.work).and_then(|()| {
+            if args.extra_stages {
+                register_swarm_stages(&flock, args.work)
+            } else {
+                Ok(())
+            }
+        })
     {
         eprintln!("swarm: {err}");
         return ExitCode::FAILURE;

@@ -173,8 +173,12 @@ fn open_batch_key(agent: &str) -> String {
     format!("batch:{agent}:open")
 }
 
-fn sealed_batch_key(agent: &str, seq: u64) -> String {
-    format!("batch:{agent}:{seq:016}")
+/// A sealed batch's record. The token makes each sealing attempt's record its own: on a
+/// store without transactions the record is written before the open record's
+/// compare-and-set decides which attempt sealed the batch, and a losing attempt must not
+/// overwrite the winner's.
+fn sealed_batch_key(agent: &str, seq: u64, token: &str) -> String {
+    format!("batch:{agent}:{seq:016}:{token}")
 }
 
 /// The open batch of an agent, and the sealed ones whose run is not known to be done.
@@ -184,7 +188,18 @@ struct OpenBatch {
     seq: u64,
     ids: Vec<String>,
     opened_at_ms: u64,
-    unfinished: Vec<u64>,
+    /// Sealed batches whose run is not known to be done: (sequence number, token of its
+    /// sealed record).
+    unfinished: Vec<(u64, String)>,
+}
+
+impl OpenBatch {
+    fn token_of(&self, seq: u64) -> Option<&str> {
+        self.unfinished
+            .iter()
+            .find(|(k, _)| *k == seq)
+            .map(|(_, t)| t.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -632,11 +647,13 @@ async fn join_batch(
             None => (OpenBatch::default(), Expect::Absent),
         };
         let mut puts = Vec::new();
-        if !open.ids.iter().any(|i| i == id) {
+        if !joined(swarm, &agent.spec.name, &open, id).await? {
             if open.ids.is_empty() {
                 open.opened_at_ms = now_ms();
             }
             open.ids.push(id.to_string());
+            // The sealed record (if full) first, then the open record's compare-and-set,
+            // which decides; the claim's release last.
             if open.ids.len() >= size {
                 puts.push(seal(&agent.spec.name, &mut open));
             }
@@ -665,18 +682,44 @@ async fn join_batch(
     Err(Error::Conflict { key, attempts: 64 })
 }
 
+/// Whether `id` is in the open batch or in a sealed one not done yet (a join repeated after
+/// a crash between the open record's write and the claim's release, on a store without
+/// transactions).
+async fn joined(swarm: &Swarm, agent: &str, open: &OpenBatch, id: &str) -> Result<bool> {
+    if open.ids.iter().any(|i| i == id) {
+        return Ok(true);
+    }
+    if swarm.store.atomic() || open.unfinished.is_empty() {
+        return Ok(false);
+    }
+    let keys: Vec<String> = open
+        .unfinished
+        .iter()
+        .map(|(k, token)| sealed_batch_key(agent, *k, token))
+        .collect();
+    for (key, found) in keys.iter().zip(swarm.read(&keys).await?) {
+        if let Some(v) = found
+            && parse::<Slot>(key, &v.value)?.ids.iter().any(|i| i == id)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Seals `open`: returns the write of its sealed record, and leaves `open` as the next,
 /// empty batch with the sealed one listed as unfinished.
 fn seal(agent: &str, open: &mut OpenBatch) -> Put {
     let sealed = Slot {
         ids: std::mem::take(&mut open.ids),
     };
+    let token = new_id();
     let put = Put::new(
-        sealed_batch_key(agent, open.seq),
+        sealed_batch_key(agent, open.seq, &token),
         json(&sealed),
         Expect::Absent,
     );
-    open.unfinished.push(open.seq);
+    open.unfinished.push((open.seq, token));
     open.seq += 1;
     open.opened_at_ms = 0;
     put
@@ -710,7 +753,7 @@ async fn check_batches(inner: &Arc<Inner>, swarm: &Arc<Swarm>) -> Result<usize> 
         let pairs: Vec<Pair> = open
             .unfinished
             .iter()
-            .map(|k| (Unit::Batch(*k), name.clone()))
+            .map(|(k, _)| (Unit::Batch(*k), name.clone()))
             .collect();
         let claims = swarm.claims(&pairs).await?;
         let done: Vec<u64> = pairs
@@ -732,7 +775,7 @@ async fn check_batches(inner: &Arc<Inner>, swarm: &Arc<Swarm>) -> Result<usize> 
         if done.is_empty() && !due {
             continue;
         }
-        open.unfinished.retain(|k| !done.contains(k));
+        open.unfinished.retain(|(k, _)| !done.contains(k));
         let mut puts = Vec::new();
         if due {
             puts.push(seal(name, &mut open));
@@ -1029,7 +1072,22 @@ async fn inputs_of(
         Unit::Gate(correlation) => gate_inputs(inner, swarm, agent, correlation).await,
         Unit::Tick(_) => Ok(Some(Vec::new())),
         Unit::Batch(k) => {
-            let key = sealed_batch_key(&agent.spec.name, *k);
+            let name = &agent.spec.name;
+            let open_key = open_batch_key(name);
+            let Some(found) = swarm
+                .read(std::slice::from_ref(&open_key))
+                .await?
+                .pop()
+                .flatten()
+            else {
+                return Ok(None);
+            };
+            let open: OpenBatch = parse(&open_key, &found.value)?;
+            // Not listed: its run is done (and the open record says so).
+            let Some(token) = open.token_of(*k) else {
+                return Ok(None);
+            };
+            let key = sealed_batch_key(name, *k, token);
             let Some(found) = swarm
                 .read(std::slice::from_ref(&key))
                 .await?

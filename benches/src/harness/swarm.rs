@@ -329,7 +329,10 @@ pub fn measure(
         Ok(())
     };
     // Throughput.
-    let mut workers = phase("t", &["--work-ms", "0", "--report-ms", "200"])?;
+    let mut workers = phase(
+        "t",
+        &["--work-ms", "0", "--report-ms", "200", "--band-only"],
+    )?;
     let mut publisher = Worker::new("tpub", &backend.endpoints[0]);
     let started = Instant::now();
     publisher.spawn(
@@ -351,7 +354,14 @@ pub fn measure(
     // Idle cost, then trigger delays.
     let mut workers = phase(
         "l",
-        &["--work-ms", "0", "--report-ms", "100", "--raw-delays"],
+        &[
+            "--work-ms",
+            "0",
+            "--report-ms",
+            "100",
+            "--raw-delays",
+            "--band-only",
+        ],
     )?;
     std::thread::sleep(Duration::from_millis(500));
     let reads = |ws: &[Worker]| -> u64 {

@@ -245,3 +245,61 @@ pub fn capitalise(word: &str) -> String {
         .map(|c| c.to_uppercase().collect::<String>() + chars.as_str())
         .unwrap_or_default()
 }
+
+/// A critic's verdict on an album and its launch copy (an AND gate's output).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Review {
+    pub album_title: String,
+    pub tagline: String,
+}
+
+impl ArtifactType for Review {
+    const NAME: &'static str = "Review";
+}
+
+/// A playlist of launch copies (a batch's output).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Playlist {
+    pub taglines: Vec<String>,
+}
+
+impl ArtifactType for Playlist {
+    const NAME: &'static str = "Playlist";
+}
+
+/// The swarm's extra stages (they need `Flock::swarm`): `critic`, an AND gate on an album and
+/// its marketing copy (same correlation id), and `curator`, which batches launch copies ten
+/// at a time (or after half a second).
+#[allow(dead_code)]
+pub fn register_swarm_stages(flock: &Flock, work: Duration) -> Result<(), roost_blackboard::Error> {
+    flock
+        .agent("critic")
+        .description("Reviews an album together with its launch copy")
+        .consumes::<Album>()
+        .and::<MarketingCopy>()
+        .publishes::<Review>()
+        .handler(move |ctx| async move {
+            let album: Album = ctx.input()?;
+            let copy: MarketingCopy = ctx.input()?;
+            tokio::time::sleep(work).await;
+            Ok(vec![Output::of(&Review {
+                album_title: album.title,
+                tagline: copy.billboard_tagline,
+            })?])
+        })?;
+    flock
+        .agent("curator")
+        .description("Puts launch copies into playlists")
+        .consumes::<MarketingCopy>()
+        .batch(10, Duration::from_millis(500))
+        .publishes::<Playlist>()
+        .handler(move |ctx| async move {
+            tokio::time::sleep(work).await;
+            let mut taglines = Vec::new();
+            for input in &ctx.inputs {
+                taglines.push(input.payload_as::<MarketingCopy>()?.billboard_tagline);
+            }
+            Ok(vec![Output::of(&Playlist { taglines })?])
+        })?;
+    Ok(())
+}

@@ -29,6 +29,7 @@
 //! | --- | --- |
 //! | `index:types` | every artifact type name published |
 //! | `index:type:{type}` | the ids of the artifacts of that type |
+//! | `index:correlation:{id}` | the ids of the artifacts with that correlation id |
 //! | `index:consumptions:{artifact id}` | the keys of that artifact's consumption records |
 //!
 //! A query reads the index records of the filter's types (or of every type), gets the
@@ -55,7 +56,7 @@ use tonic::transport::Channel;
 
 use super::{
     BlackboardStore, Expect, Filter, Page, Put, StoreFuture, SwarmStore, Versioned, artifact_key,
-    consumption_key, consumption_prefix, expectation_holds, page_of, ttl_seconds,
+    consumption_key, consumption_prefix, expectation_holds, live, page_of, ttl_seconds,
 };
 use crate::artifact::{Artifact, Consumption};
 use crate::error::{Error, Result};
@@ -93,6 +94,10 @@ fn type_index(type_name: &str) -> String {
     format!("index:type:{type_name}")
 }
 
+fn correlation_index(correlation_id: &str) -> String {
+    format!("index:correlation:{correlation_id}")
+}
+
 fn consumption_index(artifact_id: &str) -> String {
     format!("index:consumptions:{artifact_id}")
 }
@@ -112,6 +117,12 @@ fn index_entries(
             .entry(type_index(&a.type_name))
             .or_default()
             .insert(a.id.clone());
+        if let Some(correlation) = &a.correlation_id {
+            entries
+                .entry(correlation_index(correlation))
+                .or_default()
+                .insert(a.id.clone());
+        }
     }
     for c in records {
         entries
@@ -135,6 +146,13 @@ pub struct DaprStore {
 
 fn grpc_error(status: tonic::Status) -> Error {
     Error::Store(format!("{:?}: {}", status.code(), status.message()))
+}
+
+/// Whether a failed write may be an etag or first-write conflict: `ABORTED`, or `INTERNAL`,
+/// which is how daprd reports one inside a transaction and how Dapr's Redis store reports
+/// every one (a script error). The callers re-read before they try again.
+fn may_be_conflict(status: &tonic::Status) -> bool {
+    matches!(status.code(), tonic::Code::Aborted | tonic::Code::Internal)
 }
 
 fn json_metadata() -> HashMap<String, String> {
@@ -355,13 +373,11 @@ impl DaprStore {
                 let etag = self.capabilities.etag.then_some(etag);
                 match self.save(vec![item(key.clone(), value, etag)]).await {
                     Ok(()) => break,
-                    Err(status)
-                        if status.code() == tonic::Code::Aborted && attempt < MAX_ATTEMPTS =>
-                    {
+                    Err(status) if may_be_conflict(&status) && attempt < MAX_ATTEMPTS => {
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_millis(200));
                     }
-                    Err(status) if status.code() == tonic::Code::Aborted => {
+                    Err(status) if may_be_conflict(&status) => {
                         return Err(Error::Conflict {
                             key,
                             attempts: MAX_ATTEMPTS,
@@ -670,7 +686,12 @@ impl SwarmStore for DaprStore {
             SwarmStore::read(self, &keys)
                 .await?
                 .into_iter()
-                .map(|found| found.map(|v| Artifact::from_json(&v.value)).transpose())
+                .map(|found| {
+                    found
+                        .map(|v| Artifact::from_json(&v.value))
+                        .transpose()
+                        .map(|a| a.and_then(live))
+                })
                 .collect()
         })
     }
@@ -725,7 +746,7 @@ impl BlackboardStore for DaprStore {
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Artifact>> {
         Box::pin(async move {
             match self.get_raw(artifact_key(id)).await? {
-                Some((data, _)) => Ok(Some(Artifact::from_json(&data)?)),
+                Some((data, _)) => Ok(live(Artifact::from_json(&data)?)),
                 None => Ok(None),
             }
         })
@@ -741,18 +762,28 @@ impl BlackboardStore for DaprStore {
             let rows = if self.capabilities.query {
                 self.query_all(pushed_filter(filter)).await?
             } else {
-                let types = match &filter.type_names {
-                    Some(types) => types.clone(),
-                    None => self.index_members(TYPES_INDEX).await?,
-                };
                 let mut keys = Vec::new();
-                for type_name in &types {
+                if let Some(correlation) = &filter.correlation_id {
+                    // One correlation's artifacts: its own index record, not the types'.
                     keys.extend(
-                        self.index_members(&type_index(type_name))
+                        self.index_members(&correlation_index(correlation))
                             .await?
                             .iter()
                             .map(|id| artifact_key(id)),
                     );
+                } else {
+                    let types = match &filter.type_names {
+                        Some(types) => types.clone(),
+                        None => self.index_members(TYPES_INDEX).await?,
+                    };
+                    for type_name in &types {
+                        keys.extend(
+                            self.index_members(&type_index(type_name))
+                                .await?
+                                .iter()
+                                .map(|id| artifact_key(id)),
+                        );
+                    }
                 }
                 self.bulk_get(keys).await?
             };
@@ -846,7 +877,7 @@ impl DaprStore {
                 .await
             {
                 Ok(()) => return Ok(()),
-                Err(status) if status.code() == tonic::Code::Aborted => {
+                Err(status) if may_be_conflict(&status) => {
                     tracing::debug!(%key, attempt, "etag conflict on publish: retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(200));

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use super::{
     BlackboardStore, Expect, Filter, Page, Put, StoreFuture, SwarmStore, Versioned, artifact_key,
-    consumption_key, consumption_prefix, page_of, ttl_seconds,
+    consumption_key, consumption_prefix, live, page_of, ttl_seconds,
 };
 use crate::artifact::{Artifact, Consumption};
 use crate::error::{Error, Result};
@@ -157,7 +157,7 @@ impl BlackboardStore for EmbeddedStore {
     fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Artifact>> {
         Box::pin(async move {
             match self.db.get(artifact_key(id)).await? {
-                Some(record) => Ok(Some(Artifact::from_json(&record.value)?)),
+                Some(record) => Ok(live(Artifact::from_json(&record.value)?)),
                 None => Ok(None),
             }
         })
@@ -289,7 +289,12 @@ impl SwarmStore for EmbeddedStore {
             SwarmStore::read(self, &keys)
                 .await?
                 .into_iter()
-                .map(|found| found.map(|v| Artifact::from_json(&v.value)).transpose())
+                .map(|found| {
+                    found
+                        .map(|v| Artifact::from_json(&v.value))
+                        .transpose()
+                        .map(|a| a.and_then(live))
+                })
                 .collect()
         })
     }

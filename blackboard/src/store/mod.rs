@@ -320,6 +320,11 @@ pub fn page_of(mut selected: Vec<Artifact>, limit: usize, offset: usize) -> Page
     Page { artifacts, total }
 }
 
+/// `artifact` unless it has expired (for stores whose TTL may lag, or that have none).
+pub(crate) fn live(artifact: Artifact) -> Option<Artifact> {
+    (!artifact.expired(Timestamp::now())).then_some(artifact)
+}
+
 /// A shared store is a store: several flocks (swarm members in one process, tests) can hold
 /// one.
 impl<T: BlackboardStore + ?Sized> BlackboardStore for std::sync::Arc<T> {
