@@ -934,3 +934,40 @@ async fn a_member_runs_at_most_its_in_flight_limit() {
     );
     flock.stop();
 }
+
+/// The circuit breaker in a swarm member: a self-triggering agent stops after
+/// `max_agent_iterations` runs of this process between idle points, and starts again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_breaker_bounds_a_self_triggering_agent_in_a_swarm() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let store: Arc<dyn SwarmStore> = Arc::new(MemoryStore::new());
+    let flock = Flock::swarm(Arc::clone(&store), options("loop")).max_agent_iterations(5);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    flock
+        .agent("echo")
+        .consumes::<Task>()
+        .publishes::<Task>()
+        .prevent_self_trigger(false)
+        .handler(move |ctx| {
+            let runs = Arc::clone(&counted);
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let task: Task = ctx.input()?;
+                Ok(vec![Output::of(&Task { n: task.n + 1 })?])
+            }
+        })
+        .unwrap();
+    flock.start().await.unwrap();
+    flock.publish(&Task { n: 0 }).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), flock.run_until_idle())
+        .await
+        .expect("idle");
+    assert_eq!(runs.load(Ordering::SeqCst), 5);
+    flock.publish(&Task { n: 100 }).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), flock.run_until_idle())
+        .await
+        .expect("idle");
+    assert_eq!(runs.load(Ordering::SeqCst), 10);
+    flock.stop();
+}
