@@ -12,22 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use roost_bench::harness::servers::{PostgresServer, RedisPersistence, RedisServer, RoostServer};
+use roost_bench::harness::swarm::{built_example, skip};
 use roost_bench::harness::targets::daprd::component_yaml;
 use roost_sidecar::daprd::{DaprdOptions, DaprdProcess, find_daprd};
 
 /// The band example as `cargo test` builds it, next to this test's binary.
 fn band_example() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("examples").join("band");
-    path.is_file().then_some(path)
-}
-
-fn skip(why: &str) {
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run this test: {why}"
-    );
-    eprintln!("skipped: {why}");
+    built_example("band")
 }
 
 /// Runs the band example against daprd in front of `yaml`; returns its output.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use roost_bench::harness::servers::{PostgresServer, RedisPersistence, RedisServer, RoostServer};
-use roost_bench::harness::swarm::{Worker, count, daprd_fronts, roost_yaml};
+use roost_bench::harness::swarm::{Worker, built_example, count, daprd_fronts, roost_yaml, skip};
 use roost_bench::harness::targets::daprd::component_yaml;
 use roost_blackboard::{Artifact, BlackboardStore, DaprStore};
 use roost_sidecar::daprd::{DaprdProcess, find_daprd};
@@ -25,17 +25,7 @@ const WORKERS: usize = 3;
 const INPUTS: u32 = 240;
 
 fn swarm_example() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("examples").join("swarm");
-    path.is_file().then_some(path)
-}
-
-fn skip(why: &str) {
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run this test: {why}"
-    );
-    eprintln!("skipped: {why}");
+    built_example("swarm")
 }
 
 /// A small xorshift: the kills are random but replayable.

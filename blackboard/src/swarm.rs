@@ -181,6 +181,20 @@ fn sealed_batch_key(agent: &str, seq: u64, token: &str) -> String {
     format!("batch:{agent}:{seq:016}:{token}")
 }
 
+/// The agent's open batch record and its etag, if it has one.
+async fn read_open_batch(swarm: &Swarm, agent: &str) -> Result<Option<(OpenBatch, String)>> {
+    let key = open_batch_key(agent);
+    match swarm
+        .read(std::slice::from_ref(&key))
+        .await?
+        .pop()
+        .flatten()
+    {
+        Some(v) => Ok(Some((parse(&key, &v.value)?, v.etag))),
+        None => Ok(None),
+    }
+}
+
 /// The open batch of an agent, and the sealed ones whose run is not known to be done.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct OpenBatch {
@@ -634,16 +648,8 @@ async fn join_batch(
             swarm.counters.lost.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         };
-        let found = swarm
-            .read(std::slice::from_ref(&key))
-            .await?
-            .pop()
-            .flatten();
-        let (mut open, expect) = match &found {
-            Some(v) => (
-                parse::<OpenBatch>(&key, &v.value)?,
-                Expect::Etag(v.etag.clone()),
-            ),
+        let (mut open, expect) = match read_open_batch(swarm, &agent.spec.name).await? {
+            Some((open, etag)) => (open, Expect::Etag(etag)),
             None => (OpenBatch::default(), Expect::Absent),
         };
         let mut puts = Vec::new();
@@ -741,15 +747,9 @@ async fn check_batches(inner: &Arc<Inner>, swarm: &Arc<Swarm>) -> Result<usize> 
         let name = &agent.spec.name;
         let (_, max_wait) = agent.spec.batch.expect("a batch agent");
         let key = open_batch_key(name);
-        let Some(found) = swarm
-            .read(std::slice::from_ref(&key))
-            .await?
-            .pop()
-            .flatten()
-        else {
+        let Some((mut open, etag)) = read_open_batch(swarm, name).await? else {
             continue;
         };
-        let mut open: OpenBatch = parse(&key, &found.value)?;
         let pairs: Vec<Pair> = open
             .unfinished
             .iter()
@@ -780,7 +780,7 @@ async fn check_batches(inner: &Arc<Inner>, swarm: &Arc<Swarm>) -> Result<usize> 
         if due {
             puts.push(seal(name, &mut open));
         }
-        puts.push(Put::new(key.clone(), json(&open), Expect::Etag(found.etag)));
+        puts.push(Put::new(key.clone(), json(&open), Expect::Etag(etag)));
         // A conflict leaves it to the next check.
         if swarm.commit(&[], &[], &puts).await? && due {
             swarm.batches_dirty.store(true, Ordering::Release);
@@ -1073,16 +1073,9 @@ async fn inputs_of(
         Unit::Tick(_) => Ok(Some(Vec::new())),
         Unit::Batch(k) => {
             let name = &agent.spec.name;
-            let open_key = open_batch_key(name);
-            let Some(found) = swarm
-                .read(std::slice::from_ref(&open_key))
-                .await?
-                .pop()
-                .flatten()
-            else {
+            let Some((open, _)) = read_open_batch(swarm, name).await? else {
                 return Ok(None);
             };
-            let open: OpenBatch = parse(&open_key, &found.value)?;
             // Not listed: its run is done (and the open record says so).
             let Some(token) = open.token_of(*k) else {
                 return Ok(None);

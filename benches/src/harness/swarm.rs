@@ -16,6 +16,23 @@ use super::HarnessError;
 use super::servers::{PostgresServer, RedisPersistence, RedisServer, RoostServer};
 use super::targets::daprd::component_yaml;
 
+/// An example of the workspace as `cargo test` builds it, next to the running test binary
+/// (`target/<profile>/examples/<name>`).
+pub fn built_example(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("examples").join(name);
+    path.is_file().then_some(path)
+}
+
+/// A test that cannot run here says so and passes, except under `CI=true`, where it fails.
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run this test: {why}"
+    );
+    eprintln!("skipped: {why}");
+}
+
 /// One process slot: its sidecar endpoint and the `swarm` process running there now.
 pub struct Worker {
     pub member: String,

@@ -390,59 +390,6 @@ impl DaprStore {
         Ok(())
     }
 
-    /// Writes `items` (and, without the query API, the index records of `artifacts` and
-    /// `records`) in one transaction, retrying when a concurrent writer changed an index
-    /// record first.
-    async fn transact_with_index(
-        &self,
-        items: Vec<common::StateItem>,
-        artifacts: &[Artifact],
-        records: &[Consumption],
-    ) -> Result<()> {
-        let entries = if self.capabilities.query {
-            Default::default()
-        } else {
-            index_entries(artifacts, records)
-        };
-        let mut backoff = Duration::from_millis(2);
-        for attempt in 1..=MAX_ATTEMPTS {
-            let mut operations: Vec<_> = items.iter().cloned().map(upsert).collect();
-            for (key, value, etag) in self.index_updates(&entries).await? {
-                operations.push(upsert(item(key, value, Some(etag))));
-            }
-            if operations.is_empty() {
-                return Ok(());
-            }
-            let result = self
-                .client
-                .clone()
-                .execute_state_transaction(runtime::ExecuteStateTransactionRequest {
-                    store_name: self.store(),
-                    operations,
-                    metadata: HashMap::new(),
-                })
-                .await;
-            match result {
-                Ok(_) => return Ok(()),
-                // daprd reports an etag conflict inside a transaction as INTERNAL.
-                Err(status)
-                    if !entries.is_empty()
-                        && status.code() == tonic::Code::Internal
-                        && attempt < MAX_ATTEMPTS =>
-                {
-                    tracing::debug!(attempt, "index record conflict in a transaction: retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(200));
-                }
-                Err(status) => return Err(grpc_error(status)),
-            }
-        }
-        Err(Error::Conflict {
-            key: TYPES_INDEX.to_string(),
-            attempts: MAX_ATTEMPTS,
-        })
-    }
-
     fn store(&self) -> String {
         self.capabilities.store_name.clone()
     }
@@ -595,11 +542,15 @@ impl SwarmStore for DaprStore {
                 })
                 .collect();
             if !self.capabilities.uses_transactions() {
+                // Outputs (and their index entries) first: a crash before the records re-runs
+                // the agent, never loses outputs.
                 self.save(artifact_items).await.map_err(grpc_error)?;
+                if !self.capabilities.query {
+                    self.index_add(&index_entries(artifacts, &[])).await?;
+                }
                 self.save(record_items).await.map_err(grpc_error)?;
                 if !self.capabilities.query {
-                    self.index_add(&index_entries(artifacts, consumptions))
-                        .await?;
+                    self.index_add(&index_entries(&[], consumptions)).await?;
                 }
                 for put in puts {
                     match self.save(vec![put_item(put)]).await {
@@ -681,19 +632,7 @@ impl SwarmStore for DaprStore {
     }
 
     fn get_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<Option<Artifact>>> {
-        Box::pin(async move {
-            let keys: Vec<String> = ids.iter().map(|id| artifact_key(id)).collect();
-            SwarmStore::read(self, &keys)
-                .await?
-                .into_iter()
-                .map(|found| {
-                    found
-                        .map(|v| Artifact::from_json(&v.value))
-                        .transpose()
-                        .map(|a| a.and_then(live))
-                })
-                .collect()
-        })
+        Box::pin(super::get_many_by_key(self, ids))
     }
 }
 
@@ -715,31 +654,10 @@ impl BlackboardStore for DaprStore {
         consumptions: &'a [Consumption],
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let artifacts: Vec<common::StateItem> = outputs
-                .iter()
-                .map(|a| with_ttl(item(artifact_key(&a.id), a.to_json(), None), a.ttl()))
-                .collect();
-            let records: Vec<common::StateItem> = consumptions
-                .iter()
-                .map(|c| {
-                    let value = serde_json::to_vec(c).expect("a consumption record serialises");
-                    with_ttl(item(consumption_key(c), value, None), c.ttl())
-                })
-                .collect();
-            if self.capabilities.uses_transactions() {
-                let items: Vec<_> = artifacts.into_iter().chain(records).collect();
-                return self.transact_with_index(items, outputs, consumptions).await;
-            }
-            // Outputs first: a crash before the records re-runs the agent, never loses outputs.
-            self.save(artifacts).await.map_err(grpc_error)?;
-            if !self.capabilities.query {
-                self.index_add(&index_entries(outputs, &[])).await?;
-            }
-            self.save(records).await.map_err(grpc_error)?;
-            if !self.capabilities.query {
-                self.index_add(&index_entries(&[], consumptions)).await?;
-            }
-            Ok(())
+            // Nothing to expect: the commit cannot refuse.
+            SwarmStore::commit(self, outputs, consumptions, &[])
+                .await
+                .map(|_| ())
         })
     }
 

@@ -284,19 +284,7 @@ impl SwarmStore for EmbeddedStore {
     }
 
     fn get_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<Option<Artifact>>> {
-        Box::pin(async move {
-            let keys: Vec<String> = ids.iter().map(|id| artifact_key(id)).collect();
-            SwarmStore::read(self, &keys)
-                .await?
-                .into_iter()
-                .map(|found| {
-                    found
-                        .map(|v| Artifact::from_json(&v.value))
-                        .transpose()
-                        .map(|a| a.and_then(live))
-                })
-                .collect()
-        })
+        Box::pin(super::get_many_by_key(self, ids))
     }
 }
 

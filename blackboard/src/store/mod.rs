@@ -320,6 +320,26 @@ pub fn page_of(mut selected: Vec<Artifact>, limit: usize, offset: usize) -> Page
     Page { artifacts, total }
 }
 
+/// The artifacts of `ids` through `store`'s key reads (for stores whose coordination records
+/// and artifacts share one keyspace), expired ones left out.
+pub(crate) async fn get_many_by_key<S: SwarmStore + ?Sized>(
+    store: &S,
+    ids: &[String],
+) -> Result<Vec<Option<Artifact>>> {
+    let keys: Vec<String> = ids.iter().map(|id| artifact_key(id)).collect();
+    store
+        .read(&keys)
+        .await?
+        .into_iter()
+        .map(|found| {
+            found
+                .map(|v| Artifact::from_json(&v.value))
+                .transpose()
+                .map(|a| a.and_then(live))
+        })
+        .collect()
+}
+
 /// `artifact` unless it has expired (for stores whose TTL may lag, or that have none).
 pub(crate) fn live(artifact: Artifact) -> Option<Artifact> {
     (!artifact.expired(Timestamp::now())).then_some(artifact)
