@@ -296,33 +296,12 @@ impl DaprStore {
 
     /// Values of `keys` (missing ones left out), as the app sees the keys.
     async fn bulk_get(&self, keys: Vec<String>) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut rows = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(100) {
-            let response = self
-                .client
-                .clone()
-                .get_bulk_state(runtime::GetBulkStateRequest {
-                    store_name: self.store(),
-                    keys: chunk.to_vec(),
-                    parallelism: 0,
-                    metadata: HashMap::new(),
-                })
-                .await
-                .map_err(grpc_error)?
-                .into_inner();
-            for item in response.items {
-                if !item.error.is_empty() {
-                    return Err(Error::Store(format!(
-                        "bulk get {}: {}",
-                        item.key, item.error
-                    )));
-                }
-                if !item.data.is_empty() {
-                    rows.push((item.key, item.data));
-                }
-            }
-        }
-        Ok(rows)
+        let found = self.read_versioned(&keys).await?;
+        Ok(keys
+            .into_iter()
+            .zip(found)
+            .filter_map(|(key, v)| v.map(|v| (key, v.value)))
+            .collect())
     }
 
     /// The members of index record `key` (empty when it does not exist).
