@@ -153,6 +153,9 @@ pub struct AgentSpec {
     /// An AND gate: the run needs one artifact of every subscription, all with the same
     /// correlation id (swarm only).
     pub gate: bool,
+    /// An AND gate's window: its inputs must have been created within this of each other
+    /// (of the first subscription's input).
+    pub join_within: Option<std::time::Duration>,
     /// A scheduled agent: one run per period in the whole swarm, without input (swarm only).
     pub every: Option<std::time::Duration>,
     /// Runs on batches of its inputs: (most inputs per run, longest wait after a batch's
@@ -260,6 +263,14 @@ impl AgentBuilder<'_> {
         self.consumes::<T>()
     }
 
+    /// An AND gate's time window (Flock's `JoinSpec(within=...)`): the artifacts of one run
+    /// must have been created within `window` of the first subscription's artifact; a late one
+    /// waits for a partner of its own.
+    pub fn within(mut self, window: std::time::Duration) -> Self {
+        self.spec.join_within = Some(window);
+        self
+    }
+
     /// Makes the agent a scheduled one: it runs once per `period` (periods counted from the
     /// Unix epoch) in the whole swarm, with no input. A restarted swarm runs the current period
     /// if nobody has; periods that passed while no member ran are not run. Needs
@@ -316,6 +327,7 @@ pub(crate) fn new_spec(name: &str) -> AgentSpec {
         max_concurrency: 2,
         prevent_self_trigger: true,
         gate: false,
+        join_within: None,
         every: None,
         batch: None,
         retries: 0,

@@ -1124,18 +1124,44 @@ async fn gate_inputs(
     swarm.counters.reads.fetch_add(1, Ordering::Relaxed);
     let candidates = inner.store.query(&filter, 0, 0).await?.artifacts;
     let now = Timestamp::now();
-    let mut inputs = Vec::with_capacity(spec.subscriptions.len());
-    for subscription in &spec.subscriptions {
-        // In (created_at, id) order: the earliest that this subscription accepts.
-        match candidates
-            .iter()
-            .find(|a| subscription.matches(a) && wants(spec, a, now))
-        {
-            Some(artifact) => inputs.push(artifact.clone()),
-            None => return Ok(None),
+    // Per subscription, what it accepts, in (created_at, id) order.
+    let accepted: Vec<Vec<&Artifact>> = spec
+        .subscriptions
+        .iter()
+        .map(|s| {
+            candidates
+                .iter()
+                .filter(|a| s.matches(a) && wants(spec, a, now))
+                .collect()
+        })
+        .collect();
+    if accepted.iter().any(Vec::is_empty) {
+        return Ok(None);
+    }
+    let Some(within) = spec.join_within else {
+        // The earliest of each.
+        return Ok(Some(accepted.iter().map(|a| a[0].clone()).collect()));
+    };
+    // With a window: the earliest artifact of the first subscription for which every other
+    // has one created within `within` of it (the earliest such).
+    let within = within.as_micros() as i64;
+    for anchor in &accepted[0] {
+        let at = anchor.created_at.unix_micros();
+        let mut inputs = vec![(*anchor).clone()];
+        for others in &accepted[1..] {
+            match others
+                .iter()
+                .find(|a| (a.created_at.unix_micros() - at).abs() <= within)
+            {
+                Some(a) => inputs.push((*a).clone()),
+                None => break,
+            }
+        }
+        if inputs.len() == accepted.len() {
+            return Ok(Some(inputs));
         }
     }
-    Ok(Some(inputs))
+    Ok(None)
 }
 
 /// One run in the swarm: claim, handler under a renewed lease, then the commit that releases

@@ -971,3 +971,47 @@ async fn the_circuit_breaker_bounds_a_self_triggering_agent_in_a_swarm() {
     assert_eq!(runs.load(Ordering::SeqCst), 10);
     flock.stop();
 }
+
+/// An AND gate with a window joins only artifacts created close enough together: a late
+/// partner waits for one of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windowed_join_pairs_only_artifacts_close_in_time() {
+    use roost_blackboard::PublishOptions;
+    let store: Arc<dyn SwarmStore> = Arc::new(MemoryStore::new());
+    let flock = Flock::swarm(Arc::clone(&store), options("w"));
+    let joined: Arc<Mutex<Vec<(u32, u32)>>> = Arc::default();
+    let seen = Arc::clone(&joined);
+    flock
+        .agent("joiner")
+        .consumes::<Left>()
+        .and::<Right>()
+        .within(Duration::from_millis(300))
+        .publishes::<Joined>()
+        .handler(move |ctx| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let (left, right): (Left, Right) = (ctx.input()?, ctx.input()?);
+                seen.lock().unwrap().push((left.n, right.n));
+                Ok(vec![Output::of(&Joined {
+                    left: left.n,
+                    right: right.n,
+                })?])
+            }
+        })
+        .unwrap();
+    flock.start().await.unwrap();
+    let with = || PublishOptions::default().correlation_id("c");
+    flock.publish_with(&Left { n: 1 }, with()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    flock.publish_with(&Right { n: 2 }, with()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), flock.run_until_idle())
+        .await
+        .expect("idle");
+    assert!(joined.lock().unwrap().is_empty(), "joined across 700 ms");
+    flock.publish_with(&Left { n: 3 }, with()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), flock.run_until_idle())
+        .await
+        .expect("idle");
+    assert_eq!(*joined.lock().unwrap(), vec![(3, 2)]);
+    flock.stop();
+}
