@@ -61,6 +61,10 @@ pub struct SwarmOptions {
     pub max_in_flight: usize,
     /// Expiry of feed slots, where the store has TTLs (`None`: kept).
     pub feed_ttl: Option<Duration>,
+    /// How long a member leaves a trigger to the live member it belongs to (by rendezvous
+    /// hashing of the run over the live members) before it reads the claim and, if nobody
+    /// took it, runs it itself. `Duration::ZERO`: every member tries every trigger at once.
+    pub defer: Duration,
 }
 
 impl SwarmOptions {
@@ -71,6 +75,7 @@ impl SwarmOptions {
             poll: Duration::from_millis(20),
             max_in_flight: 16,
             feed_ttl: Some(Duration::from_secs(24 * 3600)),
+            defer: Duration::from_millis(60),
         }
     }
 
@@ -93,6 +98,11 @@ impl SwarmOptions {
         self.feed_ttl = ttl;
         self
     }
+
+    pub fn defer(mut self, defer: Duration) -> Self {
+        self.defer = defer;
+        self
+    }
 }
 
 /// Counters of one process's part in the swarm.
@@ -105,6 +115,12 @@ pub struct SwarmStats {
     /// Claims found held by another process, and claims taken over after their lease ran out.
     pub held_elsewhere: u64,
     pub taken_over: u64,
+    /// Claim attempts that found the run taken (running elsewhere, or done): the swarm's
+    /// wasted writes.
+    pub contended: u64,
+    /// Triggers left to the member they belong to, and of those, run here after all.
+    pub deferred: u64,
+    pub deferred_run_here: u64,
     /// Polls of the feed heads, and store reads and writes the swarm made.
     pub polls: u64,
     pub reads: u64,
@@ -118,6 +134,9 @@ struct Counters {
     lost: AtomicU64,
     held_elsewhere: AtomicU64,
     taken_over: AtomicU64,
+    contended: AtomicU64,
+    deferred: AtomicU64,
+    deferred_run_here: AtomicU64,
     polls: AtomicU64,
     reads: AtomicU64,
     writes: AtomicU64,
@@ -129,6 +148,31 @@ const MEMBERS: &str = "swarm:members";
 /// that takes it over does so by compare-and-set on what it read (and counts it), and the
 /// claims of a dead process do not stay forever.
 const CLAIM_TTL_LEASES: u32 = 4;
+
+fn alive_key(member: &str) -> String {
+    format!("swarm:alive:{member}")
+}
+
+/// How often a member says it is alive, and how long that holds.
+const HEARTBEAT_MS: u64 = 1000;
+const ALIVE_FOR_MS: u64 = 3500;
+
+/// The live member a run belongs to: the highest 64-bit FNV-1a hash of (member, run).
+fn preferred<'a>(alive: &'a [String], unit_id: &str, agent: &str) -> Option<&'a str> {
+    alive
+        .iter()
+        .max_by_key(|member| {
+            let mut hash: u64 = 0xcbf29ce484222325;
+            for part in [member.as_bytes(), unit_id.as_bytes(), agent.as_bytes()] {
+                for byte in part.iter().chain(&[0xff]) {
+                    hash ^= u64::from(*byte);
+                    hash = hash.wrapping_mul(0x100000001b3);
+                }
+            }
+            hash
+        })
+        .map(String::as_str)
+}
 
 fn head_key(member: &str) -> String {
     format!("feed:{member}:head")
@@ -268,6 +312,12 @@ pub(crate) struct Swarm {
     expired: Mutex<BTreeSet<Pair>>,
     /// Scheduled agent → the last period this process dispatched.
     ticks: Mutex<HashMap<String, u64>>,
+    /// Members seen alive at the last poll (their heartbeat), sorted.
+    alive: Mutex<Vec<String>>,
+    /// When this member last wrote its heartbeat (ms).
+    heartbeat_at: AtomicU64,
+    /// Triggers left to another member: pair → (when to look again, the artifact).
+    deferred: Mutex<HashMap<Pair, (u64, Option<Artifact>)>>,
     /// A batch was sealed here: check the batches at the next round.
     batches_dirty: std::sync::atomic::AtomicBool,
     counters: Counters,
@@ -289,6 +339,9 @@ impl Swarm {
             expired: Mutex::new(BTreeSet::new()),
             ticks: Mutex::new(HashMap::new()),
             batches_dirty: std::sync::atomic::AtomicBool::new(false),
+            alive: Mutex::new(Vec::new()),
+            heartbeat_at: AtomicU64::new(0),
+            deferred: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             stopped: std::sync::atomic::AtomicBool::new(false),
         }
@@ -303,6 +356,9 @@ impl Swarm {
             lost: get(&c.lost),
             held_elsewhere: get(&c.held_elsewhere),
             taken_over: get(&c.taken_over),
+            contended: get(&c.contended),
+            deferred: get(&c.deferred),
+            deferred_run_here: get(&c.deferred_run_here),
             polls: get(&c.polls),
             reads: get(&c.reads),
             writes: get(&c.writes),
@@ -362,6 +418,35 @@ impl Swarm {
                 None => Vec::new(),
             },
         )
+    }
+
+    /// The heads of `members`' feeds and the members alive (a heartbeat younger than
+    /// `ALIVE_FOR_MS`), in one bulk read.
+    async fn heads_and_alive(&self, members: &[String]) -> Result<(Vec<u64>, Vec<String>)> {
+        let mut keys: Vec<String> = members.iter().map(|m| head_key(m)).collect();
+        keys.extend(members.iter().map(|m| alive_key(m)));
+        let found = self.read(&keys).await?;
+        let (heads, beats) = found.split_at(members.len());
+        let heads = heads
+            .iter()
+            .zip(&keys)
+            .map(|(found, key)| match found {
+                Some(v) => parse::<u64>(key, &v.value),
+                None => Ok(0),
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        let now = now_ms();
+        let alive = members
+            .iter()
+            .zip(beats)
+            .filter(|(_, beat)| {
+                beat.as_ref()
+                    .and_then(|v| serde_json::from_slice::<u64>(&v.value).ok())
+                    .is_some_and(|at| at + ALIVE_FOR_MS > now)
+            })
+            .map(|(m, _)| m.clone())
+            .collect();
+        Ok((heads, alive))
     }
 
     /// The heads of `members`' feeds (0 for a feed never appended to).
@@ -483,6 +568,7 @@ impl Swarm {
             }
             return Ok(Some(Held { key, claim }));
         }
+        self.counters.contended.fetch_add(1, Ordering::Relaxed);
         let Some(found) = self.read(std::slice::from_ref(&key)).await?.pop().flatten() else {
             // Expired between the two calls: the next poll tries again.
             self.watch(pair, 0);
@@ -831,7 +917,11 @@ async fn poll_once(inner: &Arc<Inner>, swarm: &Arc<Swarm>, round: u64) -> Result
     } else {
         known
     };
-    let heads = swarm.heads(&members).await?;
+    heartbeat(swarm).await?;
+    let (heads, alive) = swarm.heads_and_alive(&members).await?;
+    if let Ok(mut known) = swarm.alive.lock() {
+        *known = alive;
+    }
     let mut progressed = false;
     for (member, head) in members.iter().zip(heads) {
         let cursor = *swarm
@@ -874,6 +964,70 @@ async fn poll_once(inner: &Arc<Inner>, swarm: &Arc<Swarm>, round: u64) -> Result
         }
     }
     progressed |= retry_watched(inner, swarm, round).await?;
+    progressed |= retry_deferred(inner, swarm).await?;
+    Ok(progressed)
+}
+
+/// Says this member is alive (`swarm:alive:{member}`), at most once a second.
+async fn heartbeat(swarm: &Swarm) -> Result<()> {
+    let now = now_ms();
+    if now < swarm.heartbeat_at.load(Ordering::Relaxed) + HEARTBEAT_MS {
+        return Ok(());
+    }
+    swarm.heartbeat_at.store(now, Ordering::Relaxed);
+    let put = Put::new(alive_key(&swarm.options.member), json(&now), Expect::Any)
+        .ttl(Some(Duration::from_millis(ALIVE_FOR_MS)));
+    swarm.commit(&[], &[], &[put]).await?;
+    Ok(())
+}
+
+/// Deferred triggers whose wait is over: one bulk read of their claims; the untouched ones
+/// run here (the claim still decides), the others are watched or forgotten.
+async fn retry_deferred(inner: &Arc<Inner>, swarm: &Arc<Swarm>) -> Result<bool> {
+    let now = now_ms();
+    let due: Vec<(Pair, Option<Artifact>)> = {
+        let mut deferred = swarm.deferred.lock().map_err(|_| poisoned())?;
+        let keys: Vec<Pair> = deferred
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(pair, _)| pair.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|pair| deferred.remove(&pair).map(|(_, a)| (pair, a)))
+            .collect()
+    };
+    if due.is_empty() {
+        return Ok(false);
+    }
+    let mut progressed = false;
+    for chunk in due.chunks(100) {
+        let pairs: Vec<Pair> = chunk.iter().map(|(p, _)| p.clone()).collect();
+        let claims = swarm.claims(&pairs).await?;
+        for ((pair, artifact), claim) in chunk.iter().zip(claims) {
+            match claim {
+                Some(c) if c.state == ClaimState::Done => {}
+                Some(c) => swarm.watch(pair, c.expires_at_ms),
+                None => {
+                    swarm
+                        .counters
+                        .deferred_run_here
+                        .fetch_add(1, Ordering::Relaxed);
+                    let agent = inner
+                        .agents
+                        .read()
+                        .map_err(|_| poisoned())?
+                        .iter()
+                        .find(|a| a.spec.name == pair.1)
+                        .cloned();
+                    if let Some(agent) = agent {
+                        progressed |=
+                            launch(inner, swarm, agent, pair.0.clone(), artifact.as_ref()).await
+                                > 0;
+                    }
+                }
+            }
+        }
+    }
     Ok(progressed)
 }
 
@@ -978,10 +1132,29 @@ async fn dispatch(
         vec![false; wanted.len()]
     };
     let mut runs = 0;
+    let alive = swarm.alive.lock().map(|a| a.clone()).unwrap_or_default();
+    let me = swarm.options.member.as_str();
     for ((agent, unit), done) in wanted.into_iter().zip(done) {
-        if !done {
-            runs += launch(inner, swarm, agent, unit, Some(artifact)).await;
+        if done {
+            continue;
         }
+        // From the feed, a run that belongs to another live member is left to it a while.
+        if !check_done
+            && !swarm.options.defer.is_zero()
+            && preferred(&alive, &unit.id(&agent.spec.name), &agent.spec.name)
+                .is_some_and(|owner| owner != me)
+        {
+            swarm.counters.deferred.fetch_add(1, Ordering::Relaxed);
+            let at = now_ms() + swarm.options.defer.as_millis() as u64;
+            if let Ok(mut deferred) = swarm.deferred.lock() {
+                deferred.insert(
+                    (unit, agent.spec.name.clone()),
+                    (at, Some(artifact.clone())),
+                );
+            }
+            continue;
+        }
+        runs += launch(inner, swarm, agent, unit, Some(artifact)).await;
     }
     runs
 }
@@ -1260,7 +1433,9 @@ pub(crate) async fn idle(inner: &Inner, swarm: &Swarm) -> Result<bool> {
     if swarm.running.load(Ordering::Acquire) > 0 {
         return Ok(false);
     }
-    if !swarm.watched.lock().map_err(|_| poisoned())?.is_empty() {
+    if !swarm.watched.lock().map_err(|_| poisoned())?.is_empty()
+        || !swarm.deferred.lock().map_err(|_| poisoned())?.is_empty()
+    {
         return Ok(false);
     }
     let batch_keys: Vec<String> = inner

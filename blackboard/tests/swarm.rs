@@ -1015,3 +1015,74 @@ async fn a_windowed_join_pairs_only_artifacts_close_in_time() {
     assert_eq!(*joined.lock().unwrap(), vec![(3, 2)]);
     flock.stop();
 }
+
+/// Runs belong to one live member (rendezvous hashing); the others leave them to it and
+/// look again only after `defer`, with one bulk read. So a swarm makes far fewer losing
+/// claim writes than if every member tried every trigger at once — counted, not timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_leave_a_run_to_the_member_it_belongs_to() {
+    async fn writes(defer: Duration) -> (u64, u64) {
+        let store: Arc<dyn SwarmStore> = Arc::new(MemoryStore::new());
+        let runs: Runs = Arc::default();
+        let members: Vec<Flock> = ["m1", "m2", "m3"]
+            .iter()
+            .map(|name| {
+                let flock = Flock::swarm(Arc::clone(&store), options(name).defer(defer));
+                let counted = Arc::clone(&runs);
+                flock
+                    .agent("planner")
+                    .consumes::<Task>()
+                    .handler(move |ctx| {
+                        let runs = Arc::clone(&counted);
+                        async move {
+                            let task: Task = ctx.input()?;
+                            *runs
+                                .lock()
+                                .unwrap()
+                                .entry((task.n, "planner".into()))
+                                .or_default() += 1;
+                            Ok(vec![])
+                        }
+                    })
+                    .unwrap();
+                flock
+            })
+            .collect();
+        for m in &members {
+            m.start().await.unwrap();
+        }
+        // Every member has said it is alive before the work comes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for n in 0..60 {
+            members[0].publish(&Task { n }).await.unwrap();
+        }
+        for m in &members {
+            tokio::time::timeout(Duration::from_secs(60), m.run_until_idle())
+                .await
+                .expect("idle");
+        }
+        let runs = runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), 60);
+        assert!(runs.values().all(|n| *n == 1), "{runs:?}");
+        let stats: Vec<_> = members.iter().map(|m| m.swarm_stats().unwrap()).collect();
+        for m in &members {
+            m.stop();
+        }
+        (
+            stats.iter().map(|s| s.contended).sum(),
+            stats.iter().map(|s| s.deferred).sum(),
+        )
+    }
+    let (losing_at_once, deferred_at_once) = writes(Duration::ZERO).await;
+    let (losing_deferred, deferred) = writes(Duration::from_millis(60)).await;
+    eprintln!(
+        "losing claims: {losing_at_once} at once, {losing_deferred} deferred ({deferred} deferred)"
+    );
+    assert_eq!(deferred_at_once, 0);
+    // Two of three members defer each run.
+    assert!(deferred >= 60, "{deferred}");
+    assert!(
+        losing_deferred * 4 < losing_at_once.max(1),
+        "claims lost to another member: {losing_deferred} with deferral, {losing_at_once} without"
+    );
+}
