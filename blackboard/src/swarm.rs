@@ -157,10 +157,24 @@ fn alive_key(member: &str) -> String {
 const HEARTBEAT_MS: u64 = 1000;
 const ALIVE_FOR_MS: u64 = 3500;
 
-/// The live member a run belongs to: the highest 64-bit FNV-1a hash of (member, run).
-fn preferred<'a>(alive: &'a [String], unit_id: &str, agent: &str) -> Option<&'a str> {
+/// A member's heartbeat: when, and which agents it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Beat {
+    at_ms: u64,
+    agents: BTreeSet<String>,
+}
+
+/// The live member a run of `agent` belongs to, among those that run that agent: the
+/// highest 64-bit FNV-1a hash of (member, run).
+fn preferred<'a>(
+    alive: &'a [(String, BTreeSet<String>)],
+    unit_id: &str,
+    agent: &str,
+) -> Option<&'a str> {
     alive
         .iter()
+        .filter(|(_, agents)| agents.contains(agent))
+        .map(|(member, _)| member)
         .max_by_key(|member| {
             let mut hash: u64 = 0xcbf29ce484222325;
             for part in [member.as_bytes(), unit_id.as_bytes(), agent.as_bytes()] {
@@ -312,8 +326,8 @@ pub(crate) struct Swarm {
     expired: Mutex<BTreeSet<Pair>>,
     /// Scheduled agent → the last period this process dispatched.
     ticks: Mutex<HashMap<String, u64>>,
-    /// Members seen alive at the last poll (their heartbeat), sorted.
-    alive: Mutex<Vec<String>>,
+    /// Members seen alive at the last poll (their heartbeat) with the agents they run.
+    alive: Mutex<Vec<(String, BTreeSet<String>)>>,
     /// When this member last wrote its heartbeat (ms).
     heartbeat_at: AtomicU64,
     /// Triggers left to another member: pair → (when to look again, the artifact).
@@ -422,7 +436,10 @@ impl Swarm {
 
     /// The heads of `members`' feeds and the members alive (a heartbeat younger than
     /// `ALIVE_FOR_MS`), in one bulk read.
-    async fn heads_and_alive(&self, members: &[String]) -> Result<(Vec<u64>, Vec<String>)> {
+    async fn heads_and_alive(
+        &self,
+        members: &[String],
+    ) -> Result<(Vec<u64>, Vec<(String, BTreeSet<String>)>)> {
         let mut keys: Vec<String> = members.iter().map(|m| head_key(m)).collect();
         keys.extend(members.iter().map(|m| alive_key(m)));
         let found = self.read(&keys).await?;
@@ -439,12 +456,10 @@ impl Swarm {
         let alive = members
             .iter()
             .zip(beats)
-            .filter(|(_, beat)| {
-                beat.as_ref()
-                    .and_then(|v| serde_json::from_slice::<u64>(&v.value).ok())
-                    .is_some_and(|at| at + ALIVE_FOR_MS > now)
+            .filter_map(|(m, beat)| {
+                let beat: Beat = serde_json::from_slice(&beat.as_ref()?.value).ok()?;
+                (beat.at_ms + ALIVE_FOR_MS > now).then(|| (m.clone(), beat.agents))
             })
-            .map(|(m, _)| m.clone())
             .collect();
         Ok((heads, alive))
     }
@@ -917,7 +932,7 @@ async fn poll_once(inner: &Arc<Inner>, swarm: &Arc<Swarm>, round: u64) -> Result
     } else {
         known
     };
-    heartbeat(swarm).await?;
+    heartbeat(inner, swarm).await?;
     let (heads, alive) = swarm.heads_and_alive(&members).await?;
     if let Ok(mut known) = swarm.alive.lock() {
         *known = alive;
@@ -968,14 +983,25 @@ async fn poll_once(inner: &Arc<Inner>, swarm: &Arc<Swarm>, round: u64) -> Result
     Ok(progressed)
 }
 
-/// Says this member is alive (`swarm:alive:{member}`), at most once a second.
-async fn heartbeat(swarm: &Swarm) -> Result<()> {
+/// Says this member is alive and which agents it runs (`swarm:alive:{member}`), at most once
+/// a second.
+async fn heartbeat(inner: &Inner, swarm: &Swarm) -> Result<()> {
     let now = now_ms();
     if now < swarm.heartbeat_at.load(Ordering::Relaxed) + HEARTBEAT_MS {
         return Ok(());
     }
     swarm.heartbeat_at.store(now, Ordering::Relaxed);
-    let put = Put::new(alive_key(&swarm.options.member), json(&now), Expect::Any)
+    let beat = Beat {
+        at_ms: now,
+        agents: inner
+            .agents
+            .read()
+            .map_err(|_| poisoned())?
+            .iter()
+            .map(|a| a.spec.name.clone())
+            .collect(),
+    };
+    let put = Put::new(alive_key(&swarm.options.member), json(&beat), Expect::Any)
         .ttl(Some(Duration::from_millis(ALIVE_FOR_MS)));
     swarm.commit(&[], &[], &[put]).await?;
     Ok(())
