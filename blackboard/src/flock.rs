@@ -421,16 +421,12 @@ pub(crate) fn breaker_allows(inner: &Inner, agent: &AgentRuntime) -> bool {
     true
 }
 
-/// Runs the agent's handler on `input` (retrying failures as the agent says) and returns the
-/// run's outputs: the declared outputs, or one `WorkflowError` after the last failure. Output
-/// ids are derived from (input, agent, position), so a run repeated after a crash writes the
-/// same artifacts again instead of new ones.
-pub(crate) async fn execute(spec: &AgentSpec, input: &Artifact, run_id: &str) -> Vec<Artifact> {
-    execute_on(spec, std::slice::from_ref(input), &input.id, run_id).await
-}
-
-/// [`execute`] on several inputs (an AND gate's) or none (a scheduled run); output ids are
-/// derived from `unit`, what the run is the run of.
+/// Runs the agent's handler on `inputs` (one artifact, an AND gate's or a batch's, or none for
+/// a scheduled run), retrying failures as the agent says, and returns the run's outputs: the
+/// declared outputs, or one `WorkflowError` after the last failure. Output ids are derived
+/// from (`unit`, agent, position), `unit` being what the run is the run of (the input's id
+/// for a single input), so a run repeated after a crash writes the same artifacts again
+/// instead of new ones.
 pub(crate) async fn execute_on(
     spec: &AgentSpec,
     inputs: &[Artifact],
@@ -505,7 +501,7 @@ async fn run_agent(inner: Arc<Inner>, agent: Arc<AgentRuntime>, input: Artifact)
     let spec = &agent.spec;
     let permit = Arc::clone(&agent.slots).acquire_owned().await;
     let run_id = new_id();
-    let mut outputs = execute(spec, &input, &run_id).await;
+    let mut outputs = execute_on(spec, std::slice::from_ref(&input), &input.id, &run_id).await;
     apply_retention(&inner, &mut outputs);
     drop(permit);
     let consumption = Consumption {

@@ -302,6 +302,17 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("swarm records serialise")
 }
 
+/// Feed heads as read (0 for a feed never appended to).
+fn parse_heads(keys: &[String], found: &[Option<Versioned>]) -> Result<Vec<u64>> {
+    keys.iter()
+        .zip(found)
+        .map(|(key, found)| match found {
+            Some(v) => parse::<u64>(key, &v.value),
+            None => Ok(0),
+        })
+        .collect()
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(key: &str, data: &[u8]) -> Result<T> {
     serde_json::from_slice(data).map_err(|e| Error::Corrupt(format!("{key}: {e}")))
 }
@@ -444,14 +455,7 @@ impl Swarm {
         keys.extend(members.iter().map(|m| alive_key(m)));
         let found = self.read(&keys).await?;
         let (heads, beats) = found.split_at(members.len());
-        let heads = heads
-            .iter()
-            .zip(&keys)
-            .map(|(found, key)| match found {
-                Some(v) => parse::<u64>(key, &v.value),
-                None => Ok(0),
-            })
-            .collect::<Result<Vec<u64>>>()?;
+        let heads = parse_heads(&keys, heads)?;
         let now = now_ms();
         let alive = members
             .iter()
@@ -467,15 +471,7 @@ impl Swarm {
     /// The heads of `members`' feeds (0 for a feed never appended to).
     async fn heads(&self, members: &[String]) -> Result<Vec<u64>> {
         let keys: Vec<String> = members.iter().map(|m| head_key(m)).collect();
-        self.read(&keys)
-            .await?
-            .into_iter()
-            .zip(&keys)
-            .map(|(found, key)| match found {
-                Some(v) => parse::<u64>(key, &v.value),
-                None => Ok(0),
-            })
-            .collect()
+        parse_heads(&keys, &self.read(&keys).await?)
     }
 
     /// Appends `artifacts` (and a run's consumption record and claim release, in `extra`) to
@@ -560,15 +556,17 @@ impl Swarm {
         }
     }
 
+    /// The write of a running claim: its store TTL is a few leases (see `CLAIM_TTL_LEASES`).
+    fn running_put(&self, key: &str, claim: &Claim, expect: Expect) -> Put {
+        Put::new(key, json(claim), expect).ttl(Some(self.options.lease * CLAIM_TTL_LEASES))
+    }
+
     /// Tries to claim `pair`. `None`: done already, or held by another process (then watched
     /// until its lease runs out).
     async fn claim(&self, pair: &Pair, token: &str) -> Result<Option<Held>> {
         let key = claim_key(&pair.0.id(&pair.1), &pair.1);
         let claim = self.claim_value(token, ClaimState::Running);
-        let put = |expect| {
-            Put::new(key.clone(), json(&claim), expect)
-                .ttl(Some(self.options.lease * CLAIM_TTL_LEASES))
-        };
+        let put = |expect| self.running_put(&key, &claim, expect);
         let was_held = self
             .expired
             .lock()
@@ -644,8 +642,7 @@ impl Swarm {
         self.commit(
             &[],
             &[],
-            &[Put::new(held.key.clone(), json(&claim), Expect::Etag(etag))
-                .ttl(Some(self.options.lease * CLAIM_TTL_LEASES))],
+            &[self.running_put(&held.key, &claim, Expect::Etag(etag))],
         )
         .await
     }
@@ -1038,18 +1035,7 @@ async fn retry_deferred(inner: &Arc<Inner>, swarm: &Arc<Swarm>) -> Result<bool> 
                         .counters
                         .deferred_run_here
                         .fetch_add(1, Ordering::Relaxed);
-                    let agent = inner
-                        .agents
-                        .read()
-                        .map_err(|_| poisoned())?
-                        .iter()
-                        .find(|a| a.spec.name == pair.1)
-                        .cloned();
-                    if let Some(agent) = agent {
-                        progressed |=
-                            launch(inner, swarm, agent, pair.0.clone(), artifact.as_ref()).await
-                                > 0;
-                    }
+                    progressed |= launch_pair(inner, swarm, pair, artifact.as_ref()).await? > 0;
                 }
             }
         }
@@ -1089,16 +1075,7 @@ async fn retry_watched(inner: &Arc<Inner>, swarm: &Arc<Swarm>, round: u64) -> Re
                         .lock()
                         .map_err(|_| poisoned())?
                         .insert(pair.clone());
-                    let agent = inner
-                        .agents
-                        .read()
-                        .map_err(|_| poisoned())?
-                        .iter()
-                        .find(|a| a.spec.name == pair.1)
-                        .cloned();
-                    if let Some(agent) = agent {
-                        progressed |= launch(inner, swarm, agent, pair.0.clone(), None).await > 0;
-                    }
+                    progressed |= launch_pair(inner, swarm, pair, None).await? > 0;
                 }
             }
         }
@@ -1183,6 +1160,26 @@ async fn dispatch(
         runs += launch(inner, swarm, agent, unit, Some(artifact)).await;
     }
     runs
+}
+
+/// [`launch`] for a pair known by the agent's name (a watched or deferred one).
+async fn launch_pair(
+    inner: &Arc<Inner>,
+    swarm: &Arc<Swarm>,
+    pair: &Pair,
+    known: Option<&Artifact>,
+) -> Result<usize> {
+    let agent = inner
+        .agents
+        .read()
+        .map_err(|_| poisoned())?
+        .iter()
+        .find(|a| a.spec.name == pair.1)
+        .cloned();
+    Ok(match agent {
+        Some(agent) => launch(inner, swarm, agent, pair.0.clone(), known).await,
+        None => 0,
+    })
 }
 
 /// Starts the run of `(unit, agent)` in a task, unless this process runs it already; waits

@@ -57,6 +57,17 @@ spec:
     value: "type, produced_by, correlation_id, artifact_id"
 "#;
 
+/// A swarm store through the Dapr state API: `roost serve` with `roost-sidecar` in front,
+/// both in this process (kept alive by the second value).
+async fn through_roost_serve() -> (Arc<dyn SwarmStore>, (LocalDapr, tempfile::TempDir)) {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = LocalDapr::start(dir.path(), "swarm-app", COMPONENT).unwrap();
+    let store = DaprStore::connect(&stack.grpc_endpoint, "board")
+        .await
+        .unwrap();
+    (Arc::new(store), (stack, dir))
+}
+
 /// Handler runs per (input n, agent), across all members.
 type Runs = Arc<Mutex<HashMap<(u32, String), usize>>>;
 
@@ -199,13 +210,9 @@ async fn members_on_one_store_split_the_work_and_run_each_pair_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_through_roost_serve_split_the_work_and_run_each_pair_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let stack = LocalDapr::start(dir.path(), "swarm-app", COMPONENT).unwrap();
-    let store = DaprStore::connect(&stack.grpc_endpoint, "board")
-        .await
-        .unwrap();
-    assert!(SwarmStore::atomic(&store), "roost serve has transactions");
-    split_work(Arc::new(store)).await;
+    let (store, _stack) = through_roost_serve().await;
+    assert!(store.atomic(), "roost serve has transactions");
+    split_work(store).await;
 }
 
 /// A member whose runtime is shut down mid-run (its handlers hang, its lease renewals stop
@@ -217,12 +224,8 @@ async fn a_dead_members_claims_are_finished_by_a_survivor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_members_claims_are_finished_by_a_survivor_through_roost_serve() {
-    let dir = tempfile::tempdir().unwrap();
-    let stack = LocalDapr::start(dir.path(), "swarm-app", COMPONENT).unwrap();
-    let store = DaprStore::connect(&stack.grpc_endpoint, "board")
-        .await
-        .unwrap();
-    dead_member(Arc::new(store)).await;
+    let (store, _stack) = through_roost_serve().await;
+    dead_member(store).await;
 }
 
 async fn dead_member(store: Arc<dyn SwarmStore>) {
@@ -406,12 +409,8 @@ async fn an_and_gate_runs_once_per_correlation_with_all_its_inputs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_and_gate_through_roost_serve() {
-    let dir = tempfile::tempdir().unwrap();
-    let stack = LocalDapr::start(dir.path(), "swarm-app", COMPONENT).unwrap();
-    let store = DaprStore::connect(&stack.grpc_endpoint, "board")
-        .await
-        .unwrap();
-    and_gate(Arc::new(store)).await;
+    let (store, _stack) = through_roost_serve().await;
+    and_gate(store).await;
 }
 
 async fn and_gate(store: Arc<dyn SwarmStore>) {
@@ -742,12 +741,8 @@ async fn retention_in_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_through_roost_serve() {
-    let dir = tempfile::tempdir().unwrap();
-    let stack = LocalDapr::start(dir.path(), "swarm-app", COMPONENT).unwrap();
-    let store = DaprStore::connect(&stack.grpc_endpoint, "board")
-        .await
-        .unwrap();
-    retention(Arc::new(store)).await;
+    let (store, _stack) = through_roost_serve().await;
+    retention(store).await;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -797,12 +792,8 @@ async fn batches_by_count_and_by_time_hold_each_artifact_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_through_roost_serve() {
-    let dir = tempfile::tempdir().unwrap();
-    let stack = LocalDapr::start(dir.path(), "swarm-app", COMPONENT).unwrap();
-    let store = DaprStore::connect(&stack.grpc_endpoint, "board")
-        .await
-        .unwrap();
-    batches(Arc::new(store)).await;
+    let (store, _stack) = through_roost_serve().await;
+    batches(store).await;
 }
 
 async fn batches(store: Arc<dyn SwarmStore>) {
