@@ -137,18 +137,20 @@ impl InstanceRegistry {
     /// the header is missing or empty. daprd's pluggable client always sends the header, with
     /// an empty value when its component has no name (Dapr's conformance suite does that).
     pub fn instance_name<T>(request: &tonic::Request<T>) -> Result<String, InstanceError> {
-        match request.metadata().get(INSTANCE_HEADER) {
-            None => Ok(DEFAULT_INSTANCE.to_string()),
-            Some(value) if value.is_empty() => Ok(DEFAULT_INSTANCE.to_string()),
-            Some(value) => {
-                let name = value.to_str().map_err(|_| {
-                    InstanceError::Invalid(format!(
-                        "the {INSTANCE_HEADER} header is not ASCII text"
-                    ))
-                })?;
-                validate_name(name)?;
-                Ok(name.to_string())
-            }
+        Self::named(request).map(str::to_string)
+    }
+
+    /// [`Self::instance_name`], borrowed from the request, not validated: an open instance's
+    /// name is valid, and [`Self::get`] validates any other.
+    fn named<T>(request: &tonic::Request<T>) -> Result<&str, InstanceError> {
+        static HEADER: std::sync::LazyLock<tonic::metadata::MetadataKey<tonic::metadata::Ascii>> =
+            std::sync::LazyLock::new(|| tonic::metadata::MetadataKey::from_static(INSTANCE_HEADER));
+        match request.metadata().get(&*HEADER) {
+            None => Ok(DEFAULT_INSTANCE),
+            Some(value) if value.is_empty() => Ok(DEFAULT_INSTANCE),
+            Some(value) => value.to_str().map_err(|_| {
+                InstanceError::Invalid(format!("the {INSTANCE_HEADER} header is not ASCII text"))
+            }),
         }
     }
 
@@ -224,15 +226,20 @@ impl InstanceRegistry {
         &self,
         request: &tonic::Request<T>,
     ) -> Result<Arc<Instance>, InstanceError> {
-        let name = Self::instance_name(request)?;
-        self.get(&name).await
+        let name = Self::named(request)?;
+        match self.lookup(name) {
+            Some(instance) => Ok(instance),
+            // Opening a known instance is rare and its future is large: boxed, it does not
+            // make every call's future larger.
+            None => Box::pin(self.get(name)).await,
+        }
     }
 
     pub async fn get(&self, name: &str) -> Result<Arc<Instance>, InstanceError> {
+        let dir = self.instance_dir(name)?;
         if let Some(instance) = self.lookup(name) {
             return Ok(instance);
         }
-        let dir = self.instance_dir(name)?;
         let _guard = self.lifecycle.lock().await;
         if let Some(instance) = self.lookup(name) {
             return Ok(instance);

@@ -6,8 +6,10 @@
 //! `x-component-instance` header, and afterwards the state operations. This crate implements
 //! that contract (`docs/dapr.md`) on top of `roost-engine`:
 //!
-//! - [`server`]: the gRPC server on the socket, reflection, health, graceful shutdown;
-//! - [`routes`]: calls to their service by gRPC name;
+//! - [`server`]: `roost serve`: the socket, reflection, health, graceful shutdown;
+//! - [`transport`]: HTTP/2 on the `h2` crate, the Dapr unary calls answered there;
+//! - [`grpc`]: gRPC message framing and `grpc-timeout`;
+//! - [`routes`]: where a call goes, by its path;
 //! - [`socket`]: socket folder resolution, stale sockets, permissions;
 //! - [`instances`]: one keyspace per component instance, persisted configuration;
 //! - [`config`]: `Init` metadata;
@@ -28,6 +30,7 @@ pub mod admin;
 pub mod authority;
 pub mod config;
 pub mod doctor;
+pub mod grpc;
 pub mod instances;
 pub mod logging;
 pub mod metrics;
@@ -37,3 +40,4 @@ pub mod server;
 pub mod service;
 pub mod socket;
 pub mod status;
+pub mod transport;

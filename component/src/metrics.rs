@@ -1,15 +1,12 @@
 //! Prometheus metrics of `roost serve` (`--metrics-addr`): the Dapr RPCs by operation and
-//! outcome with latency histograms (a tower layer on the socket server), and per open
+//! outcome with latency histograms (counted by the socket's transport, `crate::transport`), and per open
 //! instance the writer's group-commit batch sizes and commit (fsync) times, expired records
 //! swept, keyspace sizes and file bytes. Text exposition format 0.0.4 at `GET /metrics`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Instant;
 
 use roost_engine::metrics::{Histogram, HistogramSnapshot};
 
@@ -37,7 +34,7 @@ pub struct Operation {
 }
 
 impl Operation {
-    fn record(&self, outcome: usize, elapsed: std::time::Duration) {
+    pub(crate) fn record(&self, outcome: usize, elapsed: std::time::Duration) {
         self.outcomes[outcome].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.latency.observe_duration(elapsed);
     }
@@ -105,64 +102,6 @@ fn operation(path: &str) -> String {
     let service = parts.next().unwrap_or_default();
     let service = service.rsplit('.').next().unwrap_or_default();
     format!("{service}/{method}")
-}
-
-/// Records every call that passes through it.
-#[derive(Clone)]
-pub struct MetricsLayer(pub Arc<RequestMetrics>);
-
-impl<S> tower::Layer<S> for MetricsLayer {
-    type Service = MetricsService<S>;
-
-    fn layer(&self, inner: S) -> MetricsService<S> {
-        MetricsService {
-            inner,
-            metrics: Arc::clone(&self.0),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct MetricsService<S> {
-    inner: S,
-    metrics: Arc<RequestMetrics>,
-}
-
-impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for MetricsService<S>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let operation = self.metrics.operation(request.uri().path());
-        let started = Instant::now();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let result = response.await;
-            // Errors answer "trailers-only": the status is in the headers. A success carries
-            // it in the trailers, after the body.
-            let outcome = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<usize>().ok())
-                    // A code gRPC does not define is `Unknown`, as tonic reads it.
-                    .map_or(0, |c| if c < TRANSPORT_ERROR { c } else { 2 }),
-                Err(_) => TRANSPORT_ERROR,
-            };
-            operation.record(outcome, started.elapsed());
-            result
-        })
-    }
 }
 
 fn escape(value: &str) -> String {

@@ -1,21 +1,26 @@
-//! The socket's services by name: a call `/<package.Service>/<Method>` goes to the service of
-//! that name, an unknown service is answered `UNIMPLEMENTED`, as gRPC servers do. This is what
-//! tonic's router (built on axum) did for `roost serve`; doing it here keeps axum out of its
-//! build and costs one string comparison per service instead of a URL router per call.
+//! Where a call on the socket goes, by its path `/<package.Service>/<Method>`:
+//!
+//! - the unary methods of the Dapr services ([`Unary`]) are answered by the transport itself
+//!   (`crate::transport`, `crate::service::answer`): these are the calls daprd makes;
+//! - every other call goes to a tonic-generated service of that name ([`Services`]): Roost's
+//!   admin service, reflection (v1alpha and v1) and health, streaming calls among them;
+//! - an unknown service is answered `UNIMPLEMENTED`, as gRPC servers do.
+//!
+//! Doing this here keeps axum (tonic's router) out of the build and costs one string
+//! comparison per service instead of a URL router per call.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use tonic::body::Body;
 use tonic::server::NamedService;
 
-type Call = http::Request<Body>;
-type Answer = http::Response<Body>;
+pub type Call = http::Request<Body>;
+pub type Answer = http::Response<Body>;
 /// The future every tonic-generated service returns (`tonic::codegen::BoxFuture`).
-type Answering = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send + 'static>>;
+pub type Answering = Pin<Box<dyn Future<Output = Result<Answer, Infallible>> + Send + 'static>>;
 
 /// A service called through a shared reference: a clone of it (for tonic's generated servers,
 /// an `Arc` increment) takes the call, so no call allocates beyond the future tonic makes.
@@ -44,6 +49,23 @@ pub struct Services {
 }
 
 impl Services {
+    /// Answers a call to one of the services (or `UNIMPLEMENTED`).
+    pub fn handle(&self, call: Call) -> Answering {
+        let name = service_name(call.uri().path());
+        match self.by_name.iter().find(|(known, _)| *known == name) {
+            Some((_, service)) => service.handle(call),
+            None => {
+                let (parts, ()) = tonic::Status::unimplemented(format!("unknown service {name}"))
+                    .into_http::<()>()
+                    .into_parts();
+                Box::pin(std::future::ready(Ok(http::Response::from_parts(
+                    parts,
+                    Body::empty(),
+                ))))
+            }
+        }
+    }
+
     /// Adds `service`, under its gRPC name.
     pub fn serve<S>(mut self, service: S) -> Services
     where
@@ -67,36 +89,70 @@ fn service_name(path: &str) -> &str {
     rest.split_once('/').map_or(rest, |(service, _)| service)
 }
 
-impl tower::Service<Call> for Services {
-    type Response = Answer;
-    type Error = Infallible;
-    type Future = Answering;
+/// The unary methods of the Dapr services that the transport answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unary {
+    Init,
+    Features,
+    Ping,
+    Get,
+    Set,
+    Delete,
+    BulkGet,
+    BulkSet,
+    BulkDelete,
+    Transact,
+    MultiMaxSize,
+    Query,
+}
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Generated tonic services are always ready.
-        Poll::Ready(Ok(()))
+const STATE_STORE: &str = "/dapr.proto.components.v1.StateStore/";
+
+/// The Dapr unary method at `path`, if it is one.
+pub fn unary(path: &str) -> Option<Unary> {
+    if let Some(method) = path.strip_prefix(STATE_STORE) {
+        return Some(match method {
+            "Get" => Unary::Get,
+            "Set" => Unary::Set,
+            "Delete" => Unary::Delete,
+            "BulkGet" => Unary::BulkGet,
+            "BulkSet" => Unary::BulkSet,
+            "BulkDelete" => Unary::BulkDelete,
+            "Init" => Unary::Init,
+            "Features" => Unary::Features,
+            "Ping" => Unary::Ping,
+            _ => return None,
+        });
     }
-
-    fn call(&mut self, call: Call) -> Self::Future {
-        let name = service_name(call.uri().path());
-        match self.by_name.iter().find(|(known, _)| *known == name) {
-            Some((_, service)) => service.handle(call),
-            None => {
-                let (parts, ()) = tonic::Status::unimplemented(format!("unknown service {name}"))
-                    .into_http::<()>()
-                    .into_parts();
-                Box::pin(std::future::ready(Ok(http::Response::from_parts(
-                    parts,
-                    Body::empty(),
-                ))))
-            }
+    match path {
+        "/dapr.proto.components.v1.TransactionalStateStore/Transact" => Some(Unary::Transact),
+        "/dapr.proto.components.v1.TransactionalStoreMultiMaxSize/MultiMaxSize" => {
+            Some(Unary::MultiMaxSize)
         }
+        "/dapr.proto.components.v1.QueriableStateStore/Query" => Some(Unary::Query),
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::service_name;
+    use super::{Unary, service_name, unary};
+
+    #[test]
+    fn dapr_methods_are_unary_and_the_rest_is_not() {
+        assert_eq!(unary("/dapr.proto.components.v1.StateStore/Get"), Some(Unary::Get));
+        assert_eq!(
+            unary("/dapr.proto.components.v1.TransactionalStateStore/Transact"),
+            Some(Unary::Transact)
+        );
+        assert_eq!(
+            unary("/dapr.proto.components.v1.QueriableStateStore/Query"),
+            Some(Unary::Query)
+        );
+        assert_eq!(unary("/dapr.proto.components.v1.StateStore/Nope"), None);
+        assert_eq!(unary("/roost.admin.v1.Admin/Get"), None);
+        assert_eq!(unary("/grpc.health.v1.Health/Check"), None);
+    }
 
     #[test]
     fn the_service_is_the_first_path_segment() {

@@ -10,19 +10,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::UnixListener;
-use tonic::transport::Server;
 
 use crate::authority::AuthorityFix;
 use crate::instances::InstanceRegistry;
-use crate::proto::{
-    self, queriable_state_store_server::QueriableStateStoreServer,
-    state_store_server::StateStoreServer,
-    transactional_state_store_server::TransactionalStateStoreServer,
-    transactional_store_multi_max_size_server::TransactionalStoreMultiMaxSizeServer,
-};
+use crate::proto;
 use crate::routes::Services;
 use crate::service::RoostComponent;
 use crate::socket;
+use crate::transport::Transport;
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
@@ -108,7 +103,10 @@ pub async fn serve(
         .map_err(|e| ServeError(format!("reflection setup failed: {e}")))?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<StateStoreServer<RoostComponent>>()
+        .set_service_status(
+            "dapr.proto.components.v1.StateStore",
+            tonic_health::ServingStatus::Serving,
+        )
         .await;
 
     let requests = Arc::new(crate::metrics::RequestMetrics::default());
@@ -134,21 +132,22 @@ pub async fn serve(
         None => None,
     };
 
-    let max = config.max_request_bytes;
+    // The Dapr unary methods are answered by the transport itself; these are the rest.
     let services = Services::default()
         .serve(
-            StateStoreServer::new(component.clone())
-                .max_decoding_message_size(max)
+            proto::admin::admin_server::AdminServer::new(component)
+                .max_decoding_message_size(config.max_request_bytes)
                 .max_encoding_message_size(usize::MAX),
         )
-        .serve(TransactionalStateStoreServer::new(component.clone()).max_decoding_message_size(max))
-        .serve(QueriableStateStoreServer::new(component.clone()).max_decoding_message_size(max))
-        .serve(TransactionalStoreMultiMaxSizeServer::new(component.clone()))
-        .serve(proto::admin::admin_server::AdminServer::new(component))
         .serve(reflection_v1alpha)
         .serve(reflection_v1)
         .serve(health);
-    let server = Server::builder().layer(crate::metrics::MetricsLayer(requests));
+    let transport = Arc::new(Transport {
+        registry: Arc::clone(&registry),
+        services,
+        metrics: requests,
+        max_request_bytes: config.max_request_bytes,
+    });
 
     tracing::info!(
         socket = %config.socket_path.display(),
@@ -160,7 +159,7 @@ pub async fn serve(
         "roost serving the Dapr state store API"
     );
     let served = serve_connections(
-        (server, services),
+        transport,
         listener,
         config.transport_threads.max(1),
         shutdown,
@@ -181,12 +180,6 @@ pub async fn serve(
     served
 }
 
-/// The gRPC server settings (with the metrics layer) and the services it serves.
-type RoostRouter = (
-    Server<tower::layer::util::Stack<crate::metrics::MetricsLayer, tower::layer::util::Identity>>,
-    Services,
-);
-
 /// Serves the connections accepted on `listener` on `threads` transport threads, each a
 /// current-thread runtime; connections are dealt to them in turn. A connection's HTTP/2
 /// task and the tasks of its calls then share one thread: no cross-thread wake-ups or lock
@@ -198,7 +191,7 @@ type RoostRouter = (
 /// stops and every thread drains its calls; calls still running after `grace` are dropped
 /// with their runtime.
 async fn serve_connections(
-    router: RoostRouter,
+    transport: Arc<Transport>,
     listener: UnixListener,
     threads: usize,
     shutdown: impl Future<Output = ()>,
@@ -216,7 +209,7 @@ async fn serve_connections(
         let (conn_tx, conn_rx) =
             tokio::sync::mpsc::unbounded_channel::<std::os::unix::net::UnixStream>();
         connections.push(conn_tx);
-        let router = router.clone();
+        let transport = Arc::clone(&transport);
         let mut stop_rx = stop_rx.clone();
         let mut force_rx = force_rx.clone();
         let done_tx = done_tx.clone();
@@ -224,7 +217,7 @@ async fn serve_connections(
             .name(format!("roost-grpc-{index}"))
             .spawn(move || {
                 let result =
-                    transport_thread(router, conn_rx, started_tx, &mut stop_rx, &mut force_rx);
+                    transport_thread(transport, conn_rx, started_tx, &mut stop_rx, &mut force_rx);
                 let _ = done_tx.send(result);
             })
             .map_err(|e| ServeError(format!("cannot start a transport thread: {e}")))?;
@@ -292,10 +285,11 @@ async fn serve_connections(
 }
 
 /// One transport thread: reports on `started` once its runtime runs, then serves the
-/// connections it is dealt until told to stop.
+/// connections it is dealt, a task each, until told to stop; then waits for their calls
+/// (each connection sends GOAWAY and ends with its last call) unless `force` comes first.
 fn transport_thread(
-    router: RoostRouter,
-    connections: tokio::sync::mpsc::UnboundedReceiver<std::os::unix::net::UnixStream>,
+    transport: Arc<Transport>,
+    mut connections: tokio::sync::mpsc::UnboundedReceiver<std::os::unix::net::UnixStream>,
     started: tokio::sync::oneshot::Sender<Result<(), String>>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
     force: &mut tokio::sync::watch::Receiver<bool>,
@@ -313,20 +307,35 @@ fn transport_thread(
     };
     let _ = started.send(Ok(()));
     runtime.block_on(async move {
-        use tokio_stream::StreamExt;
-        // The streams were accepted on another runtime: register them with this one.
-        // Each connection behind the `:authority` fix, so grpc-c and grpc-java clients are
-        // served too (`crate::authority`).
-        let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(connections)
-            .map(|stream| tokio::net::UnixStream::from_std(stream).map(AuthorityFix::new));
-        let (server, services) = router;
-        let serving = server.serve_with_incoming_shutdown(services, incoming, async move {
-            let _ = stop.wait_for(|stop| *stop).await;
-        });
-        tokio::select! {
-            served = serving => served.map_err(|e| e.to_string()),
-            _ = force.wait_for(|force| *force) => Ok(()),
+        let mut serving = tokio::task::JoinSet::new();
+        let stopping = stop.clone();
+        loop {
+            tokio::select! {
+                accepted = connections.recv() => match accepted {
+                    // The streams were accepted on another runtime: register them with this
+                    // one. Each connection is behind the `:authority` fix, so grpc-c and
+                    // grpc-java clients are served too (`crate::authority`).
+                    Some(stream) => match tokio::net::UnixStream::from_std(stream) {
+                        Ok(stream) => {
+                            serving.spawn(crate::transport::serve_connection(
+                                Arc::clone(&transport),
+                                AuthorityFix::new(stream),
+                                stopping.clone(),
+                            ));
+                        }
+                        Err(err) => tracing::warn!(error = %err, "cannot serve a connection"),
+                    },
+                    None => break,
+                },
+                _ = stop.wait_for(|stop| *stop) => break,
+                Some(_) = serving.join_next(), if !serving.is_empty() => {}
+            }
         }
+        tokio::select! {
+            () = async { while serving.join_next().await.is_some() {} } => {}
+            _ = force.wait_for(|force| *force) => {}
+        }
+        Ok(())
     })
 }
 

@@ -6,7 +6,8 @@
 //! (`crate::admin::service`) alike: a free function of the registry and the request that
 //! resolves the instance from `x-component-instance`, converts the wire request to engine
 //! requests ([`convert`]), calls the engine, converts the result back, and maps errors in one
-//! place ([`crate::status`]). The trait implementations below only forward to them.
+//! place ([`crate::status`]). [`answer`] calls the Dapr handlers for the transport; the
+//! admin service's trait implementation (tonic's, for its streaming `Snapshot`) only forwards.
 
 pub mod bulk;
 pub mod convert;
@@ -16,122 +17,77 @@ pub mod transact;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::admin::service as admin;
+use crate::grpc;
 use crate::instances::InstanceRegistry;
-use crate::proto::{
-    self, admin::admin_server::Admin, queriable_state_store_server::QueriableStateStore,
-    state_store_server::StateStore, transactional_state_store_server::TransactionalStateStore,
-    transactional_store_multi_max_size_server::TransactionalStoreMultiMaxSize,
-};
+use crate::proto::{self, admin::admin_server::Admin};
+use crate::routes::Unary;
 
 /// The features Roost advertises: only what is real.
 pub const FEATURES: &[&str] = &["ETAG", "TRANSACTIONAL", "TTL", "QUERY_API"];
 
-/// The component: every service shares one instance registry.
+/// Roost's admin service on the socket (tonic's generated server): it shares the instance
+/// registry with the Dapr handlers.
 #[derive(Debug, Clone)]
 pub struct RoostComponent {
     pub registry: Arc<InstanceRegistry>,
 }
 
-#[tonic::async_trait]
-impl StateStore for RoostComponent {
-    async fn init(
-        &self,
-        request: Request<proto::InitRequest>,
-    ) -> Result<Response<proto::InitResponse>, Status> {
-        state::init(&self.registry, request).await
-    }
-
-    async fn features(
-        &self,
-        _request: Request<proto::FeaturesRequest>,
-    ) -> Result<Response<proto::FeaturesResponse>, Status> {
-        Ok(Response::new(proto::FeaturesResponse {
-            features: FEATURES.iter().map(|f| f.to_string()).collect(),
-        }))
-    }
-
-    async fn delete(
-        &self,
-        request: Request<proto::DeleteRequest>,
-    ) -> Result<Response<proto::DeleteResponse>, Status> {
-        state::delete(&self.registry, request).await
-    }
-
-    async fn get(
-        &self,
-        request: Request<proto::GetRequest>,
-    ) -> Result<Response<proto::GetResponse>, Status> {
-        state::get(&self.registry, request).await
-    }
-
-    async fn set(
-        &self,
-        request: Request<proto::SetRequest>,
-    ) -> Result<Response<proto::SetResponse>, Status> {
-        state::set(&self.registry, request).await
-    }
-
-    async fn ping(
-        &self,
-        _request: Request<proto::PingRequest>,
-    ) -> Result<Response<proto::PingResponse>, Status> {
-        // A liveness answer that depends on nothing, Init included.
-        Ok(Response::new(proto::PingResponse {}))
-    }
-
-    async fn bulk_delete(
-        &self,
-        request: Request<proto::BulkDeleteRequest>,
-    ) -> Result<Response<proto::BulkDeleteResponse>, Status> {
-        bulk::bulk_delete(&self.registry, request).await
-    }
-
-    async fn bulk_get(
-        &self,
-        request: Request<proto::BulkGetRequest>,
-    ) -> Result<Response<proto::BulkGetResponse>, Status> {
-        bulk::bulk_get(&self.registry, request).await
-    }
-
-    async fn bulk_set(
-        &self,
-        request: Request<proto::BulkSetRequest>,
-    ) -> Result<Response<proto::BulkSetResponse>, Status> {
-        bulk::bulk_set(&self.registry, request).await
+/// Answers one unary call of the Dapr services (`crate::routes::Unary`): decodes its request
+/// message, calls its handler with the call's metadata, and encodes the response message with
+/// its gRPC prefix. The transport serves these calls on HTTP/2 itself (`crate::transport`).
+pub async fn answer(
+    registry: &Arc<InstanceRegistry>,
+    method: Unary,
+    metadata: MetadataMap,
+    message: Bytes,
+) -> Result<Bytes, Status> {
+    // Writes wait for their commit: their futures are boxed (one allocation, against a write's
+    // ~90 000 instructions), so the reads' future, which every call's state is sized by, stays
+    // small.
+    match method {
+        Unary::Get => unary(metadata, message, |r| state::get(registry, r)).await,
+        Unary::BulkGet => unary(metadata, message, |r| bulk::bulk_get(registry, r)).await,
+        Unary::Set => Box::pin(unary(metadata, message, |r| state::set(registry, r))).await,
+        Unary::Delete => Box::pin(unary(metadata, message, |r| state::delete(registry, r))).await,
+        Unary::BulkSet => {
+            Box::pin(unary(metadata, message, |r| bulk::bulk_set(registry, r))).await
+        }
+        Unary::BulkDelete => {
+            Box::pin(unary(metadata, message, |r| bulk::bulk_delete(registry, r))).await
+        }
+        Unary::Transact => {
+            Box::pin(unary(metadata, message, |r| transact::transact(registry, r))).await
+        }
+        Unary::Query => Box::pin(unary(metadata, message, |r| query::query(registry, r))).await,
+        Unary::Init => Box::pin(unary(metadata, message, |r| state::init(registry, r))).await,
+        Unary::MultiMaxSize => {
+            unary(metadata, message, |r| transact::multi_max_size(registry, r)).await
+        }
+        Unary::Features => unary(metadata, message, state::features).await,
+        Unary::Ping => unary(metadata, message, state::ping).await,
     }
 }
 
-#[tonic::async_trait]
-impl TransactionalStateStore for RoostComponent {
-    async fn transact(
-        &self,
-        request: Request<proto::TransactionalStateRequest>,
-    ) -> Result<Response<proto::TransactionalStateResponse>, Status> {
-        transact::transact(&self.registry, request).await
-    }
-}
-
-#[tonic::async_trait]
-impl TransactionalStoreMultiMaxSize for RoostComponent {
-    async fn multi_max_size(
-        &self,
-        request: Request<proto::MultiMaxSizeRequest>,
-    ) -> Result<Response<proto::MultiMaxSizeResponse>, Status> {
-        transact::multi_max_size(&self.registry, request).await
-    }
-}
-
-#[tonic::async_trait]
-impl QueriableStateStore for RoostComponent {
-    async fn query(
-        &self,
-        request: Request<proto::QueryRequest>,
-    ) -> Result<Response<proto::QueryResponse>, Status> {
-        query::query(&self.registry, request).await
-    }
+/// One unary call: the request message decoded, the handler called, the response framed.
+async fn unary<Req, Resp, Fut>(
+    metadata: MetadataMap,
+    message: Bytes,
+    handler: impl FnOnce(Request<Req>) -> Fut,
+) -> Result<Bytes, Status>
+where
+    Req: prost::Message + Default,
+    Resp: prost::Message,
+    Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+{
+    let request = grpc::decode::<Req>(message)?;
+    let request = Request::from_parts(metadata, tonic::Extensions::default(), request);
+    let response = handler(request).await?;
+    Ok(grpc::frame(response.get_ref()))
 }
 
 #[tonic::async_trait]
@@ -180,3 +136,4 @@ impl Admin for RoostComponent {
         admin::query(&self.registry, request).await
     }
 }
+

@@ -1,4 +1,4 @@
-//! Init, Get, Set, Delete.
+//! Init, Features, Ping, Get, Set, Delete.
 
 use std::sync::Arc;
 
@@ -24,6 +24,21 @@ pub async fn init(
         .map_err(|e| status::bad_request(format!("Init of instance {name:?}: {e}")))?;
     registry.init(&name, config, secrets).await?;
     Ok(Response::new(proto::InitResponse {}))
+}
+
+pub async fn features(
+    _request: Request<proto::FeaturesRequest>,
+) -> Result<Response<proto::FeaturesResponse>, Status> {
+    Ok(Response::new(proto::FeaturesResponse {
+        features: super::FEATURES.iter().map(|f| f.to_string()).collect(),
+    }))
+}
+
+/// A liveness answer that depends on nothing, Init included.
+pub async fn ping(
+    _request: Request<proto::PingRequest>,
+) -> Result<Response<proto::PingResponse>, Status> {
+    Ok(Response::new(proto::PingResponse {}))
 }
 
 pub async fn get(
