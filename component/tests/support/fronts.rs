@@ -309,3 +309,25 @@ pub fn error_code(body: &str) -> String {
         serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
     value["errorCode"].as_str().unwrap_or_default().to_string()
 }
+
+/// A Go tool that `tests/dapr/tools.sh` builds into `target/tools/` (`h2spec`, `grpcurl`), or
+/// the path in `env`. Same rules as [`daprd_binary`]: missing outside CI skips, under CI fails.
+pub fn go_tool(name: &str, env: &str, test: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repository_root().join("target"))
+            .join("tools")
+            .join(name)
+    });
+    if path.is_file() {
+        return Some(path);
+    }
+    let why = format!("no {name} (run `bash tests/dapr/tools.sh`, or set {env})");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI must have {name}: {why}"
+    );
+    eprintln!("skipped {test}: {why}");
+    None
+}
