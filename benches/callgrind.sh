@@ -3,12 +3,15 @@
 # time on shared VMs): the server process only, counters zeroed after preload and warm-up,
 # CLIENTS clients (16) on one HTTP/2 connection as daprd uses, 1 KiB values, KEYS keys (10 000).
 #
-#   bash benches/callgrind.sh [roost|redis|both] [OPS...]      (OPS: get set txn bulk-get)
+#   bash benches/callgrind.sh [roost|redis|go|both|all] [OPS...]   (OPS: get set txn bulk-get)
 #
 # Roost is served by the harness's `serve-roost` (the same `roost_component::server::serve` as
 # `roost serve`, same allocator); ROOST_SERVER names another build of the harness binary, for
 # a before/after. Redis is redis-server without persistence, called as Dapr's `state.redis`
-# calls it (HGETALL; EVAL of its set script; MULTI/EVAL…/EXEC). Prints one line per call kind:
+# calls it (HGETALL; EVAL of its set script; MULTI/EVAL…/EXEC). `go` is tests/dapr/memstore, a
+# pluggable state store on grpc-go and Dapr's generated protos keeping its state in a map (the
+# way Dapr's Go components SDK serves one), called exactly as Roost is. `both` is Roost and
+# Redis; `all` adds `go`. Prints one line per call kind:
 # target, op, instructions per call; KEEP=DIR keeps each dump there, for callgrind_annotate.
 # Needs valgrind (apt) and, for Redis, redis-server.
 set -euo pipefail
@@ -42,8 +45,10 @@ free_port() {
 # Runs one measurement: the server (already started under callgrind, pid SERVER_PID) is driven
 # by the client; counters are zeroed once the client is warm, dumped when it is done.
 measure() {
-    local target=$1 address=$2 op=$3
-    coproc CLIENT_PROC { "$CLIENT" "$target" "$address" "$op" "$CALLS" "$CLIENTS" "$KEYS"; }
+    local target=$1 address=$2 op=$3 protocol=$1
+    # The Go store speaks the pluggable protocol, as Roost does.
+    [ "$target" = go ] && protocol=roost
+    coproc CLIENT_PROC { "$CLIENT" "$protocol" "$address" "$op" "$CALLS" "$CLIENTS" "$KEYS"; }
     local client_pid=$CLIENT_PROC_PID line
     read -r line <&"${CLIENT_PROC[0]}"
     [ "$line" = ready ] || { echo "client said: $line" >&2; exit 1; }
@@ -82,8 +87,14 @@ stop_server() {
     SERVER_PID=
 }
 
+if [ "$WHICH" = go ] || [ "$WHICH" = all ]; then
+    command -v go >/dev/null || { echo "callgrind.sh: no Go toolchain for the go target" >&2; exit 1; }
+    mkdir -p target/tools
+    (cd tests/dapr && CGO_ENABLED=0 go build -trimpath -o ../../target/tools/memstore ./memstore)
+fi
+
 for op in "${OPS[@]}"; do
-    if [ "$WHICH" = roost ] || [ "$WHICH" = both ]; then
+    if [ "$WHICH" = roost ] || [ "$WHICH" = both ] || [ "$WHICH" = all ]; then
         rm -rf "$WORK/sockets" "$WORK/data"
         mkdir -p "$WORK/sockets" "$WORK/data"
         start_under_callgrind "$SERVER" serve-roost --socket-folder "$WORK/sockets" --data-dir "$WORK/data"
@@ -92,7 +103,17 @@ for op in "${OPS[@]}"; do
         measure roost "$WORK/sockets/roost.sock" "$op"
         stop_server
     fi
-    if [ "$WHICH" = redis ] || [ "$WHICH" = both ]; then
+    if [ "$WHICH" = go ] || [ "$WHICH" = all ]; then
+        rm -rf "$WORK/sockets" && mkdir -p "$WORK/sockets"
+        # Go preempts goroutines with signals, which callgrind cannot follow: off, as a
+        # GODEBUG setting (it changes scheduling, not the work a call does).
+        GODEBUG=asyncpreemptoff=1 start_under_callgrind target/tools/memstore -socket "$WORK/sockets/memstore.sock"
+        for _ in $(seq 600); do [ -S "$WORK/sockets/memstore.sock" ] && break; sleep 0.1; done
+        [ -S "$WORK/sockets/memstore.sock" ] || { cat "$WORK/server.log" >&2; exit 1; }
+        measure go "$WORK/sockets/memstore.sock" "$op"
+        stop_server
+    fi
+    if [ "$WHICH" = redis ] || [ "$WHICH" = both ] || [ "$WHICH" = all ]; then
         command -v redis-server >/dev/null || { echo "callgrind.sh: no redis-server (apt-get install redis-server)" >&2; exit 1; }
         port=$(free_port)
         start_under_callgrind redis-server --port "$port" --bind 127.0.0.1 --save '' \
