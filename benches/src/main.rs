@@ -208,6 +208,7 @@ fn settings(args: &Args) -> Settings {
             let mut all = Target::ALL.to_vec();
             if args.baseline_server.is_some() {
                 all.push(Target::RoostBaseline);
+                all.push(Target::DaprdRoostBaseline);
             }
             all
         } else {
@@ -245,8 +246,10 @@ fn settings(args: &Args) -> Settings {
 
 fn check(settings: &Settings) -> Result<(), String> {
     match &settings.baseline_server {
-        None if settings.targets.contains(&Target::RoostBaseline) => {
-            return Err("the roost-baseline target needs --baseline-server PATH".into());
+        None if settings.targets.contains(&Target::RoostBaseline)
+            || settings.targets.contains(&Target::DaprdRoostBaseline) =>
+        {
+            return Err("the roost-baseline targets need --baseline-server PATH".into());
         }
         Some(path) if !path.is_file() => {
             return Err(format!(

@@ -74,6 +74,9 @@ pub enum Target {
     /// Roost (`roost serve`, immediate durability) behind a real daprd, through daprd's gRPC
     /// API as an SDK calls it.
     DaprdRoost,
+    /// `roost serve` from another build of the harness (`--baseline-server`) behind a real
+    /// daprd: a server change's before/after through daprd in one run.
+    DaprdRoostBaseline,
     /// Dapr's `state.redis` behind daprd, redis-server with `appendfsync always`.
     DaprdRedis,
     /// Dapr's `state.redis` behind daprd, redis-server without persistence.
@@ -88,8 +91,9 @@ pub enum Target {
 
 impl Target {
     /// The targets behind a real daprd.
-    pub const DAPRD: [Target; 6] = [
+    pub const DAPRD: [Target; 7] = [
         Target::DaprdRoost,
+        Target::DaprdRoostBaseline,
         Target::DaprdRedis,
         Target::DaprdRedisNopersist,
         Target::DaprdPostgres,
@@ -134,6 +138,7 @@ impl Target {
             Target::PostgresAsync => "postgres-async",
             Target::Sqlite => "sqlite",
             Target::DaprdRoost => "daprd-roost",
+            Target::DaprdRoostBaseline => "daprd-roost-baseline",
             Target::DaprdRedis => "daprd-redis",
             Target::DaprdRedisNopersist => "daprd-redis-nopersist",
             Target::DaprdPostgres => "daprd-postgres",
@@ -155,7 +160,9 @@ impl Target {
             Target::Postgres => "fsync per commit (synchronous_commit on)",
             Target::PostgresAsync => "relaxed: WAL flushed within 600 ms (synchronous_commit off)",
             Target::Sqlite => "fsync per commit (WAL, synchronous FULL)",
-            Target::DaprdRoost => "fsync before the ack (immediate), behind daprd",
+            Target::DaprdRoost | Target::DaprdRoostBaseline => {
+                "fsync before the ack (immediate), behind daprd"
+            }
             Target::DaprdRedis => "fsync per write (appendfsync always), behind daprd",
             Target::DaprdRedisNopersist => "none: memory only, behind daprd",
             Target::DaprdPostgres => "fsync per commit (synchronous_commit on), behind daprd",
@@ -175,6 +182,7 @@ impl Target {
             | Target::Postgres
             | Target::Sqlite
             | Target::DaprdRoost
+            | Target::DaprdRoostBaseline
             | Target::DaprdRedis
             | Target::DaprdPostgres
             | Target::DaprdSqlite => "durable",
@@ -286,7 +294,7 @@ impl Workload {
             return match self {
                 Workload::Ping => Some("daprd's API has no ping"),
                 Workload::QueryIndexed | Workload::QueryScan => match target {
-                    Target::DaprdRoost => None,
+                    Target::DaprdRoost | Target::DaprdRoostBaseline => None,
                     Target::DaprdRedis | Target::DaprdRedisNopersist => Some(
                         "state.redis queries need RedisJSON + RediSearch (not in redis-server)",
                     ),

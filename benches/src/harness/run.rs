@@ -96,7 +96,7 @@ pub struct Servers {
     baseline_server: Option<PathBuf>,
     redis: Vec<RedisServer>,
     /// The `roost serve` behind `daprd-roost` (its own, so its keyspace is fresh).
-    daprd_roost: Option<RoostServer>,
+    daprd_roost: Vec<RoostServer>,
     daprds: Vec<DaprdProcess>,
     dirs: Vec<TempDir>,
 }
@@ -276,6 +276,7 @@ impl Servers {
                 Ok(Connector::Embedded(Arc::new(embedded)))
             }
             Target::DaprdRoost
+            | Target::DaprdRoostBaseline
             | Target::DaprdRedis
             | Target::DaprdRedisNopersist
             | Target::DaprdPostgres
@@ -325,13 +326,20 @@ impl Servers {
         let mut socket_folder = dir.path().join("sockets");
         std::fs::create_dir_all(&socket_folder)?;
         let (yaml, store) = match target {
-            Target::DaprdRoost => {
-                let server = tokio::task::spawn_blocking(|| RoostServer::start(None))
+            Target::DaprdRoost | Target::DaprdRoostBaseline => {
+                let exe = if target == Target::DaprdRoostBaseline {
+                    Some(self.baseline_server.clone().ok_or_else(|| {
+                        HarnessError("daprd-roost-baseline needs --baseline-server PATH".into())
+                    })?)
+                } else {
+                    None
+                };
+                let server = tokio::task::spawn_blocking(move || RoostServer::start(exe.as_deref()))
                     .await
                     .map_err(|e| HarnessError(e.to_string()))??;
                 socket_folder = server.socket_folder().to_path_buf();
                 let pid = server.pid();
-                self.daprd_roost = Some(server);
+                self.daprd_roost.push(server);
                 // The main keyspace, and the query workloads' documents with and without a
                 // secondary index, each a component of its own as a Dapr user would declare it.
                 let yaml = [
@@ -417,7 +425,7 @@ impl Servers {
             endpoint: daprd.grpc_endpoint(),
             daprd: daprd.daprd_pid(),
             store,
-            queries: target == Target::DaprdRoost,
+            queries: matches!(target, Target::DaprdRoost | Target::DaprdRoostBaseline),
         };
         self.daprds.push(daprd);
         self.dirs.push(dir);
