@@ -202,7 +202,9 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         assert!(err.message().contains("--max-request-bytes"), "{err:?}");
         let mut collector = Collector::default();
-        collector.push(Bytes::from(prefixed(&[7; 100])), 100).unwrap();
+        collector
+            .push(Bytes::from(prefixed(&[7; 100])), 100)
+            .unwrap();
         assert_eq!(collector.finish().unwrap().len(), 100);
     }
 
@@ -218,7 +220,10 @@ mod tests {
         assert_eq!(code(&[]), tonic::Code::Internal);
         assert_eq!(code(&[&[0, 0, 0]]), tonic::Code::Internal);
         assert_eq!(code(&[&prefixed(b"abc")[..6]]), tonic::Code::Internal);
-        assert_eq!(code(&[&prefixed(b"abc"), &prefixed(b"d")]), tonic::Code::Internal);
+        assert_eq!(
+            code(&[&prefixed(b"abc"), &prefixed(b"d")]),
+            tonic::Code::Internal
+        );
         let mut compressed = prefixed(b"abc");
         compressed[0] = 1;
         assert_eq!(code(&[&compressed]), tonic::Code::Unimplemented);
@@ -239,7 +244,10 @@ mod tests {
         assert_eq!(parse("3M").unwrap(), Some(Duration::from_secs(180)));
         assert_eq!(parse("5S").unwrap(), Some(Duration::from_secs(5)));
         assert_eq!(parse("250m").unwrap(), Some(Duration::from_millis(250)));
-        assert_eq!(parse("99999999u").unwrap(), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(
+            parse("99999999u").unwrap(),
+            Some(Duration::from_micros(99_999_999))
+        );
         assert_eq!(parse("1n").unwrap(), Some(Duration::from_nanos(1)));
         for bad in ["", "S", "5", "5s", "-5S", "123456789S", "1.5S", " 5S"] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");

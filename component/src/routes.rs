@@ -140,7 +140,10 @@ mod tests {
 
     #[test]
     fn dapr_methods_are_unary_and_the_rest_is_not() {
-        assert_eq!(unary("/dapr.proto.components.v1.StateStore/Get"), Some(Unary::Get));
+        assert_eq!(
+            unary("/dapr.proto.components.v1.StateStore/Get"),
+            Some(Unary::Get)
+        );
         assert_eq!(
             unary("/dapr.proto.components.v1.TransactionalStateStore/Transact"),
             Some(Unary::Transact)

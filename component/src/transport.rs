@@ -187,8 +187,8 @@ async fn unary(
         answering: async {
             let mut message = grpc::Collector::default();
             while let Some(chunk) = body.data().await {
-                let chunk = chunk
-                    .map_err(|e| Status::cancelled(format!("the request broke off: {e}")))?;
+                let chunk =
+                    chunk.map_err(|e| Status::cancelled(format!("the request broke off: {e}")))?;
                 let _ = body.flow_control().release_capacity(chunk.len());
                 message.push(chunk, limit)?;
             }
@@ -317,12 +317,14 @@ fn grpc_head() -> Response<()> {
 
 /// A successful unary answer: HEADERS, the message in one DATA frame, `grpc-status: 0`.
 fn respond_message(respond: &mut SendResponse<Bytes>, message: Bytes) {
-    let sent = respond.send_response(grpc_head(), false).and_then(|mut send| {
-        send.send_data(message, false)?;
-        let mut trailers = HeaderMap::with_capacity(1);
-        trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
-        send.send_trailers(trailers)
-    });
+    let sent = respond
+        .send_response(grpc_head(), false)
+        .and_then(|mut send| {
+            send.send_data(message, false)?;
+            let mut trailers = HeaderMap::with_capacity(1);
+            trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
+            send.send_trailers(trailers)
+        });
     if let Err(err) = sent {
         tracing::debug!(error = %err, "the answer could not be sent");
     }

@@ -65,14 +65,18 @@ async fn grpc_status(response: h2::client::ResponseFuture) -> (u16, Option<Strin
     let trailers = body.trailers().await.unwrap();
     (
         status,
-        trailers.and_then(|t| t.get("grpc-status").map(|v| v.to_str().unwrap().to_string())),
+        trailers.and_then(|t| {
+            t.get("grpc-status")
+                .map(|v| v.to_str().unwrap().to_string())
+        }),
     )
 }
 
 async fn ping_is_ok(client: &mut h2::client::SendRequest<Bytes>) {
     let request = grpc_request("/dapr.proto.components.v1.StateStore/Ping", &[]);
     let (response, mut body) = client.send_request(request, false).unwrap();
-    body.send_data(framed(&proto::PingRequest {}), true).unwrap();
+    body.send_data(framed(&proto::PingRequest {}), true)
+        .unwrap();
     assert_eq!(grpc_status(response).await, (200, Some("0".to_string())));
 }
 
@@ -100,7 +104,8 @@ async fn a_call_past_its_grpc_timeout_ends_with_deadline_exceeded() {
         &[("grpc-timeout", "5 seconds")],
     );
     let (response, mut body) = client.send_request(request, false).unwrap();
-    body.send_data(framed(&proto::PingRequest {}), true).unwrap();
+    body.send_data(framed(&proto::PingRequest {}), true)
+        .unwrap();
     assert_eq!(
         grpc_status(response).await,
         (200, Some((Code::InvalidArgument as i32).to_string()))
@@ -319,7 +324,12 @@ async fn grpcurl_lists_describes_and_calls_over_the_socket() {
     assert!(ok && described.contains("rpc BulkGet"), "{described}");
 
     let init = r#"{"metadata":{"properties":{}}}"#;
-    let (ok, out) = run(&["-d", init, &address, "dapr.proto.components.v1.StateStore/Init"]);
+    let (ok, out) = run(&[
+        "-d",
+        init,
+        &address,
+        "dapr.proto.components.v1.StateStore/Init",
+    ]);
     assert!(ok, "{out}");
     let (ok, out) = run(&[
         "-d",
@@ -349,7 +359,10 @@ async fn grpcurl_lists_describes_and_calls_over_the_socket() {
     // grpcurl has no google.rpc.BadRequest type and shows it raw: one FieldViolation for
     // "etag" (field 1 of BadRequest, then field 1 of the violation, "etag").
     let detail = &error["details"][0];
-    assert_eq!(detail["@type"], "type.googleapis.com/google.rpc.BadRequest", "{out}");
+    assert_eq!(
+        detail["@type"], "type.googleapis.com/google.rpc.BadRequest",
+        "{out}"
+    );
     use base64::Engine as _;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(detail["@value"].as_str().unwrap())

@@ -334,9 +334,10 @@ impl Servers {
                 } else {
                     None
                 };
-                let server = tokio::task::spawn_blocking(move || RoostServer::start(exe.as_deref()))
-                    .await
-                    .map_err(|e| HarnessError(e.to_string()))??;
+                let server =
+                    tokio::task::spawn_blocking(move || RoostServer::start(exe.as_deref()))
+                        .await
+                        .map_err(|e| HarnessError(e.to_string()))??;
                 socket_folder = server.socket_folder().to_path_buf();
                 let pid = server.pid();
                 self.daprd_roost.push(server);

@@ -54,14 +54,15 @@ pub async fn answer(
         Unary::BulkGet => unary(metadata, message, |r| bulk::bulk_get(registry, r)).await,
         Unary::Set => Box::pin(unary(metadata, message, |r| state::set(registry, r))).await,
         Unary::Delete => Box::pin(unary(metadata, message, |r| state::delete(registry, r))).await,
-        Unary::BulkSet => {
-            Box::pin(unary(metadata, message, |r| bulk::bulk_set(registry, r))).await
-        }
+        Unary::BulkSet => Box::pin(unary(metadata, message, |r| bulk::bulk_set(registry, r))).await,
         Unary::BulkDelete => {
             Box::pin(unary(metadata, message, |r| bulk::bulk_delete(registry, r))).await
         }
         Unary::Transact => {
-            Box::pin(unary(metadata, message, |r| transact::transact(registry, r))).await
+            Box::pin(unary(metadata, message, |r| {
+                transact::transact(registry, r)
+            }))
+            .await
         }
         Unary::Query => Box::pin(unary(metadata, message, |r| query::query(registry, r))).await,
         Unary::Init => Box::pin(unary(metadata, message, |r| state::init(registry, r))).await,
@@ -136,4 +137,3 @@ impl Admin for RoostComponent {
         admin::query(&self.registry, request).await
     }
 }
-
