@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use roost_component::proto;
 use support::fronts::go_tool;
-use support::{Server, set};
+use support::{Server, free_port, scrape, set};
 use tonic::Code;
 
 /// A raw HTTP/2 client on the socket; its connection is driven by a task of its own.
@@ -111,27 +111,6 @@ async fn a_call_past_its_grpc_timeout_ends_with_deadline_exceeded() {
         (200, Some((Code::InvalidArgument as i32).to_string()))
     );
     ping_is_ok(&mut client).await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
