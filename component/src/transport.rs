@@ -32,7 +32,7 @@ use tonic::Status;
 
 use crate::grpc;
 use crate::instances::InstanceRegistry;
-use crate::metrics::{Operation, RequestMetrics};
+use crate::metrics::RequestMetrics;
 use crate::routes::{self, Services, Unary};
 
 /// Each stream's receive window: a request of up to 1 MiB needs no WINDOW_UPDATE.
@@ -161,10 +161,6 @@ async fn call(
             }
         },
     };
-    record(&operation, outcome, started);
-}
-
-fn record(operation: &Operation, outcome: Outcome, started: Instant) {
     operation.record(outcome, started.elapsed());
 }
 
@@ -344,19 +340,29 @@ fn trailers_only(respond: &mut SendResponse<Bytes>, status: &Status) {
     }
 }
 
-/// Reads what the client still sends on a stream that has been answered, releasing its
-/// flow-control window, so the peer finishes sending instead of stalling.
-async fn drain(mut body: RecvStream) {
+/// Reads what the client still sends on a stream, releasing its flow-control window, so the
+/// peer finishes sending instead of stalling. False if the stream broke off (a reset).
+async fn drain(mut body: RecvStream) -> bool {
     if body.is_end_stream() {
-        return;
+        return true;
     }
-    while let Some(Ok(chunk)) = body.data().await {
-        let _ = body.flow_control().release_capacity(chunk.len());
+    while let Some(chunk) = body.data().await {
+        match chunk {
+            Ok(chunk) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+            Err(_) => return false,
+        }
     }
+    true
 }
 
-/// HTTP 415 for a request that is not gRPC.
+/// HTTP 415 for a request that is not gRPC, once the request has ended: frames the peer sends
+/// on the stream meanwhile (a WINDOW_UPDATE that overflows, say) are answered first.
 async fn not_grpc(mut respond: SendResponse<Bytes>, body: RecvStream) {
+    if !drain(body).await {
+        return;
+    }
     let mut response = Response::new(());
     *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
     response.headers_mut().insert(
@@ -369,7 +375,6 @@ async fn not_grpc(mut respond: SendResponse<Bytes>, body: RecvStream) {
             true,
         );
     }
-    drain(body).await;
 }
 
 /// Sends a tonic response body: data as the peer's window allows, then its trailers.

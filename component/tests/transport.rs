@@ -217,17 +217,28 @@ async fn requests_that_are_not_grpc_get_http_415() {
     ping_is_ok(&mut client).await;
 }
 
-/// Forwards connections to 127.0.0.1:`port` to the socket (h2spec speaks TCP only).
+/// Forwards connections to 127.0.0.1:`port` to the socket (h2spec speaks TCP only). When the
+/// server closes, the client gets everything it sent (a GOAWAY) and then end of file; what the
+/// client still sends is read and dropped, so closing never resets the TCP connection (a reset
+/// could discard that GOAWAY before h2spec reads it).
 async fn loopback_bridge(socket: std::path::PathBuf) -> u16 {
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            let socket = socket.clone();
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(unix) = tokio::net::UnixStream::connect(&socket).await else {
+                continue;
+            };
+            let (mut from_client, mut to_client) = tcp.into_split();
+            let (mut from_server, mut to_server) = unix.into_split();
             tokio::spawn(async move {
-                if let Ok(mut unix) = tokio::net::UnixStream::connect(&socket).await {
-                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
-                }
+                let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                let _ = tokio::io::copy(&mut from_client, &mut tokio::io::sink()).await;
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                let _ = to_client.shutdown().await;
             });
         }
     });
