@@ -313,6 +313,14 @@ fn parse_heads(keys: &[String], found: &[Option<Versioned>]) -> Result<Vec<u64>>
         .collect()
 }
 
+/// What one poll reads of the swarm: the members, their feeds' heads, and the live ones
+/// with the agents they run.
+struct View {
+    members: Vec<String>,
+    heads: Vec<u64>,
+    alive: Vec<(String, BTreeSet<String>)>,
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(key: &str, data: &[u8]) -> Result<T> {
     serde_json::from_slice(data).map_err(|e| Error::Corrupt(format!("{key}: {e}")))
 }
@@ -445,15 +453,30 @@ impl Swarm {
         )
     }
 
-    /// The heads of `members`' feeds and the members alive (a heartbeat younger than
-    /// `ALIVE_FOR_MS`), in one bulk read.
-    async fn heads_and_alive(
-        &self,
-        members: &[String],
-    ) -> Result<(Vec<u64>, Vec<(String, BTreeSet<String>)>)> {
-        let mut keys: Vec<String> = members.iter().map(|m| head_key(m)).collect();
-        keys.extend(members.iter().map(|m| alive_key(m)));
-        let found = self.read(&keys).await?;
+    /// The members (`swarm:members`), the heads of their feeds and those alive (a heartbeat
+    /// younger than `ALIVE_FOR_MS`): one bulk read with the members already `known`, and a
+    /// second one for all of them only when someone joined since.
+    async fn view(&self, known: &[String]) -> Result<View> {
+        fn feed_keys(members: &[String]) -> Vec<String> {
+            let mut keys: Vec<String> = members.iter().map(|m| head_key(m)).collect();
+            keys.extend(members.iter().map(|m| alive_key(m)));
+            keys
+        }
+        let mut keys = feed_keys(known);
+        keys.insert(0, MEMBERS.to_string());
+        let mut found = self.read(&keys).await?;
+        let listed = match found.remove(0) {
+            Some(v) => parse::<BTreeSet<String>>(MEMBERS, &v.value)?,
+            None => BTreeSet::new(),
+        };
+        keys.remove(0);
+        let mut members = known.to_vec();
+        let before = members.len();
+        members.extend(listed.into_iter().filter(|m| !known.contains(m)));
+        if members.len() > before {
+            keys = feed_keys(&members);
+            found = self.read(&keys).await?;
+        }
         let (heads, beats) = found.split_at(members.len());
         let heads = parse_heads(&keys, heads)?;
         let now = now_ms();
@@ -465,7 +488,11 @@ impl Swarm {
                 (beat.at_ms + ALIVE_FOR_MS > now).then(|| (m.clone(), beat.agents))
             })
             .collect();
-        Ok((heads, alive))
+        Ok(View {
+            members,
+            heads,
+            alive,
+        })
     }
 
     /// The heads of `members`' feeds (0 for a feed never appended to).
@@ -661,10 +688,12 @@ impl Swarm {
     }
 }
 
-/// Starts following: registers the member, finds its own head, sets the cursors at the heads
-/// of now, reads the store once for work not done (claims), and spawns the follower.
+/// Starts following: registers the member and says it is alive (so runs are left to it from
+/// the next poll of any member on), finds its own head, sets the cursors at the heads of now,
+/// reads the store once for work not done (claims), and spawns the follower.
 pub(crate) async fn start(inner: &Arc<Inner>, swarm: &Arc<Swarm>) -> Result<usize> {
     swarm.register().await?;
+    heartbeat(inner, swarm).await?;
     let members = swarm.members().await?;
     let heads = swarm.heads(&members).await?;
     if let Some(i) = members.iter().position(|m| m == &swarm.options.member) {
@@ -923,14 +952,13 @@ async fn poll_once(inner: &Arc<Inner>, swarm: &Arc<Swarm>, round: u64) -> Result
         .keys()
         .cloned()
         .collect();
-    // New members are picked up every 25 rounds.
-    let members = if round % 25 == 1 || known.is_empty() {
-        swarm.members().await?
-    } else {
-        known
-    };
     heartbeat(inner, swarm).await?;
-    let (heads, alive) = swarm.heads_and_alive(&members).await?;
+    // Members that joined since the last round are in the same read.
+    let View {
+        members,
+        heads,
+        alive,
+    } = swarm.view(&known).await?;
     if let Ok(mut known) = swarm.alive.lock() {
         *known = alive;
     }

@@ -1009,7 +1009,8 @@ async fn a_windowed_join_pairs_only_artifacts_close_in_time() {
 
 /// Runs belong to one live member (rendezvous hashing); the others leave them to it and
 /// look again only after `defer`, with one bulk read. So a swarm makes far fewer losing
-/// claim writes than if every member tried every trigger at once — counted, not timed.
+/// claim writes than if every member tried every trigger at once — counted, not timed. A
+/// member is one of the live ones from its start on, for every member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_leave_a_run_to_the_member_it_belongs_to() {
     async fn writes(defer: Duration) -> (u64, u64) {
@@ -1042,11 +1043,12 @@ async fn members_leave_a_run_to_the_member_it_belongs_to() {
         // A member with no agents publishes: no run may be left to it.
         let publisher = Flock::swarm(Arc::clone(&store), options("publisher").defer(defer));
         publisher.start().await.unwrap();
+        // The members join one after the other while the earlier ones poll, and the work
+        // comes at once: a member that has started is seen by the others at their next poll.
         for m in &members {
+            tokio::time::sleep(Duration::from_millis(60)).await;
             m.start().await.unwrap();
         }
-        // Every member has said it is alive before the work comes.
-        tokio::time::sleep(Duration::from_millis(100)).await;
         for n in 0..60 {
             publisher.publish(&Task { n }).await.unwrap();
         }
