@@ -9,7 +9,8 @@ starts log the engine's debug lines to stderr), keep its output, then:
 For every run line of the log (target, workload, clients) it reports the checkpoints that
 happened during that run — count, duration (min / median / max), applied log bytes, the
 unapplied bytes when each one ended — and what the writers waited: write-ahead-log appends
-slower than 20 ms, batches that waited for room among the unapplied writes, slow planning
+slower than 20 ms, batches held back while the unapplied writes were over half their bound
+(counted at each checkpoint), batches that waited for room among them, slow planning
 snapshots. `--each` lists every checkpoint with its time and duration. Lines of the old engine
 (before catch-up: "checkpoint log_bytes=...") are read too; there every checkpoint held all
 writers for its whole duration.
@@ -73,6 +74,14 @@ def main():
             if unapplied:
                 print(
                     f"   unapplied when a checkpoint ended: max {max(unapplied) / 1048576:.1f} MiB"
+                )
+            held = [e[2] for e in cps if "held_back_batches" in e[2]]
+            if held:
+                batches = sum(h["held_back_batches"] for h in held)
+                ms = sum(h.get("held_back_ms", 0.0) for h in held)
+                print(
+                    f"   batches held back (unapplied over half the bound): {batches:.0f}, "
+                    f"{ms:.0f} ms in all"
                 )
             if kind == "writer held":
                 print(

@@ -352,6 +352,20 @@ pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> S
             &s.writer.room_wait_seconds,
         );
     }
+    header(
+        &mut out,
+        "roost_unapplied_hold_back_seconds",
+        "histogram",
+        "The delay of each write batch held back while the unapplied writes were over half their bound (back-pressure).",
+    );
+    for s in &samples {
+        histogram(
+            &mut out,
+            "roost_unapplied_hold_back_seconds",
+            &s.labels,
+            &s.writer.hold_back_seconds,
+        );
+    }
     out
 }
 

@@ -68,6 +68,8 @@ pub(crate) struct CatchUp {
     pub unflushed_since: Option<Instant>,
     pub pause: Arc<Pause>,
     pub crash_at: Option<Arc<CrashAt>>,
+    /// The writers' hold-back (batches, seconds) as the last checkpoint's log line saw it.
+    pub held_back_seen: (u64, f64),
 }
 
 /// Holds catch-up before its next step while set (tests: writes then stay in the overlay).
@@ -248,11 +250,16 @@ impl CatchUp {
         CrashAt::reached(&self.crash_at, CrashPoint::AfterLogTruncate);
         let elapsed = started.elapsed();
         self.counters.checkpoint_time.observe_duration(elapsed);
+        let held = self.counters.hold_back.snapshot();
+        let (batches, seconds) =
+            std::mem::replace(&mut self.held_back_seen, (held.count, held.sum));
         tracing::debug!(
             applied_log_bytes = self.since_checkpoint,
             segments_removed = removed,
             unapplied_bytes = self.overlay.bytes(),
             elapsed_ms = elapsed.as_secs_f64() * 1e3,
+            held_back_batches = held.count - batches,
+            held_back_ms = (held.sum - seconds) * 1e3,
             "checkpoint"
         );
         self.since_checkpoint = 0;

@@ -261,6 +261,7 @@ impl Database {
             checkpoint_seconds: c.checkpoint_time.snapshot(),
             apply_seconds: c.apply_time.snapshot(),
             room_wait_seconds: c.room_wait.snapshot(),
+            hold_back_seconds: c.hold_back.snapshot(),
             unapplied_bytes: self.inner.overlay.bytes(),
             unapplied_limit_bytes: self.inner.overlay.limit(),
         }

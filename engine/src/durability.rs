@@ -84,6 +84,7 @@ impl Sink {
             unflushed_since: None,
             pause: Arc::clone(pause),
             crash_at: options.crash_at.clone(),
+            held_back_seen: (0, 0.0),
         };
         let handle = std::thread::Builder::new()
             .name("roost-catchup".into())
@@ -102,10 +103,15 @@ impl Sink {
         }))
     }
 
-    /// Waits, if the overlay is full, until catch-up makes room (a no-op without the log).
+    /// Holds the next batch back while the overlay is over half its bound, and waits, if it
+    /// is full, until catch-up makes room (a no-op without the log).
     pub fn wait_for_room(&self) {
         if let Sink::Logged(logged) = self {
-            let waited = logged.overlay.wait_for_room(|| logged.poisoned().is_some());
+            let held = logged.overlay.wait_for_room(|| logged.poisoned().is_some());
+            if !held.delayed.is_zero() {
+                logged.counters.hold_back.observe_duration(held.delayed);
+            }
+            let waited = held.waited;
             if !waited.is_zero() {
                 logged.counters.room_wait.observe_duration(waited);
                 tracing::debug!(

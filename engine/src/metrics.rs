@@ -111,8 +111,11 @@ pub struct WriterMetrics {
     /// With the log: catch-up's redb commits (applying logged batches), in seconds.
     pub apply_seconds: HistogramSnapshot,
     /// With the log: how long a batch waited for room in a full overlay, in seconds (the
-    /// back-pressure; empty when writers never waited).
+    /// back-pressure's last resort; empty when writers never waited).
     pub room_wait_seconds: HistogramSnapshot,
+    /// With the log: the delay of each batch held back while the overlay was over half its
+    /// bound, in seconds (the back-pressure; empty when it never was).
+    pub hold_back_seconds: HistogramSnapshot,
     /// Bytes of acknowledged writes not yet applied to the main file, and their bound.
     pub unapplied_bytes: u64,
     pub unapplied_limit_bytes: u64,
@@ -132,6 +135,8 @@ pub(crate) struct WriterCounters {
     pub apply_time: Histogram,
     /// How long a batch waited for room in a full overlay (with the log).
     pub room_wait: Histogram,
+    /// The delay of each batch held back by an overlay over half its bound (with the log).
+    pub hold_back: Histogram,
 }
 
 impl Default for WriterCounters {
@@ -146,6 +151,7 @@ impl Default for WriterCounters {
             checkpoint_time: Histogram::latency(),
             apply_time: Histogram::latency(),
             room_wait: Histogram::latency(),
+            hold_back: Histogram::latency(),
         }
     }
 }

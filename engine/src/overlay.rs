@@ -121,6 +121,28 @@ pub(crate) struct Planned {
     pub expires_at: Option<u64>,
 }
 
+/// The longest a batch is held back before the table is full (at a fill just below the bound).
+pub(crate) const MAX_HOLD_BACK: Duration = Duration::from_millis(10);
+
+/// The delay for a table holding `bytes` of `limit`: zero up to half, then linear up to
+/// [`MAX_HOLD_BACK`] at the bound.
+fn hold_back(bytes: u64, limit: u64) -> Duration {
+    let half = limit / 2;
+    if bytes <= half {
+        return Duration::ZERO;
+    }
+    let over = (bytes - half).min(limit - half) as u128;
+    let span = (limit - half).max(1) as u128;
+    Duration::from_nanos((MAX_HOLD_BACK.as_nanos() * over / span) as u64)
+}
+
+/// How long a batch was held back: the delay for the fill, and the wait for room at the bound.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HeldBack {
+    pub delayed: Duration,
+    pub waited: Duration,
+}
+
 /// The shared table, its size bound and the writers' wait for room.
 pub(crate) struct Overlay {
     state: RwLock<Layer>,
@@ -197,10 +219,26 @@ impl Overlay {
             .len()
     }
 
-    /// Blocks while the table is at its bound (catch-up makes room); returns how long it waited.
-    pub fn wait_for_room(&self, poisoned: impl Fn() -> bool) -> Duration {
+    /// How long a batch is held back at the table's present fill: nothing up to half the
+    /// bound, then in proportion to the fill above it, up to [`MAX_HOLD_BACK`] just below the
+    /// bound. Writers so slow down to catch-up's pace before the table is full, instead of
+    /// running into the bound and waiting there for a whole checkpoint.
+    pub fn hold_back(&self) -> Duration {
+        hold_back(self.bytes(), self.limit)
+    }
+
+    /// Holds a batch back: first [`Overlay::hold_back`]'s delay, then, while the table is at
+    /// its bound, until catch-up makes room. Returns the two times.
+    pub fn wait_for_room(&self, poisoned: impl Fn() -> bool) -> HeldBack {
+        let delay = self.hold_back();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         if self.bytes() < self.limit {
-            return Duration::ZERO;
+            return HeldBack {
+                delayed: delay,
+                waited: Duration::ZERO,
+            };
         }
         let started = Instant::now();
         let mut guard = self.room.lock().unwrap_or_else(|p| p.into_inner());
@@ -211,7 +249,10 @@ impl Overlay {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        started.elapsed()
+        HeldBack {
+            delayed: delay,
+            waited: started.elapsed(),
+        }
     }
 
     /// Inserts one logged batch's final states (the newest state of a key replaces an older
@@ -360,7 +401,37 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert!(!waiter.is_finished(), "the writer did not wait");
         overlay.remove_applied(std::slice::from_ref(&full));
-        let waited = waiter.join().unwrap();
-        assert!(waited >= Duration::from_millis(40), "waited {waited:?}");
+        let held = waiter.join().unwrap();
+        // Held for the whole 50 ms: first the full delay, then waiting for room.
+        assert_eq!(held.delayed, MAX_HOLD_BACK);
+        assert!(!held.waited.is_zero(), "{held:?}");
+        assert!(
+            held.delayed + held.waited >= Duration::from_millis(40),
+            "{held:?}"
+        );
+    }
+
+    #[test]
+    fn batches_are_held_back_in_proportion_to_the_fill_above_half_the_bound() {
+        let limit = 1000;
+        assert_eq!(hold_back(0, limit), Duration::ZERO);
+        assert_eq!(hold_back(500, limit), Duration::ZERO);
+        assert_eq!(hold_back(750, limit), MAX_HOLD_BACK / 2);
+        assert_eq!(hold_back(1000, limit), MAX_HOLD_BACK);
+        assert_eq!(hold_back(5000, limit), MAX_HOLD_BACK);
+        let mut last = Duration::ZERO;
+        for bytes in (500..=1000).step_by(10) {
+            let delay = hold_back(bytes, limit);
+            assert!(delay >= last, "{bytes}: {delay:?} < {last:?}");
+            last = delay;
+        }
+        // A table below half its bound holds nobody back.
+        let overlay = Overlay::new(1 << 20);
+        overlay.insert(&batch(1, vec![put("k", &[0; 100], &[])]));
+        let held = overlay.wait_for_room(|| false);
+        assert_eq!(
+            (held.delayed, held.waited),
+            (Duration::ZERO, Duration::ZERO)
+        );
     }
 }

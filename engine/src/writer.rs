@@ -113,6 +113,8 @@ impl Writer {
             };
             let gate = Arc::clone(&self.gate);
             let _held = gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Held back before the batch is drained, so what arrives meanwhile joins it.
+            self.sink.wait_for_room();
             let mut batch = vec![first];
             while batch.len() < self.max_batch_requests {
                 match self.commands.try_recv() {
@@ -183,7 +185,6 @@ impl Writer {
         self.counters
             .largest_batch
             .fetch_max(requests, Ordering::Relaxed);
-        self.sink.wait_for_room();
         if let Some(reason) = self.poison_reason() {
             return fail_all(batch.into_iter().map(pending), &Error::Poisoned(reason));
         }

@@ -295,3 +295,40 @@ fn the_idle_checkpoint_waits_for_writes_to_pause() {
     let log = roost_engine::log_record_bytes(&dir.path().join("db.roost")).unwrap();
     assert_eq!(log, 0);
 }
+
+/// Back-pressure before the bound: while the unapplied writes are under half their bound no
+/// batch is held back; above half, every batch is (counted in the writer's metrics, not
+/// timed); and nothing held back is lost or reordered.
+#[test]
+fn writes_are_held_back_once_unapplied_writes_pass_half_their_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 256 * 1024;
+    let db = Database::open(Options::new(dir.path().join("db.roost")).max_unapplied_bytes(limit))
+        .unwrap();
+    db.pause_catchup();
+    let held = |db: &Database| db.writer_metrics().hold_back_seconds.count;
+    // One writer: each write is its own batch, held back (or not) by the fill before it.
+    let mut written = 0;
+    while db.writer_metrics().unapplied_bytes <= limit / 2 {
+        db.set(SetRequest::new(format!("key-{written}"), vec![b'x'; 1024]))
+            .unwrap();
+        written += 1;
+    }
+    assert!(written > 50, "{written} writes fill half of 256 KiB");
+    assert_eq!(held(&db), 0, "held back below half the bound");
+    let below = written;
+    while db.writer_metrics().unapplied_bytes + 2 * 1200 < limit {
+        db.set(SetRequest::new(format!("key-{written}"), vec![b'y'; 1024]))
+            .unwrap();
+        written += 1;
+    }
+    let over_half = (written - below) as u64;
+    assert!(over_half > 20, "{over_half}");
+    assert_eq!(held(&db), over_half, "writes past half the bound held back");
+    assert_eq!(db.writer_metrics().room_wait_seconds.count, 0);
+    db.resume_catchup();
+    for i in 0..written {
+        let record = db.get(format!("key-{i}")).unwrap().expect("written");
+        assert_eq!(record.value[0], if i < below { b'x' } else { b'y' });
+    }
+}
