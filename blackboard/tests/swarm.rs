@@ -758,13 +758,14 @@ fn batch_member(
     store: Arc<dyn SwarmStore>,
     name: &str,
     batches: &Arc<Mutex<Vec<Vec<u32>>>>,
+    max_wait: Duration,
 ) -> Flock {
     let flock = Flock::swarm(store, options(name));
     let batches = Arc::clone(batches);
     flock
         .agent("collector")
         .consumes::<Task>()
-        .batch(5, Duration::from_millis(300))
+        .batch(5, max_wait)
         .publishes::<Tally>()
         .handler(move |ctx| {
             let batches = Arc::clone(&batches);
@@ -798,8 +799,11 @@ async fn batches_through_roost_serve() {
 
 async fn batches(store: Arc<dyn SwarmStore>) {
     let batches: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
-    let a = batch_member(Arc::clone(&store), "a", &batches);
-    let b = batch_member(Arc::clone(&store), "b", &batches);
+    // Two full batches of five, and the last two once the wait is over: the wait is long
+    // enough for twelve joins on a loaded machine (a join is a few milliseconds).
+    let wait = Duration::from_secs(2);
+    let a = batch_member(Arc::clone(&store), "a", &batches, wait);
+    let b = batch_member(Arc::clone(&store), "b", &batches, wait);
     a.start().await.unwrap();
     b.start().await.unwrap();
     for n in 0..12u32 {
@@ -855,7 +859,9 @@ async fn batches(store: Arc<dyn SwarmStore>) {
     a2.stop();
     ran = Vec::new();
     assert!(batches.lock().unwrap().is_empty());
-    let c = batch_member(Arc::clone(&store), "c", &batches);
+    // c's wait is an hour too: the batch runs because it is full, however long the joins
+    // take (with a short wait, a slow machine sealed it early, before c's second task).
+    let c = batch_member(Arc::clone(&store), "c", &batches, Duration::from_secs(3600));
     c.start().await.unwrap();
     for n in 103..105u32 {
         c.publish(&Task { n }).await.unwrap();
