@@ -15,15 +15,19 @@ use tonic::Status;
 /// A message's prefix: the compressed flag and the 4-byte big-endian length.
 pub const PREFIX: usize = 5;
 
-/// Encodes `message` with its prefix, in one buffer sized for it.
-pub fn frame(message: &impl Message) -> Bytes {
+/// Encodes `message` with its prefix, in one buffer sized for it, if it is at most `limit`
+/// bytes; a longer one is refused with its size.
+pub fn frame_within(message: &impl Message, limit: usize) -> Result<Bytes, usize> {
     let len = message.encoded_len();
+    if len > limit {
+        return Err(len);
+    }
     let mut out = BytesMut::with_capacity(PREFIX + len);
     out.put_u8(0);
     out.put_u32(len as u32);
     // Cannot fail: the buffer has room for the whole message.
     let _ = message.encode(&mut out);
-    out.freeze()
+    Ok(out.freeze())
 }
 
 /// Decodes a request message (the bytes after the prefix). Values stay slices of `message`.
@@ -167,6 +171,23 @@ mod tests {
         out.extend_from_slice(&(message.len() as u32).to_be_bytes());
         out.extend_from_slice(message);
         out
+    }
+
+    #[test]
+    fn a_message_is_framed_with_its_length_up_to_the_limit() {
+        let message = crate::proto::GetResponse {
+            data: vec![7; 100].into(),
+            ..Default::default()
+        };
+        let len = message.encoded_len();
+        let framed = frame_within(&message, len).unwrap();
+        assert_eq!(framed.len(), PREFIX + len);
+        assert_eq!(&framed[..PREFIX], &[0, 0, 0, 0, len as u8]);
+        assert_eq!(
+            decode::<crate::proto::GetResponse>(framed.slice(PREFIX..)).unwrap(),
+            message
+        );
+        assert_eq!(frame_within(&message, len - 1), Err(len));
     }
 
     #[test]

@@ -46,6 +46,8 @@ impl Operation {
 #[derive(Debug, Default)]
 pub struct RequestMetrics {
     operations: std::sync::RwLock<Operations>,
+    /// The counters of the Dapr unary methods, by method: found once, then without a lookup.
+    unary: [std::sync::OnceLock<Arc<Operation>>; crate::routes::Unary::COUNT],
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +59,11 @@ struct Operations {
 }
 
 impl RequestMetrics {
+    /// The counters of the Dapr unary method `method`, served at `path`.
+    pub fn unary(&self, method: crate::routes::Unary, path: &str) -> Arc<Operation> {
+        Arc::clone(self.unary[method as usize].get_or_init(|| self.operation(path)))
+    }
+
     /// The counters of the operation at `path`.
     pub fn operation(&self, path: &str) -> Arc<Operation> {
         if let Some(found) = self

@@ -106,6 +106,11 @@ pub enum Unary {
     Query,
 }
 
+impl Unary {
+    /// How many methods there are (`method as usize` is below it).
+    pub const COUNT: usize = Unary::Query as usize + 1;
+}
+
 const STATE_STORE: &str = "/dapr.proto.components.v1.StateStore/";
 
 /// The Dapr unary method at `path`, if it is one.

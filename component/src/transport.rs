@@ -98,6 +98,8 @@ pub async fn serve_connection<T>(
             let mut progressed = false;
             match accepted {
                 Poll::Ready(Some(Ok((request, respond)))) => {
+                    // Boxed where it is made: queuing it then moves a pointer, not the call's
+                    // whole state (three copies of it when pushed unboxed).
                     calls.push(call(Arc::clone(&transport), request, respond));
                     progressed = true;
                 }
@@ -137,14 +139,18 @@ async fn call(
         return;
     }
     let path = parts.uri.path();
-    let operation = transport.metrics.operation(path);
+    let method = routes::unary(path);
+    let operation = match method {
+        Some(method) => transport.metrics.unary(method, path),
+        None => transport.metrics.operation(path),
+    };
     let started = Instant::now();
     let outcome = match grpc::timeout(&parts.headers) {
         Err(status) => {
             trailers_only(&mut respond, &status);
             status.code() as Outcome
         }
-        Ok(deadline) => match routes::unary(path) {
+        Ok(deadline) => match method {
             Some(method) => unary(&transport, method, parts.headers, body, respond, deadline).await,
             None => {
                 let request = http::Request::from_parts(

@@ -821,6 +821,30 @@ async fn query_pages_stay_under_daprds_limit() {
     );
 }
 
+/// A bulk get whose answer daprd could not receive (over its 4 MiB per message) is refused
+/// with a kit error naming the size, and the same keys in two halves are answered.
+#[tokio::test]
+async fn a_bulk_get_over_daprds_limit_is_refused() {
+    let server = Server::start();
+    let mut daprd = server.daprd("statestore").await;
+    daprd.init(&[]).await.unwrap();
+    let keys: Vec<String> = (0..6).map(|i| format!("big{i}")).collect();
+    for key in &keys {
+        daprd.set(set(key, vec![b'v'; 900 * 1024])).await.unwrap();
+    }
+    let all: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let err = daprd.bulk_get(&all).await.unwrap_err();
+    assert_kit_error(&err, Code::ResourceExhausted, "413");
+    assert!(
+        err.message().contains("BulkGet response would be") && err.message().contains("4194304"),
+        "{err:?}"
+    );
+    for half in all.chunks(3) {
+        let items = daprd.bulk_get(half).await.unwrap();
+        assert!(items.iter().all(|i| i.data.len() == 900 * 1024), "{half:?}");
+    }
+}
+
 /// Parses `YYYY-MM-DDTHH:MM:SSZ` and checks it is `ahead` seconds from now, ±10 minutes.
 fn assert_rfc3339_near(text: &str, ahead: i64) {
     assert_eq!(text.len(), 20, "{text}");

@@ -589,6 +589,7 @@ impl Inner {
         if let Some(handle) = lock(&self.writer).take() {
             let _ = handle.join();
         }
+        self.overlay.end_reads();
         self.db.write().unwrap_or_else(|p| p.into_inner()).take();
         result
     }

@@ -60,6 +60,7 @@ impl Sink {
     ) -> Result<Sink, Error> {
         let Some((wal, seq)) = wal else {
             return Ok(Sink::Direct(Direct {
+                overlay: Arc::clone(overlay),
                 durability: options.durability,
                 unflushed_since: None,
                 counters: Arc::clone(counters),
@@ -212,6 +213,8 @@ impl Sink {
 
 /// Without the log: the writer applies and commits to redb itself.
 pub(crate) struct Direct {
+    /// Empty without a log; told of each commit, for point reads' shared table.
+    overlay: Arc<Overlay>,
     durability: Durability,
     /// When the oldest commit not yet durable in the main file was made.
     unflushed_since: Option<Instant>,
@@ -244,10 +247,12 @@ impl Direct {
             Durability::Immediate => {
                 txn.set_durability(redb::Durability::Immediate)?;
                 txn.commit()?;
+                self.overlay.data_committed();
             }
             Durability::Eventual { .. } => {
                 txn.set_durability(redb::Durability::None)?;
                 txn.commit()?;
+                self.overlay.data_committed();
                 self.unflushed_since.get_or_insert_with(Instant::now);
                 // The loss window is a promise: a writer that never finds its queue empty
                 // still flushes once the oldest unflushed batch is `max_delay` old.
@@ -386,6 +391,7 @@ mod tests {
         let counters = Arc::new(WriterCounters::default());
         let max_delay = Duration::from_millis(20);
         let mut direct = Direct {
+            overlay: Arc::new(Overlay::new(1)),
             durability: Durability::Eventual { max_delay },
             unflushed_since: None,
             counters: Arc::clone(&counters),

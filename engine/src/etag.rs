@@ -43,6 +43,26 @@ impl Etag {
     }
 }
 
+impl Etag {
+    /// The etag as its decimal text (what `to_string` gives), without the formatting
+    /// machinery: every read answer carries one.
+    pub fn to_decimal(&self) -> String {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = self.0;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // Only ASCII digits were written.
+        String::from_utf8(digits[at..].to_vec()).expect("ASCII digits")
+    }
+}
+
 impl fmt::Display for Etag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
@@ -52,6 +72,26 @@ impl fmt::Display for Etag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_decimal_text_is_the_display_text() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            42,
+            99,
+            100,
+            12_345,
+            u32::MAX as u64,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            assert_eq!(Etag(n).to_decimal(), n.to_string());
+            assert_eq!(Etag::parse(&Etag(n).to_decimal()).unwrap(), Some(Etag(n)));
+        }
+    }
 
     #[test]
     fn parse_accepts_only_canonical_decimals() {

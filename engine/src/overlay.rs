@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use redb::ReadableDatabase;
 
 use crate::error::Error;
-use crate::tables::expiry_key;
+use crate::tables::{DATA, expiry_key};
 use crate::wal::WalOp;
 
 /// One logged batch: every key's final state, in the order written.
@@ -143,9 +143,70 @@ pub(crate) struct HeldBack {
     pub waited: Duration,
 }
 
+/// redb's data table as one read transaction sees it, shared by point reads.
+pub(crate) type DataTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// The data table of the newest redb commit, opened once and shared by point reads until the
+/// next commit that changes the data (beginning a read transaction and opening the table cost
+/// a get about 3 900 instructions, more than the lookup itself).
+///
+/// Rule: whoever commits to redb calls [`ReadCache::invalidate`] after the commit and before
+/// anyone learns of it (an acknowledgement, or the overlay's entries being removed). A reader
+/// notes the generation before it begins its transaction and caches the table only if no
+/// commit invalidated in between, so a table begun before a commit is never cached after it.
+#[derive(Default)]
+struct ReadCache {
+    slot: Mutex<Slot>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Commits that changed the data since open.
+    generation: u64,
+    table: Option<Arc<DataTable>>,
+    /// The database is closing: nothing is cached any more (nothing of redb outlives close
+    /// in a cached transaction).
+    ended: bool,
+}
+
+impl ReadCache {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn table(&self, db: &redb::Database) -> Result<Arc<DataTable>, Error> {
+        let generation = {
+            let slot = self.slot();
+            if let Some(table) = &slot.table {
+                return Ok(Arc::clone(table));
+            }
+            slot.generation
+        };
+        let table = Arc::new(db.begin_read()?.open_table(DATA)?);
+        let mut slot = self.slot();
+        if slot.generation == generation && slot.table.is_none() && !slot.ended {
+            slot.table = Some(Arc::clone(&table));
+        }
+        Ok(table)
+    }
+
+    /// Forgets the cached table; with `end`, for good.
+    fn invalidate(&self, end: bool) {
+        let stale = {
+            let mut slot = self.slot();
+            slot.generation += 1;
+            slot.ended |= end;
+            slot.table.take()
+        };
+        // The old transaction ends here, outside the lock (unless a reader still holds it).
+        drop(stale);
+    }
+}
+
 /// The shared table, its size bound and the writers' wait for room.
 pub(crate) struct Overlay {
     state: RwLock<Layer>,
+    reads: ReadCache,
     bytes: AtomicU64,
     limit: u64,
     room: Mutex<()>,
@@ -165,6 +226,7 @@ impl Overlay {
     pub fn new(limit: u64) -> Overlay {
         Overlay {
             state: RwLock::new(Layer::default()),
+            reads: ReadCache::default(),
             bytes: AtomicU64::new(0),
             limit: limit.max(1),
             room: Mutex::new(()),
@@ -179,25 +241,37 @@ impl Overlay {
         Ok(((*state).clone(), txn))
     }
 
-    /// Looks `keys` up, and begins the redb read transaction for the ones not here, under one
-    /// hold of the lock (a point read costs no copy of the table).
+    /// Looks `keys` up, and takes redb's data table for the ones not here, under one hold of
+    /// the lock (a point read costs no copy of the table; the data table is the shared one of
+    /// the newest commit, see [`ReadCache`]).
     #[allow(clippy::type_complexity)]
     pub fn lookup<K: AsRef<[u8]>>(
         &self,
         db: &redb::Database,
         keys: &[K],
-    ) -> Result<(Vec<Option<Arc<Entry>>>, Option<redb::ReadTransaction>), Error> {
+    ) -> Result<(Vec<Option<Arc<Entry>>>, Option<Arc<DataTable>>), Error> {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         let found: Vec<Option<Arc<Entry>>> = keys
             .iter()
             .map(|k| state.map.get(k.as_ref()).cloned())
             .collect();
-        let txn = if found.iter().all(Option::is_some) {
+        let table = if found.iter().all(Option::is_some) {
             None
         } else {
-            Some(db.begin_read()?)
+            Some(self.reads.table(db)?)
         };
-        Ok((found, txn))
+        Ok((found, table))
+    }
+
+    /// Tells point reads that redb's data changed: called after every commit to redb that
+    /// writes records, before the writes it holds are acknowledged or leave the overlay.
+    pub fn data_committed(&self) {
+        self.reads.invalidate(false);
+    }
+
+    /// Drops the shared read transaction for good: the database is closing.
+    pub fn end_reads(&self) {
+        self.reads.invalidate(true);
     }
 
     /// Bytes held by the batches not yet applied (keys, records, index entries, overhead).
@@ -292,8 +366,11 @@ impl Overlay {
     }
 
     /// Removes the entries written by `batches` that nothing newer replaced: called after the
-    /// redb commit holding them is visible to readers.
+    /// redb commit holding them is visible to readers. Point reads take a new data table
+    /// first ([`Overlay::data_committed`]), so none reads a table older than that commit once
+    /// an entry is gone.
     pub fn remove_applied(&self, batches: &[Arc<Batch>]) {
+        self.data_committed();
         let freed: u64 = batches.iter().map(|b| b.memory_bytes()).sum();
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());

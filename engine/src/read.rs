@@ -104,11 +104,7 @@ pub(crate) fn read_many<K: AsRef<[u8]>>(
     keys: &[K],
     now_ms: u64,
 ) -> Result<Vec<Option<Record>>, Error> {
-    let (found, txn) = overlay.lookup(db, keys)?;
-    let table = match &txn {
-        Some(txn) => Some(txn.open_table(DATA)?),
-        None => None,
-    };
+    let (found, table) = overlay.lookup(db, keys)?;
     keys.iter()
         .zip(found)
         .map(|(key, entry)| {

@@ -6,7 +6,9 @@ use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 
 use common::{T0, open, options};
-use roost_engine::{Database, Error, ManualClock, Options, SetRequest};
+use std::time::Duration;
+
+use roost_engine::{Database, Durability, Error, ManualClock, Options, SetRequest};
 
 #[test]
 fn random_bytes_are_not_a_roost_database() {
@@ -81,6 +83,11 @@ fn close_releases_the_file_and_refuses_later_calls() {
     let db = open(dir.path(), &clock);
     let clone = db.clone();
     db.set(SetRequest::new("k", b"v".to_vec())).unwrap();
+    // Once applied, a get reads from redb (its read transaction is kept for the next one).
+    while db.writer_metrics().unapplied_bytes > 0 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(db.get("k").unwrap().unwrap().value, b"v");
     db.close().unwrap();
     assert!(matches!(clone.get("k"), Err(Error::Closed)));
     assert!(matches!(
@@ -155,7 +162,6 @@ fn a_truncated_file_gives_a_clear_error() {
 /// file, it must not resurrect records into a new one; beside its database it is replayed.
 #[test]
 fn a_log_is_replayed_only_into_its_own_database() {
-    use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.roost");
     let saved = dir.path().join("saved");
@@ -212,7 +218,7 @@ fn a_log_is_replayed_only_into_its_own_database() {
 /// With the default size the same writes all stay in the log (the control).
 #[test]
 fn the_log_is_checkpointed_at_its_configured_size() {
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     let log_bytes = |path: &std::path::Path| -> u64 {
         roost_engine::log_files(path)
             .iter()
@@ -268,7 +274,7 @@ fn the_log_is_checkpointed_at_its_configured_size() {
 /// as long as it takes to write the file); once they stop, the checkpoint runs.
 #[test]
 fn the_idle_checkpoint_waits_for_writes_to_pause() {
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(
         Options::new(dir.path().join("db.roost")).checkpoint_interval(Duration::from_millis(1)),
@@ -330,5 +336,70 @@ fn writes_are_held_back_once_unapplied_writes_pass_half_their_bound() {
     for i in 0..written {
         let record = db.get(format!("key-{i}")).unwrap().expect("written");
         assert_eq!(record.value[0], if i < below { b'x' } else { b'y' });
+    }
+}
+
+/// Point reads share one redb read transaction until a commit changes the data: every
+/// acknowledged write is seen by the next get and bulk get, whichever way it reached redb
+/// (the log and catch-up, a direct commit, a commit without fsync).
+#[test]
+fn point_reads_see_each_write_once_it_is_acknowledged_on_every_write_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let paths = [
+        ("log", common::options(&dir.path().join("log"), &clock)),
+        (
+            "no log",
+            common::options(&dir.path().join("direct"), &clock).write_ahead_log(false),
+        ),
+        (
+            "eventual",
+            common::options(&dir.path().join("eventual"), &clock).durability(
+                Durability::Eventual {
+                    max_delay: Duration::from_secs(3600),
+                },
+            ),
+        ),
+    ];
+    for (path, options) in paths {
+        std::fs::create_dir_all(options.path().parent().unwrap()).unwrap();
+        let db = Database::open(options).unwrap();
+        for round in 0..40u32 {
+            let value = round.to_be_bytes().to_vec();
+            // The read before the write caches the table of the newest commit.
+            let before = db.get("k").unwrap().map(|r| r.value);
+            assert_eq!(
+                before,
+                round.checked_sub(1).map(|r| r.to_be_bytes().to_vec())
+            );
+            db.set(SetRequest::new("k", value.clone())).unwrap();
+            db.set(SetRequest::new(format!("other-{round}"), value.clone()))
+                .unwrap();
+            assert_eq!(
+                db.get("k").unwrap().unwrap().value,
+                value,
+                "{path}, round {round}"
+            );
+            let bulk = db.bulk_get(&["k", &format!("other-{round}")]).unwrap();
+            assert!(
+                bulk.iter().all(|r| r.as_ref().unwrap().value == value),
+                "{path}, round {round}"
+            );
+        }
+        // With the log, once catch-up has applied everything the overlay is empty and reads
+        // come from redb alone: the table cached before catch-up's commits must not serve them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while db.writer_metrics().unapplied_bytes > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "catch-up never applied"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let last = 39u32.to_be_bytes().to_vec();
+        assert_eq!(db.get("k").unwrap().unwrap().value, last, "{path}");
+        db.delete(roost_engine::DeleteRequest::new("k")).unwrap();
+        assert_eq!(db.get("k").unwrap(), None, "{path}");
+        db.close().unwrap();
     }
 }

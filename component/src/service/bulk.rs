@@ -38,7 +38,6 @@ pub async fn bulk_get(
             .map(|(key, record)| convert::bulk_item(key, record))
             .collect(),
     };
-    convert::check_response_size(&response, "BulkGet")?;
     Ok(Response::new(response))
 }
 

@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 
-use prost::Message;
 use roost_engine::{Concurrency, DeleteRequest, Record, SetRequest};
 use tonic::{Code, Status};
 
 use crate::config::DAPRD_MAX_RESPONSE_BYTES;
 use crate::proto::{self, state_options::StateConcurrency};
+use crate::routes::Unary;
 use crate::status;
 
 /// Request metadata key for the TTL, exactly as Dapr spells it.
@@ -61,7 +61,7 @@ pub fn get_response(record: Option<Record>) -> proto::GetResponse {
         Some(record) => proto::GetResponse {
             metadata: record_metadata(&record),
             etag: Some(proto::Etag {
-                value: record.etag.to_string(),
+                value: record.etag.to_decimal(),
             }),
             content_type: record.content_type.unwrap_or_default(),
             data: record.value.into(),
@@ -79,7 +79,7 @@ pub fn bulk_item(key: String, record: Option<Record>) -> proto::BulkStateItem {
             key,
             metadata: record_metadata(&record),
             etag: Some(proto::Etag {
-                value: record.etag.to_string(),
+                value: record.etag.to_decimal(),
             }),
             content_type: record.content_type.unwrap_or_default(),
             data: record.value.into(),
@@ -88,19 +88,15 @@ pub fn bulk_item(key: String, record: Option<Record>) -> proto::BulkStateItem {
     }
 }
 
-/// Refuses a response daprd could not receive (its limit is 4 MiB per message).
-pub fn check_response_size(message: &impl Message, what: &str) -> Result<(), Status> {
-    let size = message.encoded_len();
-    if size > DAPRD_MAX_RESPONSE_BYTES {
-        return Err(status::kit_status(
-            Code::ResourceExhausted,
-            413,
-            "ERR_ROOST_RESPONSE_TOO_LARGE",
-            format!(
-                "the {what} response would be {size} bytes, above daprd's limit of {DAPRD_MAX_RESPONSE_BYTES} bytes; \
-                 request fewer keys"
-            ),
-        ));
-    }
-    Ok(())
+/// The error for a response daprd could not receive (its limit is 4 MiB per message).
+pub fn response_too_large(method: Unary, size: usize) -> Status {
+    status::kit_status(
+        Code::ResourceExhausted,
+        413,
+        "ERR_ROOST_RESPONSE_TOO_LARGE",
+        format!(
+            "the {method:?} response would be {size} bytes, above daprd's limit of {DAPRD_MAX_RESPONSE_BYTES} bytes; \
+             request fewer keys"
+        ),
+    )
 }

@@ -22,6 +22,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::admin::service as admin;
+use crate::config::DAPRD_MAX_RESPONSE_BYTES;
 use crate::grpc;
 use crate::instances::InstanceRegistry;
 use crate::proto::{self, admin::admin_server::Admin};
@@ -50,32 +51,64 @@ pub async fn answer(
     // ~90 000 instructions), so the reads' future, which every call's state is sized by, stays
     // small.
     match method {
-        Unary::Get => unary(metadata, message, |r| state::get(registry, r)).await,
-        Unary::BulkGet => unary(metadata, message, |r| bulk::bulk_get(registry, r)).await,
-        Unary::Set => Box::pin(unary(metadata, message, |r| state::set(registry, r))).await,
-        Unary::Delete => Box::pin(unary(metadata, message, |r| state::delete(registry, r))).await,
-        Unary::BulkSet => Box::pin(unary(metadata, message, |r| bulk::bulk_set(registry, r))).await,
+        Unary::Get => unary(method, metadata, message, |r| state::get(registry, r)).await,
+        Unary::BulkGet => unary(method, metadata, message, |r| bulk::bulk_get(registry, r)).await,
+        Unary::Set => {
+            Box::pin(unary(method, metadata, message, |r| {
+                state::set(registry, r)
+            }))
+            .await
+        }
+        Unary::Delete => {
+            Box::pin(unary(method, metadata, message, |r| {
+                state::delete(registry, r)
+            }))
+            .await
+        }
+        Unary::BulkSet => {
+            Box::pin(unary(method, metadata, message, |r| {
+                bulk::bulk_set(registry, r)
+            }))
+            .await
+        }
         Unary::BulkDelete => {
-            Box::pin(unary(metadata, message, |r| bulk::bulk_delete(registry, r))).await
+            Box::pin(unary(method, metadata, message, |r| {
+                bulk::bulk_delete(registry, r)
+            }))
+            .await
         }
         Unary::Transact => {
-            Box::pin(unary(metadata, message, |r| {
+            Box::pin(unary(method, metadata, message, |r| {
                 transact::transact(registry, r)
             }))
             .await
         }
-        Unary::Query => Box::pin(unary(metadata, message, |r| query::query(registry, r))).await,
-        Unary::Init => Box::pin(unary(metadata, message, |r| state::init(registry, r))).await,
-        Unary::MultiMaxSize => {
-            unary(metadata, message, |r| transact::multi_max_size(registry, r)).await
+        Unary::Query => {
+            Box::pin(unary(method, metadata, message, |r| {
+                query::query(registry, r)
+            }))
+            .await
         }
-        Unary::Features => unary(metadata, message, state::features).await,
-        Unary::Ping => unary(metadata, message, state::ping).await,
+        Unary::Init => {
+            Box::pin(unary(method, metadata, message, |r| {
+                state::init(registry, r)
+            }))
+            .await
+        }
+        Unary::MultiMaxSize => {
+            unary(method, metadata, message, |r| {
+                transact::multi_max_size(registry, r)
+            })
+            .await
+        }
+        Unary::Features => unary(method, metadata, message, state::features).await,
+        Unary::Ping => unary(method, metadata, message, state::ping).await,
     }
 }
 
 /// One unary call: the request message decoded, the handler called, the response framed.
 async fn unary<Req, Resp, Fut>(
+    method: Unary,
     metadata: MetadataMap,
     message: Bytes,
     handler: impl FnOnce(Request<Req>) -> Fut,
@@ -88,7 +121,10 @@ where
     let request = grpc::decode::<Req>(message)?;
     let request = Request::from_parts(metadata, tonic::Extensions::default(), request);
     let response = handler(request).await?;
-    Ok(grpc::frame(response.get_ref()))
+    // daprd cannot receive a message over its limit: such an answer is an error instead
+    // (measured once, for the check and the framing).
+    grpc::frame_within(response.get_ref(), DAPRD_MAX_RESPONSE_BYTES)
+        .map_err(|size| convert::response_too_large(method, size))
 }
 
 #[tonic::async_trait]

@@ -14,7 +14,6 @@ use tonic::{Request, Response, Status};
 use crate::config::DAPRD_MAX_RESPONSE_BYTES;
 use crate::instances::InstanceRegistry;
 use crate::proto::{self, sorting::Order};
-use crate::service::convert;
 use crate::status;
 
 /// Room left in a response for the envelope of the rows (keys, etags, framing).
@@ -49,7 +48,6 @@ pub async fn query(
         token: page.token.unwrap_or_default(),
         metadata: Default::default(),
     };
-    convert::check_response_size(&response, "Query")?;
     Ok(Response::new(response))
 }
 

@@ -53,7 +53,6 @@ pub async fn get(
         .await
         .map_err(|e| status::from_engine(&e))?;
     let response = convert::get_response(record);
-    convert::check_response_size(&response, "Get")?;
     Ok(Response::new(response))
 }
 
