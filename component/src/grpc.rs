@@ -50,6 +50,11 @@ impl Collector {
     /// Adds a chunk of the body. Refuses, as soon as the prefix is in, a message longer than
     /// `limit` (without waiting for the rest of it).
     pub fn push(&mut self, chunk: Bytes, limit: usize) -> Result<(), Status> {
+        // An empty chunk (clients end a message's stream with an empty DATA frame) adds
+        // nothing: joining it would copy the first for nothing.
+        if chunk.is_empty() {
+            return Ok(());
+        }
         self.received += chunk.len();
         match (&mut self.first, &mut self.joined) {
             (None, _) => self.first = Some(chunk),
@@ -195,6 +200,18 @@ mod tests {
         let body = Bytes::from(prefixed(b"hello"));
         let mut collector = Collector::default();
         collector.push(body.clone(), 100).unwrap();
+        let message = collector.finish().unwrap();
+        assert_eq!(&message[..], b"hello");
+        assert_eq!(message.as_ptr(), body[PREFIX..].as_ptr());
+    }
+
+    #[test]
+    fn empty_chunks_add_nothing_and_copy_nothing() {
+        let body = Bytes::from(prefixed(b"hello"));
+        let mut collector = Collector::default();
+        collector.push(Bytes::new(), 100).unwrap();
+        collector.push(body.clone(), 100).unwrap();
+        collector.push(Bytes::new(), 100).unwrap();
         let message = collector.finish().unwrap();
         assert_eq!(&message[..], b"hello");
         assert_eq!(message.as_ptr(), body[PREFIX..].as_ptr());

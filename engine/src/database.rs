@@ -296,14 +296,13 @@ impl Database {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Record>, Error> {
         let key = key.as_ref();
         crate::request::check_key(key, &self.inner.limits)?;
-        let mut records = read::read_many(
+        read::read_one(
             &*self.redb()?,
             &self.inner.overlay,
             &self.inner.codec,
-            &[key],
+            key,
             self.inner.clock.now_unix_ms(),
-        )?;
-        Ok(records.pop().flatten())
+        )
     }
 
     /// One result per key, in request order, all from one snapshot; `None` for missing or

@@ -263,6 +263,19 @@ impl Overlay {
         Ok((found, table))
     }
 
+    /// [`Overlay::lookup`] of one key: its entry here, or else redb's data table.
+    pub fn lookup_one(
+        &self,
+        db: &redb::Database,
+        key: &[u8],
+    ) -> Result<Result<Arc<Entry>, Arc<DataTable>>, Error> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        Ok(match state.map.get(key) {
+            Some(entry) => Ok(Arc::clone(entry)),
+            None => Err(self.reads.table(db)?),
+        })
+    }
+
     /// Tells point reads that redb's data changed: called after every commit to redb that
     /// writes records, before the writes it holds are acknowledged or leave the overlay.
     pub fn data_committed(&self) {

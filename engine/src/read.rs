@@ -96,6 +96,26 @@ fn live_record(
     Ok(Some(Record::from_view(view, value)))
 }
 
+/// Reads the live record under `key` (one key: no vectors, unlike [`read_many`]).
+pub(crate) fn read_one(
+    db: &redb::Database,
+    overlay: &Overlay,
+    codec: &Codec,
+    key: &[u8],
+    now_ms: u64,
+) -> Result<Option<Record>, Error> {
+    match overlay.lookup_one(db, key)? {
+        Ok(entry) => match entry.record() {
+            Some(bytes) => live_record(codec, key, bytes, now_ms),
+            None => Ok(None),
+        },
+        Err(table) => match table.get(key)? {
+            Some(guard) => live_record(codec, key, guard.value(), now_ms),
+            None => Ok(None),
+        },
+    }
+}
+
 /// Reads live records for `keys`, in order, from one cut.
 pub(crate) fn read_many<K: AsRef<[u8]>>(
     db: &redb::Database,
