@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn a_message_is_framed_with_its_length_up_to_the_limit() {
         let message = crate::proto::GetResponse {
-            data: vec![7; 100].into(),
+            data: vec![7; 100],
             ..Default::default()
         };
         let len = message.encoded_len();

@@ -127,7 +127,7 @@ async fn set_get_delete_and_bulk_scenarios() {
         }
         for (k, value, json) in fixtures() {
             let got = daprd.get(&k).await.unwrap();
-            assert_eq!(got.data.as_ref(), value.as_slice(), "{k}");
+            assert_eq!(got.data.as_slice(), value.as_slice(), "{k}");
             assert!(!got.etag.unwrap().value.is_empty());
             assert!(
                 !got.metadata.contains_key("ttlExpireTime"),
@@ -171,14 +171,14 @@ async fn set_get_delete_and_bulk_scenarios() {
         assert_eq!(items.len(), 7);
         for ((k, v), item) in bulk.iter().zip(&items) {
             assert_eq!(&item.key, k, "request order, keys echoed");
-            assert_eq!(item.data.as_ref(), v.as_slice());
+            assert_eq!(item.data.as_slice(), v.as_slice());
             assert!(item.error.is_empty());
         }
         let items = daprd.bulk_get(&["doesnotexist", &bulk[0].0]).await.unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].key, "doesnotexist");
         assert!(items[0].data.is_empty() && items[0].etag.is_none() && items[0].error.is_empty());
-        assert_eq!(items[1].data.as_ref(), b"123");
+        assert_eq!(items[1].data.as_slice(), b"123");
         daprd
             .bulk_delete(vec![delete(&bulk[5].0), delete(&bulk[6].0)])
             .await
@@ -210,7 +210,7 @@ async fn transaction_scenarios() {
             .await
             .unwrap();
         assert_eq!(
-            daprd.get(&key("-trx-bytes")).await.unwrap().data.as_ref(),
+            daprd.get(&key("-trx-bytes")).await.unwrap().data.as_slice(),
             [0x01]
         );
         assert_eq!(
@@ -219,7 +219,7 @@ async fn transaction_scenarios() {
                 .await
                 .unwrap()
                 .data
-                .as_ref(),
+                .as_slice(),
             b"\"x\""
         );
         daprd
@@ -238,7 +238,12 @@ async fn transaction_scenarios() {
                 .is_empty()
         );
         assert_eq!(
-            daprd.get(&key("-trx-struct")).await.unwrap().data.as_ref(),
+            daprd
+                .get(&key("-trx-struct"))
+                .await
+                .unwrap()
+                .data
+                .as_slice(),
             br#"{"message":"test"}"#
         );
         daprd
@@ -254,7 +259,7 @@ async fn transaction_scenarios() {
                 .await
                 .unwrap()
                 .data
-                .as_ref(),
+                .as_slice(),
             b"\"y\""
         );
         daprd
@@ -295,7 +300,7 @@ async fn transaction_scenarios() {
         assert!(daprd.get("key1").await.unwrap().data.is_empty());
         assert!(daprd.get("key2").await.unwrap().data.is_empty());
         assert_eq!(
-            daprd.get("key3").await.unwrap().data.as_ref(),
+            daprd.get("key3").await.unwrap().data.as_slice(),
             b"\"value3\""
         );
 
@@ -366,7 +371,7 @@ async fn etag_scenarios() {
             .await
             .unwrap();
         let got = daprd.get(&k(1)).await.unwrap();
-        assert_eq!(got.data.as_ref(), b"\"second-value\"");
+        assert_eq!(got.data.as_slice(), b"\"second-value\"");
         let new_etag1 = got.etag.unwrap().value;
         assert_ne!(new_etag1, etag1);
         // E5: bulk set, one bad etag: that item fails with a mismatch, the other is applied.
@@ -380,7 +385,7 @@ async fn etag_scenarios() {
         assert_etag_error(&err, Code::FailedPrecondition);
         assert_eq!(daprd.etag(&k(2)).await, etags[0], "key2 unchanged");
         let got3 = daprd.get(&k(3)).await.unwrap();
-        assert_eq!(got3.data.as_ref(), b"\"second-value\"");
+        assert_eq!(got3.data.as_slice(), b"\"second-value\"");
         let etag3 = got3.etag.unwrap().value;
         assert_ne!(etag3, etags[1]);
         // E6.
@@ -392,7 +397,11 @@ async fn etag_scenarios() {
             .await
             .unwrap();
         let items = daprd.bulk_get(&[&k(2), &k(3)]).await.unwrap();
-        assert!(items.iter().all(|i| i.data.as_ref() == b"\"third-value\""));
+        assert!(
+            items
+                .iter()
+                .all(|i| i.data.as_slice() == b"\"third-value\"")
+        );
         let etag2 = items[0].etag.clone().unwrap().value;
         let etag3 = items[1].etag.clone().unwrap().value;
         assert_ne!(etag2, etags[0]);
@@ -465,7 +474,7 @@ async fn first_write_scenarios() {
                 first = with_etag(first, "");
             }
             daprd.set(first.clone()).await.unwrap();
-            assert_eq!(daprd.get(&k).await.unwrap().data.as_ref(), b"testValue1");
+            assert_eq!(daprd.get(&k).await.unwrap().data.as_slice(), b"testValue1");
             let mut second = first_write(set(&k, b"testValue2".to_vec()));
             if empty_etag {
                 second = with_etag(second, "");
@@ -531,8 +540,8 @@ async fn ttl_scenarios() {
             .bulk_get(&[&key("-ttl-hour"), &key("-ttl-hour2")])
             .await
             .unwrap();
-        assert_eq!(items[0].data.as_ref(), b"\"123\"");
-        assert_eq!(items[1].data.as_ref(), b"\"234\"");
+        assert_eq!(items[0].data.as_slice(), b"\"123\"");
+        assert_eq!(items[1].data.as_slice(), b"\"234\"");
         for item in &items {
             assert_rfc3339_near(
                 item.metadata.get("ttlExpireTime").expect("ttlExpireTime"),
@@ -610,8 +619,8 @@ async fn ttl_scenarios() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // The cleared TTLs did not expire meanwhile.
-        assert_eq!(daprd.get(&k).await.unwrap().data.as_ref(), b"1");
-        assert_eq!(daprd.get(&k2).await.unwrap().data.as_ref(), b"2");
+        assert_eq!(daprd.get(&k).await.unwrap().data.as_slice(), b"1");
+        assert_eq!(daprd.get(&k2).await.unwrap().data.as_slice(), b"2");
     }
 }
 
@@ -726,7 +735,7 @@ async fn query_scenarios() {
                     .into_iter()
                     .find(|(k, _, _)| *k == item.key)
                     .unwrap();
-                assert_eq!(item.data.as_ref(), value.as_slice());
+                assert_eq!(item.data.as_slice(), value.as_slice());
                 assert_eq!(
                     item.etag.as_ref().unwrap().value,
                     daprd.etag(&item.key).await

@@ -175,7 +175,11 @@ async fn sigkill_under_load_loses_no_acknowledged_write() {
                 assert_eq!(&item.key, key);
                 let got = item.etag.map(|e| e.value);
                 assert_eq!(got.as_deref(), Some(etag.as_str()), "round {round}: {key}");
-                assert_eq!(item.data.as_ref(), value.as_slice(), "round {round}: {key}");
+                assert_eq!(
+                    item.data.as_slice(),
+                    value.as_slice(),
+                    "round {round}: {key}"
+                );
             }
         }
         // Every transaction ever begun: all three keys or none; acknowledged ones whole.

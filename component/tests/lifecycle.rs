@@ -18,10 +18,16 @@ async fn two_instances_with_the_same_key_stay_isolated() {
     carts.init(&[("durability", "eventual")]).await.unwrap();
     orders.set(set("app||k", b"orders".to_vec())).await.unwrap();
     carts.set(set("app||k", b"carts".to_vec())).await.unwrap();
-    assert_eq!(orders.get("app||k").await.unwrap().data.as_ref(), b"orders");
-    assert_eq!(carts.get("app||k").await.unwrap().data.as_ref(), b"carts");
+    assert_eq!(
+        orders.get("app||k").await.unwrap().data.as_slice(),
+        b"orders"
+    );
+    assert_eq!(carts.get("app||k").await.unwrap().data.as_slice(), b"carts");
     carts.delete(delete("app||k")).await.unwrap();
-    assert_eq!(orders.get("app||k").await.unwrap().data.as_ref(), b"orders");
+    assert_eq!(
+        orders.get("app||k").await.unwrap().data.as_slice(),
+        b"orders"
+    );
 }
 
 #[tokio::test]
@@ -36,7 +42,7 @@ async fn reinit_is_idempotent_and_can_change_configuration() {
     assert_eq!(daprd.multi_max_size().await.unwrap(), 5);
     daprd.init(&[("maxTransactionOps", "7")]).await.unwrap();
     assert_eq!(daprd.multi_max_size().await.unwrap(), 7);
-    assert_eq!(daprd.get("k").await.unwrap().data.as_ref(), b"v");
+    assert_eq!(daprd.get("k").await.unwrap().data.as_slice(), b"v");
 }
 
 #[tokio::test]
@@ -57,9 +63,9 @@ async fn restart_without_init_serves_known_instances_and_refuses_unknown_ones() 
     server.kill();
     server.spawn(&[]).unwrap();
     let mut daprd = server.daprd("statestore").await;
-    assert_eq!(daprd.get("app||a").await.unwrap().data.as_ref(), b"1");
+    assert_eq!(daprd.get("app||a").await.unwrap().data.as_slice(), b"1");
     assert_eq!(daprd.etag("app||a").await, etag);
-    assert_eq!(daprd.get("app||b").await.unwrap().data.as_ref(), b"2");
+    assert_eq!(daprd.get("app||b").await.unwrap().data.as_slice(), b"2");
     assert_eq!(
         daprd.multi_max_size().await.unwrap(),
         9,
@@ -95,14 +101,14 @@ async fn missing_or_empty_header_maps_to_the_default_instance() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(got.data.as_ref(), b"default");
+    assert_eq!(got.data.as_slice(), b"default");
     // The named instance with the Go SDK's default id is the same keyspace.
     let mut named = server.daprd("#default__instance#").await;
-    assert_eq!(named.get("k").await.unwrap().data.as_ref(), b"default");
+    assert_eq!(named.get("k").await.unwrap().data.as_slice(), b"default");
     // daprd's pluggable client sends the header empty for a component without a name (Dapr's
     // conformance suite does): that is the default instance too.
     let mut unnamed = server.daprd("").await;
-    assert_eq!(unnamed.get("k").await.unwrap().data.as_ref(), b"default");
+    assert_eq!(unnamed.get("k").await.unwrap().data.as_slice(), b"default");
 }
 
 #[tokio::test]
@@ -112,7 +118,10 @@ async fn instance_names_never_escape_the_data_dir() {
         let mut daprd = server.daprd(name).await;
         daprd.init(&[]).await.unwrap();
         daprd.set(set("k", name.as_bytes().to_vec())).await.unwrap();
-        assert_eq!(daprd.get("k").await.unwrap().data.as_ref(), name.as_bytes());
+        assert_eq!(
+            daprd.get("k").await.unwrap().data.as_slice(),
+            name.as_bytes()
+        );
         let dir = server.data_dir().join("instances").join(encode_name(name));
         assert!(dir.join("data.roost").exists(), "{name}: {}", dir.display());
     }
@@ -205,7 +214,7 @@ async fn sigterm_drains_flushes_and_removes_the_socket() {
     server.spawn(&[]).unwrap();
     let mut daprd = server.daprd("statestore").await;
     assert_eq!(
-        daprd.get("k").await.unwrap().data.as_ref(),
+        daprd.get("k").await.unwrap().data.as_slice(),
         b"flushed at shutdown"
     );
 }
@@ -388,7 +397,7 @@ async fn a_value_of_the_default_maximum_size_round_trips() {
     let value: Vec<u8> = (0..max).map(|i| (i % 251) as u8).collect();
     daprd.set(set("big", value.clone())).await.unwrap();
     assert_eq!(
-        daprd.get("big").await.unwrap().data.as_ref(),
+        daprd.get("big").await.unwrap().data.as_slice(),
         value.as_slice()
     );
     let err = daprd
@@ -558,7 +567,7 @@ async fn bad_inputs_over_the_socket_are_clear_errors() {
     }
     // Still serving.
     daprd.set(set("ok", b"1".to_vec())).await.unwrap();
-    assert_eq!(daprd.get("ok").await.unwrap().data.as_ref(), b"1");
+    assert_eq!(daprd.get("ok").await.unwrap().data.as_slice(), b"1");
 }
 
 /// A server whose parent goes away (its stdin pipe closes) stops by itself, cleanly.
@@ -636,7 +645,7 @@ async fn connections_share_the_transport_threads_and_a_stalled_call_ends_at_the_
         daprd.set(set("k", vec![i as u8; 10])).await.unwrap();
     }
     for (i, daprd) in daprds.iter_mut().enumerate() {
-        assert_eq!(daprd.get("k").await.unwrap().data.as_ref(), [i as u8; 10]);
+        assert_eq!(daprd.get("k").await.unwrap().data.as_slice(), [i as u8; 10]);
     }
 
     // 12 MiB of incompressible values: more than HTTP/2 flow control lets the server send
@@ -683,7 +692,7 @@ async fn connections_share_the_transport_threads_and_a_stalled_call_ends_at_the_
     drop(stream);
     server.spawn(&[]).unwrap();
     let mut daprd = server.daprd("store-0").await;
-    assert_eq!(daprd.get("k").await.unwrap().data.as_ref(), [0u8; 10]);
+    assert_eq!(daprd.get("k").await.unwrap().data.as_slice(), [0u8; 10]);
     assert_eq!(
         daprd.get("big-95").await.unwrap().data.len(),
         128 * 1024,

@@ -354,7 +354,7 @@ impl StateApi {
             return Ok(None);
         }
         Ok(Some(GetResult {
-            data: response.data,
+            data: response.data.into(),
             etag: response.etag.map(|e| e.value).unwrap_or_default(),
             metadata: response.metadata,
             content_type: response.content_type,
@@ -400,7 +400,7 @@ impl StateApi {
             .into_iter()
             .map(|item| BulkItem {
                 key: KeyPrefix::strip(&item.key),
-                data: item.data,
+                data: item.data.into(),
                 etag: item.etag.map(|e| e.value).unwrap_or_default(),
                 error: item.error,
                 metadata: item.metadata,
@@ -623,7 +623,7 @@ impl StateApi {
                 .into_iter()
                 .map(|item| BulkItem {
                     key: KeyPrefix::strip(&item.key),
-                    data: item.data,
+                    data: item.data.into(),
                     etag: item.etag.map(|e| e.value).unwrap_or_default(),
                     error: item.error,
                     metadata: HashMap::new(),

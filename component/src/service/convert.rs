@@ -64,7 +64,7 @@ pub fn get_response(record: Option<Record>) -> proto::GetResponse {
                 value: record.etag.to_decimal(),
             }),
             content_type: record.content_type.unwrap_or_default(),
-            data: record.value.into(),
+            data: record.value,
         },
     }
 }
@@ -82,7 +82,7 @@ pub fn bulk_item(key: String, record: Option<Record>) -> proto::BulkStateItem {
                 value: record.etag.to_decimal(),
             }),
             content_type: record.content_type.unwrap_or_default(),
-            data: record.value.into(),
+            data: record.value,
             error: String::new(),
         },
     }

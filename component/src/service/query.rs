@@ -37,7 +37,7 @@ pub async fn query(
             .into_iter()
             .map(|row| proto::QueryItem {
                 key: String::from_utf8_lossy(&row.key).into_owned(),
-                data: row.value.into(),
+                data: row.value,
                 etag: Some(proto::Etag {
                     value: row.etag.to_string(),
                 }),
