@@ -815,14 +815,21 @@ async fn join_batch(
     Err(Error::Conflict { key, attempts: 64 })
 }
 
-/// Whether `id` is in the open batch or in a sealed one not done yet (a join repeated after
-/// a crash between the open record's write and the claim's release, on a store without
-/// transactions).
+/// Whether `id` is in the open batch, in a sealed one not done yet, or in one that ran (a
+/// join repeated after a crash between the open record's write and the claim's release, on a
+/// store without transactions: the claim's lease runs out and another member takes it over,
+/// maybe after the batch holding `id` ran and left the unfinished list).
 async fn joined(swarm: &Swarm, agent: &str, open: &OpenBatch, id: &str) -> Result<bool> {
     if open.ids.iter().any(|i| i == id) {
         return Ok(true);
     }
-    if swarm.store.atomic() || open.unfinished.is_empty() {
+    if swarm.store.atomic() {
+        return Ok(false);
+    }
+    if batch_ran(swarm, agent, id).await? {
+        return Ok(true);
+    }
+    if open.unfinished.is_empty() {
         return Ok(false);
     }
     let keys: Vec<String> = open
@@ -838,6 +845,18 @@ async fn joined(swarm: &Swarm, agent: &str, open: &OpenBatch, id: &str) -> Resul
         }
     }
     Ok(false)
+}
+
+/// Whether a run of `agent` consumed `id`: a batch's run writes its inputs' consumption
+/// records before it releases the batch's claim, so before the batch leaves the open record's
+/// unfinished list.
+async fn batch_ran(swarm: &Swarm, agent: &str, id: &str) -> Result<bool> {
+    Ok(swarm
+        .store
+        .consumptions(id)
+        .await?
+        .iter()
+        .any(|c| c.consumer == agent))
 }
 
 /// Seals `open`: returns the write of its sealed record, and leaves `open` as the next,
