@@ -98,8 +98,6 @@ pub async fn serve_connection<T>(
             let mut progressed = false;
             match accepted {
                 Poll::Ready(Some(Ok((request, respond)))) => {
-                    // Boxed where it is made: queuing it then moves a pointer, not the call's
-                    // whole state (three copies of it when pushed unboxed).
                     calls.push(call(Arc::clone(&transport), request, respond));
                     progressed = true;
                 }

@@ -41,9 +41,7 @@ impl Etag {
             }),
         }
     }
-}
 
-impl Etag {
     /// The etag as its decimal text (what `to_string` gives), without the formatting
     /// machinery: every read answer carries one.
     pub fn to_decimal(&self) -> String {

@@ -8,7 +8,7 @@ use redb::ReadableTableMetadata;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::etag::Etag;
-use crate::overlay::{Entry, Layer, Overlay};
+use crate::overlay::{DataTable, Entry, Layer, Overlay};
 use crate::record::{self, RecordView};
 use crate::tables::{DATA, EXPIRY, INDEX, expiry_key};
 
@@ -104,15 +104,33 @@ pub(crate) fn read_one(
     key: &[u8],
     now_ms: u64,
 ) -> Result<Option<Record>, Error> {
-    match overlay.lookup_one(db, key)? {
-        Ok(entry) => match entry.record() {
+    let (entry, table) = match overlay.lookup_one(db, key)? {
+        Ok(entry) => (Some(entry), None),
+        Err(table) => (None, Some(table)),
+    };
+    live_in_cut(codec, key, entry.as_deref(), table.as_deref(), now_ms)
+}
+
+/// The live record of `key` in a cut: its overlay entry if it has one, else redb's.
+fn live_in_cut(
+    codec: &Codec,
+    key: &[u8],
+    entry: Option<&Entry>,
+    table: Option<&DataTable>,
+    now_ms: u64,
+) -> Result<Option<Record>, Error> {
+    match entry {
+        Some(entry) => match entry.record() {
             Some(bytes) => live_record(codec, key, bytes, now_ms),
             None => Ok(None),
         },
-        Err(table) => match table.get(key)? {
-            Some(guard) => live_record(codec, key, guard.value(), now_ms),
-            None => Ok(None),
-        },
+        None => {
+            let table = table.expect("a table for every miss");
+            match table.get(key)? {
+                Some(guard) => live_record(codec, key, guard.value(), now_ms),
+                None => Ok(None),
+            }
+        }
     }
 }
 
@@ -128,20 +146,13 @@ pub(crate) fn read_many<K: AsRef<[u8]>>(
     keys.iter()
         .zip(found)
         .map(|(key, entry)| {
-            let key = key.as_ref();
-            match entry {
-                Some(entry) => match entry.record() {
-                    Some(bytes) => live_record(codec, key, bytes, now_ms),
-                    None => Ok(None),
-                },
-                None => {
-                    let table = table.as_ref().expect("a transaction for every miss");
-                    match table.get(key)? {
-                        Some(guard) => live_record(codec, key, guard.value(), now_ms),
-                        None => Ok(None),
-                    }
-                }
-            }
+            live_in_cut(
+                codec,
+                key.as_ref(),
+                entry.as_deref(),
+                table.as_deref(),
+                now_ms,
+            )
         })
         .collect()
 }

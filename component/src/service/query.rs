@@ -39,7 +39,7 @@ pub async fn query(
                 key: String::from_utf8_lossy(&row.key).into_owned(),
                 data: row.value,
                 etag: Some(proto::Etag {
-                    value: row.etag.to_string(),
+                    value: row.etag.to_decimal(),
                 }),
                 error: String::new(),
                 content_type: row.content_type.unwrap_or_default(),
