@@ -8,6 +8,7 @@
 //! | `maxFlushDelay` | eventual mode's loss window: Go duration (`100ms`, `1s`) or milliseconds | `100ms` |
 //! | `cacheSizeMB` | redb page cache, MiB (filled as pages are read) | `256` |
 //! | `checkpointLogMB` | with `immediate` durability, the write-ahead log size (MiB) applied since the last checkpoint at which catch-up checkpoints (writes go on meanwhile) | `128` |
+//! | `writebackChunkMB` | with `immediate` durability, how much of the data file's written pages go to the disk at a time ahead of a checkpoint's fsync, so the write-ahead log's fsync never waits behind a whole checkpoint; `0` leaves it all to the checkpoint | `4` |
 //! | `maxUnappliedMB` | with `immediate` durability, the most memory (MiB) acknowledged writes not yet applied to the data file may hold before writers wait for catch-up | `256` |
 //! | `maxValueSize` | largest value in bytes | `4128768` (4 MiB − 64 KiB, so any Get response fits daprd's 4 MiB limit) |
 //! | `maxTransactionOps` | most operations per transaction, reported by `MultiMaxSize`; `0` = unlimited | `0` |
@@ -47,6 +48,8 @@ pub struct InstanceConfig {
     pub checkpoint_log_mb: u64,
     #[serde(default = "default_max_unapplied_mb")]
     pub max_unapplied_mb: u64,
+    #[serde(default = "default_writeback_chunk_mb")]
+    pub writeback_chunk_mb: u64,
     pub max_value_size: usize,
     pub max_transaction_ops: u64,
     pub cleanup_interval_ms: u64,
@@ -93,6 +96,10 @@ fn default_max_unapplied_mb() -> u64 {
     roost_engine::DEFAULT_MAX_UNAPPLIED_BYTES >> 20
 }
 
+fn default_writeback_chunk_mb() -> u64 {
+    roost_engine::DEFAULT_WRITEBACK_CHUNK_BYTES >> 20
+}
+
 /// daprd's receive limit for a response from a component (grpc-go's default).
 pub const DAPRD_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -104,6 +111,7 @@ impl Default for InstanceConfig {
             cache_size_mb: (roost_engine::DEFAULT_CACHE_BYTES >> 20) as u64,
             checkpoint_log_mb: default_checkpoint_log_mb(),
             max_unapplied_mb: default_max_unapplied_mb(),
+            writeback_chunk_mb: default_writeback_chunk_mb(),
             max_value_size: DAPRD_MAX_RESPONSE_BYTES - 64 * 1024,
             max_transaction_ops: 0,
             cleanup_interval_ms: 1000,
@@ -224,6 +232,9 @@ impl InstanceConfig {
         if let Some(value) = get("maxUnappliedMB") {
             config.max_unapplied_mb = parse_integer("maxUnappliedMB", value, 1, 1 << 20)?;
         }
+        if let Some(value) = get("writebackChunkMB") {
+            config.writeback_chunk_mb = parse_integer("writebackChunkMB", value, 0, 1 << 10)?;
+        }
         if let Some(value) = get("maxValueSize") {
             config.max_value_size = parse_integer("maxValueSize", value, 1, 1 << 30)? as usize;
         }
@@ -272,6 +283,7 @@ impl InstanceConfig {
             .cache_size_bytes((self.cache_size_mb as usize).saturating_mul(1024 * 1024))
             .checkpoint_log_bytes(self.checkpoint_log_mb << 20)
             .max_unapplied_bytes(self.max_unapplied_mb << 20)
+            .writeback_chunk_bytes(self.writeback_chunk_mb << 20)
             .limits(limits)
             .sweep_interval(sweep)
             .indexes(self.indexed_paths.iter().cloned())
@@ -446,6 +458,7 @@ mod tests {
                 cache_size_mb: 16,
                 checkpoint_log_mb: 8,
                 max_unapplied_mb: 256,
+                writeback_chunk_mb: 4,
                 max_value_size: 1024,
                 max_transaction_ops: 100,
                 cleanup_interval_ms: 90_000,
@@ -471,6 +484,8 @@ mod tests {
             ("checkpointLogMB", "0"),
             ("checkpointLogMB", "65537"),
             ("maxUnappliedMB", "0"),
+            ("writebackChunkMB", "1025"),
+            ("writebackChunkMB", "-1"),
             ("maxValueSize", "big"),
             ("maxTransactionOps", "1.5"),
             ("cleanupInterval", "5x"),
@@ -536,13 +551,14 @@ mod tests {
         assert!(!err.0.contains(&key[..16]), "{err}");
     }
 
-    /// `instance.json` written before `checkpointLogMB` or `maxUnappliedMB` existed reads back
+    /// `instance.json` written before `checkpointLogMB`, `maxUnappliedMB` or `writebackChunkMB`
+    /// existed reads back
     /// with their defaults,
     /// so a daprd re-`Init` with the same metadata after an upgrade is still a no-op.
     #[test]
     fn a_configuration_persisted_without_newer_keys_reads_with_their_defaults() {
         let mut persisted = serde_json::to_value(InstanceConfig::default()).unwrap();
-        for field in ["checkpointLogMb", "maxUnappliedMb"] {
+        for field in ["checkpointLogMb", "maxUnappliedMb", "writebackChunkMb"] {
             persisted
                 .as_object_mut()
                 .unwrap()
@@ -553,6 +569,7 @@ mod tests {
         assert_eq!(config, InstanceConfig::default());
         assert_eq!(config.checkpoint_log_mb, 128);
         assert_eq!(config.max_unapplied_mb, 256);
+        assert_eq!(config.writeback_chunk_mb, 4);
     }
 
     #[test]

@@ -226,7 +226,7 @@ pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> S
         }
     }
     type Series<T> = (&'static str, &'static str, fn(&InstanceSample) -> T);
-    let counters: [Series<u64>; 3] = [
+    let counters: [Series<u64>; 4] = [
         (
             "roost_commits_total",
             "Write transactions committed (group commits; one fsync each when durable).",
@@ -241,6 +241,11 @@ pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> S
             "roost_expired_swept_total",
             "Expired records deleted by the sweeper.",
             |s| s.stats.swept,
+        ),
+        (
+            "roost_main_file_written_back_bytes_total",
+            "Bytes of the data file whose write-back was started in paced chunks ahead of a checkpoint's fdatasync.",
+            |s| s.writer.written_back_bytes,
         ),
     ];
     for (name, help, value) in counters {

@@ -70,6 +70,8 @@ pub(crate) struct CatchUp {
     pub crash_at: Option<Arc<CrashAt>>,
     /// The writers' hold-back (batches, seconds) as the last checkpoint's log line saw it.
     pub held_back_seen: (u64, f64),
+    /// The main file's paced write-back (bytes) as the last checkpoint's log line saw it.
+    pub written_back_seen: u64,
 }
 
 /// Holds catch-up before its next step while set (tests: writes then stay in the overlay).
@@ -253,6 +255,11 @@ impl CatchUp {
         let held = self.counters.hold_back.snapshot();
         let (batches, seconds) =
             std::mem::replace(&mut self.held_back_seen, (held.count, held.sum));
+        let written_back = self
+            .counters
+            .written_back
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let written_back_before = std::mem::replace(&mut self.written_back_seen, written_back);
         tracing::debug!(
             applied_log_bytes = self.since_checkpoint,
             segments_removed = removed,
@@ -260,6 +267,7 @@ impl CatchUp {
             elapsed_ms = elapsed.as_secs_f64() * 1e3,
             held_back_batches = held.count - batches,
             held_back_ms = (held.sum - seconds) * 1e3,
+            written_back_bytes = written_back - written_back_before,
             "checkpoint"
         );
         self.since_checkpoint = 0;

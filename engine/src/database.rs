@@ -164,12 +164,12 @@ impl Database {
     /// Opens (or creates) the database described by `options` and starts its writer and
     /// expiry sweeper threads.
     pub fn open(options: Options) -> Result<Database, Error> {
-        let opened = crate::open::open(&options)?;
+        let counters = Arc::new(WriterCounters::default());
+        let opened = crate::open::open(&options, &counters.written_back)?;
         let indexes = Arc::new(opened.indexes);
         let codec = Arc::new(opened.codec);
         let db = Arc::new(opened.db);
         let (commands, queue) = flume::bounded(options.write_queue_capacity);
-        let counters = Arc::new(WriterCounters::default());
         let gate = Arc::new(Mutex::new(()));
         let overlay = Arc::new(Overlay::new(options.max_unapplied_bytes));
         let pause = Arc::new(crate::catchup::Pause::default());
@@ -262,6 +262,7 @@ impl Database {
             apply_seconds: c.apply_time.snapshot(),
             room_wait_seconds: c.room_wait.snapshot(),
             hold_back_seconds: c.hold_back.snapshot(),
+            written_back_bytes: c.written_back.load(std::sync::atomic::Ordering::Relaxed),
             unapplied_bytes: self.inner.overlay.bytes(),
             unapplied_limit_bytes: self.inner.overlay.limit(),
         }

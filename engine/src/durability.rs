@@ -86,6 +86,7 @@ impl Sink {
             pause: Arc::clone(pause),
             crash_at: options.crash_at.clone(),
             held_back_seen: (0, 0.0),
+            written_back_seen: 0,
         };
         let handle = std::thread::Builder::new()
             .name("roost-catchup".into())

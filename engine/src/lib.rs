@@ -37,6 +37,7 @@ mod database;
 mod durability;
 mod error;
 mod etag;
+mod file;
 mod id;
 mod meta;
 pub mod metrics;
@@ -64,7 +65,7 @@ pub use etag::Etag;
 pub use id::{uuid_v4, uuid_v4_text};
 pub use options::{
     CrashPoint, DEFAULT_CACHE_BYTES, DEFAULT_CHECKPOINT_LOG_BYTES, DEFAULT_MAX_UNAPPLIED_BYTES,
-    Durability, Limits, Options,
+    DEFAULT_WRITEBACK_CHUNK_BYTES, Durability, Limits, Options,
 };
 pub use query::{CmpOp, Filter, Query, QueryPage, QueryRow, SortKey};
 pub use read::{KeyspaceStats, Record, ScanPage};

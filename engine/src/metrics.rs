@@ -1,6 +1,7 @@
 //! Lock-free fixed-bucket histograms, for the writer's group-commit batch sizes and commit
 //! times (and, in the component, request latencies), exported in Prometheus' shape.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A histogram over non-negative integer observations (nanoseconds, counts) with fixed upper
@@ -116,6 +117,9 @@ pub struct WriterMetrics {
     /// With the log: the delay of each batch held back while the overlay was over half its
     /// bound, in seconds (the back-pressure; empty when it never was).
     pub hold_back_seconds: HistogramSnapshot,
+    /// Bytes of the main file whose write-back was started in paced chunks, ahead of the
+    /// checkpoints' fdatasync (`Options::writeback_chunk_bytes`).
+    pub written_back_bytes: u64,
     /// Bytes of acknowledged writes not yet applied to the main file, and their bound.
     pub unapplied_bytes: u64,
     pub unapplied_limit_bytes: u64,
@@ -137,6 +141,8 @@ pub(crate) struct WriterCounters {
     pub room_wait: Histogram,
     /// The delay of each batch held back by an overlay over half its bound (with the log).
     pub hold_back: Histogram,
+    /// Bytes of the main file whose write-back was started in paced chunks (`crate::file`).
+    pub written_back: Arc<AtomicU64>,
 }
 
 impl Default for WriterCounters {
@@ -152,6 +158,7 @@ impl Default for WriterCounters {
             apply_time: Histogram::latency(),
             room_wait: Histogram::latency(),
             hold_back: Histogram::latency(),
+            written_back: Arc::default(),
         }
     }
 }

@@ -4,12 +4,15 @@
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use redb::{ReadableDatabase, ReadableTable, TableHandle};
 
 use crate::apply::Applier;
 use crate::codec::Codec;
 use crate::error::Error;
+use crate::file::PacedFile;
 use crate::meta::{self, DATABASE_FORMAT, FORMAT_MAGIC};
 use crate::options::Options;
 use crate::query::index::IndexDef;
@@ -32,7 +35,7 @@ pub(crate) struct Opened {
 
 /// Opens or creates the database file, checks that it is a Roost database of a known format,
 /// and marks it open (unclean) until [`meta::mark_clean`] runs at close.
-pub(crate) fn open(options: &Options) -> Result<Opened, Error> {
+pub(crate) fn open(options: &Options, written_back: &Arc<AtomicU64>) -> Result<Opened, Error> {
     let path = &options.path;
     let shown = path.display().to_string();
     if let Some(slot) = &options.backend {
@@ -83,7 +86,16 @@ pub(crate) fn open(options: &Options) -> Result<Opened, Error> {
         .set_check_integrity_on_open(options.check_integrity_on_open && exists);
     // redb may panic on some malformed files (debug assertions); a bad file must be an error.
     let opened = catch_unwind(AssertUnwindSafe(|| {
-        if exists {
+        if options.writeback_chunk_bytes > 0 {
+            let file = PacedFile::open(
+                path,
+                !exists,
+                options.writeback_chunk_bytes,
+                Arc::clone(written_back),
+            )?;
+            // On a file with contents this opens it; an empty one is created.
+            builder.create_with_backend(file)
+        } else if exists {
             builder.open(path)
         } else {
             builder.create(path)

@@ -95,6 +95,11 @@ pub const DEFAULT_CHECKPOINT_LOG_BYTES: u64 = 128 * 1024 * 1024;
 /// checkpoint of 0.6 s under 64 clients of 10-op transactions leaves about 25 MiB there.
 pub const DEFAULT_MAX_UNAPPLIED_BYTES: u64 = 256 * 1024 * 1024;
 
+/// The write-back chunk of the main file, unless [`Options::writeback_chunk_bytes`] says
+/// otherwise: pages that redb hands to the file are sent to the disk about this many bytes at
+/// a time, so the write-ahead log's fdatasync waits behind one chunk at most.
+pub const DEFAULT_WRITEBACK_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Options for [`crate::Database::open`]. Start from [`Options::new`] and chain setters.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -116,6 +121,7 @@ pub struct Options {
     pub(crate) checkpoint_log_bytes: u64,
     pub(crate) write_ahead_log: bool,
     pub(crate) max_unapplied_bytes: u64,
+    pub(crate) writeback_chunk_bytes: u64,
     pub(crate) crash_at: Option<Arc<CrashAt>>,
 }
 
@@ -183,6 +189,7 @@ impl Options {
             checkpoint_log_bytes: DEFAULT_CHECKPOINT_LOG_BYTES,
             write_ahead_log: true,
             max_unapplied_bytes: DEFAULT_MAX_UNAPPLIED_BYTES,
+            writeback_chunk_bytes: DEFAULT_WRITEBACK_CHUNK_BYTES,
             crash_at: None,
         }
     }
@@ -219,6 +226,17 @@ impl Options {
     /// most this much plus one checkpoint's log.
     pub fn max_unapplied_bytes(mut self, bytes: u64) -> Options {
         self.max_unapplied_bytes = bytes;
+        self
+    }
+
+    /// How the main file's pages reach the disk (default [`DEFAULT_WRITEBACK_CHUNK_BYTES`],
+    /// 4 MiB): once this many bytes are written to it, a background thread writes them back
+    /// and waits, chunk by chunk, and a checkpoint does the same for what is left before its
+    /// fdatasync. So the write-ahead log's fdatasync (which acknowledges writes) never queues
+    /// behind a whole checkpoint's pages. `0` leaves all of it to the checkpoint's fdatasync.
+    /// Durability is the same either way. (Linux only; elsewhere the fdatasync does it all.)
+    pub fn writeback_chunk_bytes(mut self, bytes: u64) -> Options {
+        self.writeback_chunk_bytes = bytes;
         self
     }
 

@@ -131,10 +131,6 @@ impl<'c> Planner<'c> {
         let mut next_etag = self.last_etag;
         for (index, op) in ops.iter().enumerate() {
             let key = op.key();
-            let current = match view.get(key) {
-                Some(state) => *state,
-                None => self.live_etag(key)?,
-            };
             let (etag, concurrency) = match op {
                 CheckedOp::Set {
                     etag, concurrency, ..
@@ -143,8 +139,17 @@ impl<'c> Planner<'c> {
                     etag, concurrency, ..
                 } => (*etag, *concurrency),
             };
-            check_condition(key, current, etag, concurrency)
-                .map_err(|error| PlanError::Request { index, error })?;
+            // A last-write request without an etag holds whatever the key holds: it reads
+            // nothing (most writes; on a keyspace larger than the cache the read was most of
+            // the writer's time).
+            if etag.is_some() || concurrency == Concurrency::FirstWrite {
+                let current = match view.get(key) {
+                    Some(state) => *state,
+                    None => self.live_etag(key)?,
+                };
+                check_condition(key, current, etag, concurrency)
+                    .map_err(|error| PlanError::Request { index, error })?;
+            }
             match op {
                 CheckedOp::Set {
                     value,

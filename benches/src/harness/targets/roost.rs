@@ -299,8 +299,10 @@ pub struct Embedded {
 
 impl Embedded {
     /// Opens the keyspaces in `dir`; `durability` and `wal` (the write-ahead log) apply to the
-    /// main one, and so does `ROOST_BENCH_CACHE_MB` (redb's cache, the engine's default when
-    /// unset), for runs on keyspaces larger than the default cache.
+    /// main one, and so do `ROOST_BENCH_CACHE_MB` (redb's cache, the engine's default when
+    /// unset), for runs on keyspaces larger than the default cache, and
+    /// `ROOST_BENCH_WRITEBACK_KB` (the main file's write-back chunk; `0` leaves the write-back
+    /// to the checkpoint's fdatasync), for a before/after of the paced write-back in one build.
     pub fn open(dir: &Path, durability: Durability, wal: bool) -> Result<Embedded, OpError> {
         let open = |name: &str, options: Options| {
             roost_engine::Database::open(options)
@@ -315,6 +317,12 @@ impl Embedded {
             .and_then(|v| v.parse::<usize>().ok())
         {
             main = main.cache_size_bytes(mb << 20);
+        }
+        if let Some(kb) = std::env::var("ROOST_BENCH_WRITEBACK_KB")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            main = main.writeback_chunk_bytes(kb << 10);
         }
         Ok(Embedded {
             main: open("main", main)?,
