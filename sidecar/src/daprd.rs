@@ -37,6 +37,25 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `N` distinct ports on 127.0.0.1 that were free a moment ago: the listeners are held until
+/// all are picked, so no two of them are the same port.
+fn free_ports<const N: usize>() -> std::io::Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
+/// Whether daprd's failure to start was a port someone else took (its log says so).
+fn lost_a_port(why: &str) -> bool {
+    why.contains("(it exited)")
+        && (why.contains("could not listen") || why.contains("address already in use"))
+}
+
 /// How to start one daprd.
 #[derive(Debug, Clone)]
 pub struct DaprdOptions {
@@ -63,15 +82,29 @@ pub struct DaprdProcess {
 
 impl DaprdProcess {
     /// Starts daprd and waits (at most 60 s) until `/v1.0/healthz/outbound` answers 204, that is
-    /// until its components are loaded. On failure returns what daprd logged.
+    /// until its components are loaded. On failure returns what daprd logged. daprd takes its
+    /// ports as numbers, picked free a moment before it starts: when another process took one
+    /// in between (daprd exits, unable to listen), it is started again on new ports, up to
+    /// three times in all.
     pub fn start(options: &DaprdOptions) -> Result<DaprdProcess, String> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::start_once(options) {
+                Err(why) if tries < 3 && lost_a_port(&why) => continue,
+                result => return result,
+            }
+        }
+    }
+
+    fn start_once(options: &DaprdOptions) -> Result<DaprdProcess, String> {
         let err = |e: std::io::Error| e.to_string();
         std::fs::create_dir_all(&options.work_dir).map_err(err)?;
         let config = options.work_dir.join("daprd-config.yaml");
         std::fs::write(&config, LOOPBACK_CONFIG).map_err(err)?;
         let log_path = options.work_dir.join("daprd.log");
         let log = std::fs::File::create(&log_path).map_err(err)?;
-        let (grpc, http) = (free_port().map_err(err)?, free_port().map_err(err)?);
+        let [grpc, http, internal, metrics] = free_ports().map_err(err)?;
         let child = Command::new("timeout")
             .args(["-s", "TERM", "-k", "10"])
             .arg(options.lifetime_seconds.to_string())
@@ -85,16 +118,13 @@ impl DaprdProcess {
             .args(["--dapr-grpc-port", &grpc.to_string()])
             .args(["--dapr-http-port", &http.to_string()])
             .args(["--dapr-internal-grpc-listen-address", "127.0.0.1"])
-            .args([
-                "--dapr-internal-grpc-port",
-                &free_port().map_err(err)?.to_string(),
-            ])
+            .args(["--dapr-internal-grpc-port", &internal.to_string()])
             .args([
                 "--enable-metrics=false",
                 "--metrics-listen-address",
                 "127.0.0.1",
             ])
-            .args(["--metrics-port", &free_port().map_err(err)?.to_string()])
+            .args(["--metrics-port", &metrics.to_string()])
             .args(["--placement-host-address", ""])
             .args(["--scheduler-host-address", ""])
             .args(["--log-level", "info"])
