@@ -230,11 +230,12 @@ impl Options {
     }
 
     /// How the main file's pages reach the disk (default [`DEFAULT_WRITEBACK_CHUNK_BYTES`],
-    /// 4 MiB): once this many bytes are written to it, a background thread writes them back
-    /// and waits, chunk by chunk, and a checkpoint does the same for what is left before its
-    /// fdatasync. So the write-ahead log's fdatasync (which acknowledges writes) never queues
-    /// behind a whole checkpoint's pages. `0` leaves all of it to the checkpoint's fdatasync.
-    /// Durability is the same either way. (Linux only; elsewhere the fdatasync does it all.)
+    /// 4 MiB): a checkpoint writes back what redb wrote to the file this many bytes at a time,
+    /// waiting for each chunk, before its fdatasync; between checkpoints a background thread
+    /// does the same once more than 16 chunks wait. So the write-ahead log's fdatasync (which
+    /// acknowledges writes) never queues behind a whole checkpoint's pages. `0` leaves all of
+    /// it to the checkpoint's fdatasync. Durability is the same either way. (Linux only;
+    /// elsewhere the fdatasync does it all.)
     pub fn writeback_chunk_bytes(mut self, bytes: u64) -> Options {
         self.writeback_chunk_bytes = bytes;
         self

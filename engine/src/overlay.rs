@@ -122,7 +122,12 @@ pub(crate) struct Planned {
 }
 
 /// The longest a batch is held back before the table is full (at a fill just below the bound).
-pub(crate) const MAX_HOLD_BACK: Duration = Duration::from_millis(10);
+///
+/// At 10 ms, writers at 1 000 000 keys outran catch-up even at the longest delay: the table sat
+/// at 95 % of its bound and a slow checkpoint made batches wait for room (up to 166 ms in a
+/// 5-minute run). At 40 ms the delay that matches catch-up's pace comes at a lower fill,
+/// leaving room for a checkpoint's pause (`BENCHMARKS.md`).
+pub(crate) const MAX_HOLD_BACK: Duration = Duration::from_millis(40);
 
 /// The delay for a table holding `bytes` of `limit`: zero up to half, then linear up to
 /// [`MAX_HOLD_BACK`] at the bound.
