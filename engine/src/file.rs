@@ -63,7 +63,7 @@ struct Shared {
     /// A `sync_file_range` failure, reported by the next `sync_data`.
     failed: Mutex<Option<std::io::Error>>,
     /// Bytes whose write-back this backend started (the metric
-    /// `roost_main_file_written_back_bytes`).
+    /// `roost_main_file_written_back_bytes_total`).
     written_back: Arc<AtomicU64>,
 }
 

@@ -86,7 +86,8 @@ pub(crate) fn open(options: &Options, written_back: &Arc<AtomicU64>) -> Result<O
         .set_check_integrity_on_open(options.check_integrity_on_open && exists);
     // redb may panic on some malformed files (debug assertions); a bad file must be an error.
     let opened = catch_unwind(AssertUnwindSafe(|| {
-        if options.writeback_chunk_bytes > 0 {
+        // Range write-back is Linux's: elsewhere the file opens as redb opens it.
+        if cfg!(target_os = "linux") && options.writeback_chunk_bytes > 0 {
             let file = PacedFile::open(
                 path,
                 !exists,

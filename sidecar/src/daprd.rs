@@ -32,12 +32,8 @@ pub fn find_daprd() -> Option<PathBuf> {
     Some(target.join("dapr/bin/daprd")).filter(|p| p.is_file())
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (daprd takes its ports as numbers).
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// `N` distinct ports on 127.0.0.1 that were free a moment ago: the listeners are held until
+/// `N` distinct ports on 127.0.0.1 that were free a moment ago (daprd takes its ports as
+/// numbers): the listeners are held until
 /// all are picked, so no two of them are the same port.
 fn free_ports<const N: usize>() -> std::io::Result<[u16; N]> {
     let listeners = (0..N)
