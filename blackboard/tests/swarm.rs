@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use roost_blackboard::store::{Expect, Put, SwarmStore};
+use roost_blackboard::store::{Expect, Put, StoreFuture, SwarmStore, Versioned};
 use roost_blackboard::{
-    AgentError, ArtifactType, BlackboardStore, DaprStore, Filter, Flock, MemoryStore, Output,
-    SwarmOptions,
+    AgentError, Artifact, ArtifactType, BlackboardStore, Consumption, DaprStore, Filter, Flock,
+    MemoryStore, Output, Page, SwarmOptions,
 };
 use roost_sidecar::local::LocalDapr;
 use serde::{Deserialize, Serialize};
@@ -1096,4 +1096,244 @@ async fn members_leave_a_run_to_the_member_it_belongs_to() {
         losing_deferred * 4 < losing_at_once.max(1),
         "claims lost to another member: {losing_deferred} with deferral, {losing_at_once} without"
     );
+}
+
+/// A store without transactions over the in-memory one, as a Dapr state store without
+/// transactions behaves: a commit writes artifacts, then consumption records, then the puts
+/// one by one, stopping at the first whose expectation fails. Armed with a key suffix, it
+/// "dies" right after writing a put whose key ends with it: that commit never returns, as when
+/// the process is killed between two writes.
+struct WithoutTransactions {
+    inner: Arc<MemoryStore>,
+    die_after: Mutex<Option<String>>,
+    died: tokio::sync::Notify,
+}
+
+impl WithoutTransactions {
+    fn new(inner: Arc<MemoryStore>, die_after: Option<&str>) -> WithoutTransactions {
+        WithoutTransactions {
+            inner,
+            die_after: Mutex::new(die_after.map(str::to_string)),
+            died: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl BlackboardStore for WithoutTransactions {
+    fn publish<'a>(&'a self, artifact: &'a Artifact) -> StoreFuture<'a, ()> {
+        self.inner.publish(artifact)
+    }
+
+    fn publish_outputs<'a>(
+        &'a self,
+        outputs: &'a [Artifact],
+        consumptions: &'a [Consumption],
+    ) -> StoreFuture<'a, ()> {
+        self.inner.publish_outputs(outputs, consumptions)
+    }
+
+    fn get<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Artifact>> {
+        self.inner.get(id)
+    }
+
+    fn query<'a>(
+        &'a self,
+        filter: &'a Filter,
+        limit: usize,
+        offset: usize,
+    ) -> StoreFuture<'a, Page> {
+        self.inner.query(filter, limit, offset)
+    }
+
+    fn record_consumptions<'a>(&'a self, records: &'a [Consumption]) -> StoreFuture<'a, ()> {
+        self.inner.record_consumptions(records)
+    }
+
+    fn consumptions<'a>(&'a self, artifact_id: &'a str) -> StoreFuture<'a, Vec<Consumption>> {
+        self.inner.consumptions(artifact_id)
+    }
+}
+
+impl SwarmStore for WithoutTransactions {
+    fn read<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, Vec<Option<Versioned>>> {
+        self.inner.read(keys)
+    }
+
+    fn commit<'a>(
+        &'a self,
+        artifacts: &'a [Artifact],
+        consumptions: &'a [Consumption],
+        puts: &'a [Put],
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            if !artifacts.is_empty() || !consumptions.is_empty() {
+                self.inner.commit(artifacts, consumptions, &[]).await?;
+            }
+            for put in puts {
+                if !self
+                    .inner
+                    .commit(&[], &[], std::slice::from_ref(put))
+                    .await?
+                {
+                    return Ok(false);
+                }
+                let dies = self
+                    .die_after
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .is_some_and(|suffix| put.key.ends_with(suffix.as_str()));
+                if dies {
+                    self.died.notify_one();
+                    std::future::pending::<()>().await;
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    fn atomic(&self) -> bool {
+        false
+    }
+}
+
+/// On a store without transactions, a member killed after it wrote an artifact into the open
+/// batch but before it released the artifact's claim leaves the claim running. The batch is
+/// sealed and run by a survivor; when the dead member's lease runs out, the survivor takes the
+/// claim over and joins the artifact again — which must find that the agent already consumed
+/// it (the batch has left the open record's unfinished list by then), and not put it in a
+/// second batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_taken_over_after_its_batch_ran_does_not_run_the_artifact_again() {
+    let memory = Arc::new(MemoryStore::new());
+    let batches: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
+    let wait = Duration::from_millis(200);
+    // The doomed member, on its own runtime: its store dies right after the open batch
+    // record is written, before the claim's release.
+    let doomed_store = Arc::new(WithoutTransactions::new(Arc::clone(&memory), Some(":open")));
+    let doomed_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let task = {
+        let store: Arc<dyn SwarmStore> = doomed_store.clone();
+        let batches = Arc::clone(&batches);
+        doomed_runtime
+            .spawn(async move {
+                let flock = batch_member(store, "doomed", &batches, wait);
+                flock.start().await.unwrap();
+                let task = flock.publish(&Task { n: 1 }).await.unwrap();
+                // Kept alive (with its runtime) until the runtime is shut down.
+                std::mem::forget(flock);
+                task
+            })
+            .await
+            .unwrap()
+    };
+    tokio::time::timeout(Duration::from_secs(10), doomed_store.died.notified())
+        .await
+        .expect("the doomed member wrote the open batch record");
+    doomed_runtime.shutdown_background();
+    // Its claim: still running, with a lease that lasts until the test lets it run out.
+    let claim_key = format!("claim:{}:collector", task.id);
+    let claim = memory.read(std::slice::from_ref(&claim_key)).await.unwrap()[0]
+        .clone()
+        .expect("the dead member's claim");
+    let mut value: serde_json::Value = serde_json::from_slice(&claim.value).unwrap();
+    assert_eq!(value["state"], "running", "{value}");
+    value["expires_at_ms"] = serde_json::json!(u64::MAX / 2);
+    assert!(
+        memory
+            .write(&[Put::new(
+                claim_key.clone(),
+                value.to_string().into_bytes(),
+                Expect::Etag(claim.etag)
+            )])
+            .await
+            .unwrap()
+    );
+    let open_key = "batch:collector:open".to_string();
+    let open = memory.read(std::slice::from_ref(&open_key)).await.unwrap()[0]
+        .clone()
+        .expect("the open batch record");
+    let open: serde_json::Value = serde_json::from_slice(&open.value).unwrap();
+    assert_eq!(open["ids"], serde_json::json!([task.id]), "{open}");
+
+    // The survivor seals the batch once its wait is over, runs it, and forgets it.
+    let survivor_store: Arc<dyn SwarmStore> =
+        Arc::new(WithoutTransactions::new(Arc::clone(&memory), None));
+    let survivor = batch_member(survivor_store, "survivor", &batches, wait);
+    survivor.start().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let open = memory.read(std::slice::from_ref(&open_key)).await.unwrap()[0]
+            .clone()
+            .expect("the open batch record");
+        let open: serde_json::Value = serde_json::from_slice(&open.value).unwrap();
+        let forgotten =
+            open["ids"] == serde_json::json!([]) && open["unfinished"] == serde_json::json!([]);
+        if forgotten && !batches.lock().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the batch never ran and left the open record: {open}, ran {:?}",
+            batches.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*batches.lock().unwrap(), vec![vec![1]]);
+    assert_eq!(memory.consumptions(&task.id).await.unwrap().len(), 1);
+
+    // Now the dead member's lease runs out: the survivor takes the join over.
+    let claim = memory.read(std::slice::from_ref(&claim_key)).await.unwrap()[0]
+        .clone()
+        .unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&claim.value).unwrap();
+    value["expires_at_ms"] = serde_json::json!(0);
+    assert!(
+        memory
+            .write(&[Put::new(
+                claim_key.clone(),
+                value.to_string().into_bytes(),
+                Expect::Etag(claim.etag)
+            )])
+            .await
+            .unwrap()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let claim = memory.read(std::slice::from_ref(&claim_key)).await.unwrap()[0]
+            .clone()
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&claim.value).unwrap();
+        if value["state"] == "done" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the survivor never finished the taken-over join: {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(survivor.swarm_stats().unwrap().taken_over, 1);
+    // A second batch holding the task would be sealed after the wait and run: give it three
+    // waits.
+    tokio::time::sleep(wait * 3).await;
+    tokio::time::timeout(Duration::from_secs(20), survivor.run_until_idle())
+        .await
+        .expect("idle");
+    assert_eq!(
+        *batches.lock().unwrap(),
+        vec![vec![1]],
+        "the task ran in one batch only"
+    );
+    assert_eq!(memory.consumptions(&task.id).await.unwrap().len(), 1);
+    let open = memory.read(std::slice::from_ref(&open_key)).await.unwrap()[0]
+        .clone()
+        .unwrap();
+    let open: serde_json::Value = serde_json::from_slice(&open.value).unwrap();
+    assert_eq!(open["ids"], serde_json::json!([]), "{open}");
+    survivor.stop();
 }

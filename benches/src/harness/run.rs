@@ -524,12 +524,16 @@ pub async fn preload(
 
 struct WorkerResult {
     latencies_ns: Vec<u64>,
+    /// With a timeline ([`TIMELINE_ENV`]): when each call of `latencies_ns` ended, in ns since
+    /// the run began.
+    ended_ns: Vec<u64>,
     conflicts: u64,
     errors: u64,
     first_error: Option<String>,
 }
 
 /// One worker's closed loop until `deadline`.
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     client: Box<dyn Client>,
     workload: Workload,
@@ -537,11 +541,14 @@ async fn worker(
     values: Arc<Vec<Vec<u8>>>,
     worker_id: usize,
     run_id: u64,
+    began: Instant,
     deadline: Instant,
+    timeline: bool,
 ) -> WorkerResult {
     let mut rng = Rng::new(run_id.wrapping_mul(1_000_003) + worker_id as u64 * 7919 + 1);
     let mut result = WorkerResult {
         latencies_ns: Vec::with_capacity(64 * 1024),
+        ended_ns: Vec::new(),
         conflicts: 0,
         errors: 0,
         first_error: None,
@@ -614,6 +621,9 @@ async fn worker(
             }
         };
         let elapsed = start.elapsed().as_nanos() as u64;
+        if timeline && !matches!(outcome, Err(OpError::Failed(_))) {
+            result.ended_ns.push(began.elapsed().as_nanos() as u64);
+        }
         match outcome {
             Ok(()) => result.latencies_ns.push(elapsed),
             Err(OpError::Conflict) => {
@@ -629,6 +639,37 @@ async fn worker(
         }
     }
     result
+}
+
+/// With this variable set to a number of milliseconds, every run prints to stderr, for each
+/// such slice of the run, the calls that ended in it and their p50, p99 and slowest latency
+/// (`timeline ...` lines), to find when in a run its tail happened.
+pub const TIMELINE_ENV: &str = "ROOST_BENCH_TIMELINE";
+
+/// Prints the per-second lines of [`TIMELINE_ENV`]; `ended` holds (end, latency) in ns.
+fn print_timeline(
+    target: Target,
+    workload: Workload,
+    concurrency: usize,
+    slice_ms: u64,
+    ended: &mut [(u64, u64)],
+) {
+    let slice = slice_ms * 1_000_000;
+    ended.sort_unstable();
+    for part in ended.chunk_by(|a, b| a.0 / slice == b.0 / slice) {
+        let mut lat: Vec<u64> = part.iter().map(|&(_, l)| l).collect();
+        lat.sort_unstable();
+        let at =
+            |p: f64| lat[((p * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1] / 1000;
+        eprintln!(
+            "timeline {target:?} {workload:?} clients {concurrency} at_ms {} ops {} p50_us {} p99_us {} max_us {}",
+            part[0].0 / slice * slice_ms,
+            lat.len(),
+            at(0.5),
+            at(0.99),
+            lat[lat.len() - 1] / 1000
+        );
+    }
 }
 
 /// Runs `workload` on `connector` with `concurrency` workers for `settings.duration`.
@@ -660,6 +701,10 @@ pub async fn measure(
     let cpu_before = cpu_times();
     let start = Instant::now();
     let deadline = start + settings.duration;
+    let timeline: Option<u64> = std::env::var(TIMELINE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&ms| ms > 0);
     let handles: Vec<_> = clients
         .into_iter()
         .enumerate()
@@ -671,15 +716,19 @@ pub async fn measure(
                 Arc::clone(&values),
                 id,
                 run_id,
+                start,
                 deadline,
+                timeline.is_some(),
             ))
         })
         .collect();
     let mut latencies = Vec::new();
+    let mut ended: Vec<(u64, u64)> = Vec::new();
     let (mut conflicts, mut errors, mut first_error) = (0, 0, None);
     for handle in handles {
         let result = handle.await.map_err(|e| HarnessError(e.to_string()))?;
         latencies.extend_from_slice(&result.latencies_ns);
+        ended.extend(result.ended_ns.iter().copied().zip(result.latencies_ns));
         conflicts += result.conflicts;
         errors += result.errors;
         if first_error.is_none() {
@@ -691,6 +740,9 @@ pub async fn measure(
     let processes_after = process_cpu();
     let total = cpu_after.0.saturating_sub(cpu_before.0).max(1);
     let steal_pct = cpu_after.1.saturating_sub(cpu_before.1) as f64 * 100.0 / total as f64;
+    if let Some(slice_ms) = timeline {
+        print_timeline(target, workload, concurrency, slice_ms, &mut ended);
+    }
     latencies.sort_unstable();
     let percentile = |p: f64| -> f64 {
         if latencies.is_empty() {
