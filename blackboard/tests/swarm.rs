@@ -1197,6 +1197,26 @@ impl SwarmStore for WithoutTransactions {
     }
 }
 
+/// The record under `key` as JSON, with its etag.
+async fn json_record(store: &MemoryStore, key: &str) -> (serde_json::Value, String) {
+    let found = store.read(&[key.to_string()]).await.unwrap()[0]
+        .clone()
+        .unwrap_or_else(|| panic!("no record under {key}"));
+    (serde_json::from_slice(&found.value).unwrap(), found.etag)
+}
+
+/// Sets a claim's lease end (as another process's claim would carry it).
+async fn set_lease_end(store: &MemoryStore, claim_key: &str, expires_at_ms: u64) {
+    let (mut claim, etag) = json_record(store, claim_key).await;
+    claim["expires_at_ms"] = serde_json::json!(expires_at_ms);
+    let put = Put::new(
+        claim_key,
+        claim.to_string().into_bytes(),
+        Expect::Etag(etag),
+    );
+    assert!(store.write(&[put]).await.unwrap());
+}
+
 /// On a store without transactions, a member killed after it wrote an artifact into the open
 /// batch but before it released the artifact's claim leaves the claim running. The batch is
 /// sealed and run by a survivor; when the dead member's lease runs out, the survivor takes the
@@ -1237,27 +1257,11 @@ async fn a_join_taken_over_after_its_batch_ran_does_not_run_the_artifact_again()
     doomed_runtime.shutdown_background();
     // Its claim: still running, with a lease that lasts until the test lets it run out.
     let claim_key = format!("claim:{}:collector", task.id);
-    let claim = memory.read(std::slice::from_ref(&claim_key)).await.unwrap()[0]
-        .clone()
-        .expect("the dead member's claim");
-    let mut value: serde_json::Value = serde_json::from_slice(&claim.value).unwrap();
-    assert_eq!(value["state"], "running", "{value}");
-    value["expires_at_ms"] = serde_json::json!(u64::MAX / 2);
-    assert!(
-        memory
-            .write(&[Put::new(
-                claim_key.clone(),
-                value.to_string().into_bytes(),
-                Expect::Etag(claim.etag)
-            )])
-            .await
-            .unwrap()
-    );
-    let open_key = "batch:collector:open".to_string();
-    let open = memory.read(std::slice::from_ref(&open_key)).await.unwrap()[0]
-        .clone()
-        .expect("the open batch record");
-    let open: serde_json::Value = serde_json::from_slice(&open.value).unwrap();
+    let (claim, _) = json_record(&memory, &claim_key).await;
+    assert_eq!(claim["state"], "running", "{claim}");
+    set_lease_end(&memory, &claim_key, u64::MAX / 2).await;
+    let open_key = "batch:collector:open";
+    let (open, _) = json_record(&memory, open_key).await;
     assert_eq!(open["ids"], serde_json::json!([task.id]), "{open}");
 
     // The survivor seals the batch once its wait is over, runs it, and forgets it.
@@ -1267,10 +1271,7 @@ async fn a_join_taken_over_after_its_batch_ran_does_not_run_the_artifact_again()
     survivor.start().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let open = memory.read(std::slice::from_ref(&open_key)).await.unwrap()[0]
-            .clone()
-            .expect("the open batch record");
-        let open: serde_json::Value = serde_json::from_slice(&open.value).unwrap();
+        let (open, _) = json_record(&memory, open_key).await;
         let forgotten =
             open["ids"] == serde_json::json!([]) && open["unfinished"] == serde_json::json!([]);
         if forgotten && !batches.lock().unwrap().is_empty() {
@@ -1287,33 +1288,16 @@ async fn a_join_taken_over_after_its_batch_ran_does_not_run_the_artifact_again()
     assert_eq!(memory.consumptions(&task.id).await.unwrap().len(), 1);
 
     // Now the dead member's lease runs out: the survivor takes the join over.
-    let claim = memory.read(std::slice::from_ref(&claim_key)).await.unwrap()[0]
-        .clone()
-        .unwrap();
-    let mut value: serde_json::Value = serde_json::from_slice(&claim.value).unwrap();
-    value["expires_at_ms"] = serde_json::json!(0);
-    assert!(
-        memory
-            .write(&[Put::new(
-                claim_key.clone(),
-                value.to_string().into_bytes(),
-                Expect::Etag(claim.etag)
-            )])
-            .await
-            .unwrap()
-    );
+    set_lease_end(&memory, &claim_key, 0).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let claim = memory.read(std::slice::from_ref(&claim_key)).await.unwrap()[0]
-            .clone()
-            .unwrap();
-        let value: serde_json::Value = serde_json::from_slice(&claim.value).unwrap();
-        if value["state"] == "done" {
+        let (claim, _) = json_record(&memory, &claim_key).await;
+        if claim["state"] == "done" {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the survivor never finished the taken-over join: {value}"
+            "the survivor never finished the taken-over join: {claim}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -1330,10 +1314,7 @@ async fn a_join_taken_over_after_its_batch_ran_does_not_run_the_artifact_again()
         "the task ran in one batch only"
     );
     assert_eq!(memory.consumptions(&task.id).await.unwrap().len(), 1);
-    let open = memory.read(std::slice::from_ref(&open_key)).await.unwrap()[0]
-        .clone()
-        .unwrap();
-    let open: serde_json::Value = serde_json::from_slice(&open.value).unwrap();
+    let (open, _) = json_record(&memory, open_key).await;
     assert_eq!(open["ids"], serde_json::json!([]), "{open}");
     survivor.stop();
 }
