@@ -1105,7 +1105,7 @@ async fn members_leave_a_run_to_the_member_it_belongs_to() {
 /// the process is killed between two writes.
 struct WithoutTransactions {
     inner: Arc<MemoryStore>,
-    die_after: Mutex<Option<String>>,
+    die_after: Option<String>,
     died: tokio::sync::Notify,
 }
 
@@ -1113,7 +1113,7 @@ impl WithoutTransactions {
     fn new(inner: Arc<MemoryStore>, die_after: Option<&str>) -> WithoutTransactions {
         WithoutTransactions {
             inner,
-            die_after: Mutex::new(die_after.map(str::to_string)),
+            die_after: die_after.map(str::to_string),
             died: tokio::sync::Notify::new(),
         }
     }
@@ -1177,13 +1177,11 @@ impl SwarmStore for WithoutTransactions {
                 {
                     return Ok(false);
                 }
-                let dies = self
+                if self
                     .die_after
-                    .lock()
-                    .unwrap()
-                    .as_ref()
-                    .is_some_and(|suffix| put.key.ends_with(suffix.as_str()));
-                if dies {
+                    .as_deref()
+                    .is_some_and(|suffix| put.key.ends_with(suffix))
+                {
                     self.died.notify_one();
                     std::future::pending::<()>().await;
                 }

@@ -646,7 +646,7 @@ async fn worker(
 /// (`timeline ...` lines), to find when in a run its tail happened.
 pub const TIMELINE_ENV: &str = "ROOST_BENCH_TIMELINE";
 
-/// Prints the per-second lines of [`TIMELINE_ENV`]; `ended` holds (end, latency) in ns.
+/// Prints the per-slice lines of [`TIMELINE_ENV`]; `ended` holds (end, latency) in ns.
 fn print_timeline(
     target: Target,
     workload: Workload,
