@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use flume::{Receiver, RecvTimeoutError, Sender};
 
-use crate::apply::Applier;
+use crate::apply::{Applier, last_per_key};
 use crate::codec::Codec;
 use crate::command::Reply;
 use crate::error::Error;
@@ -211,10 +211,9 @@ impl CatchUp {
         let last_etag = step.iter().map(|b| b.last_etag).max().unwrap_or(0);
         {
             let mut applier = Applier::new(&txn, &self.indexes, &self.codec)?;
-            for batch in step {
-                for planned in &batch.ops {
-                    applier.apply(planned)?;
-                }
+            let ops = step.iter().flat_map(|batch| batch.ops.iter());
+            for planned in last_per_key(ops, |planned| planned.op.key()) {
+                applier.apply(planned)?;
             }
         }
         meta::store_wal_seq(&txn, last.seq)?;

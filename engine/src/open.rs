@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 
 use redb::{ReadableDatabase, ReadableTable, TableHandle};
 
-use crate::apply::Applier;
+use crate::apply::{Applier, last_per_key};
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::file::PacedFile;
@@ -17,7 +17,7 @@ use crate::meta::{self, DATABASE_FORMAT, FORMAT_MAGIC};
 use crate::options::Options;
 use crate::query::index::IndexDef;
 use crate::tables::{DATA, EXPIRY, INDEX, META};
-use crate::wal::{self, Wal};
+use crate::wal::{self, Wal, WalOp};
 
 /// After an unclean shutdown the etag sequence jumps by this much, so an etag handed out by
 /// an `eventual` write lost in the crash is never handed out again.
@@ -190,13 +190,15 @@ fn recover(
     txn.set_durability(redb::Durability::Immediate)?;
     {
         let mut applier = Applier::new(&txn, indexes, codec)?;
-        let mut logged_etag = 0;
-        for batch in &batches {
-            for op in &batch.ops {
-                applier.replay(op)?;
-            }
-            logged_etag = logged_etag.max(batch.last_etag);
+        let ops = batches.iter().flat_map(|batch| batch.ops.iter());
+        for op in last_per_key(ops, WalOp::key) {
+            applier.replay(op)?;
         }
+        let logged_etag = batches
+            .iter()
+            .map(|batch| batch.last_etag)
+            .max()
+            .unwrap_or(0);
         // A replay means the last run did not close cleanly: keep the usual gap above
         // every etag it may have handed out.
         *last_etag = (*last_etag).max(logged_etag.saturating_add(ETAG_GAP_AFTER_UNCLEAN_SHUTDOWN));
