@@ -6,7 +6,7 @@
 //! | --- | --- | --- |
 //! | `durability` | `immediate` (acknowledged = on disk) or `eventual` | `immediate` |
 //! | `maxFlushDelay` | eventual mode's loss window: Go duration (`100ms`, `1s`) or milliseconds | `100ms` |
-//! | `cacheSizeMB` | redb page cache, MiB (filled as pages are read) | `512` |
+//! | `cacheSizeMB` | redb page cache, MiB (filled as pages are read) | `256` |
 //! | `checkpointLogMB` | with `immediate` durability, the write-ahead log size (MiB) applied since the last checkpoint at which catch-up checkpoints (writes go on meanwhile) | `128` |
 //! | `writebackChunkMB` | with `immediate` durability, how much of the data file's written pages go to the disk at a time ahead of a checkpoint's fsync, so the write-ahead log's fsync never waits behind a whole checkpoint; `0` leaves it all to the checkpoint | `4` |
 //! | `maxUnappliedMB` | with `immediate` durability, the most memory (MiB) acknowledged writes not yet applied to the data file may hold before writers wait for catch-up | `256` |

@@ -79,10 +79,12 @@ impl std::fmt::Debug for BackendSlot {
 
 /// The default size of redb's page cache: it fills as pages are read, up to this size.
 /// 64 MiB made one-thread reads of a 100 000 × 1 KiB keyspace (≈ 110 MiB) 2.1× slower in the
-/// same run (misses cost a file read and an eviction each). At 1 000 000 × 1 KiB (≈ 1.2 GB),
-/// 512 MiB ran 6–11 % more transactions than 256 MiB in three interleaved pairs, with a lower
-/// p99: catch-up reads fewer pages from the file and writes fewer twice (BENCHMARKS.md).
-pub const DEFAULT_CACHE_BYTES: usize = 512 * 1024 * 1024;
+/// same run (misses cost a file read and an eviction each). 512 MiB ran 6–11 % more 10-op
+/// transactions at 1 000 000 × 1 KiB and 8 % more at 100 000, but redb then keeps more dirty
+/// pages for each checkpoint: at 100 000 keys checkpoints took 273–292 ms instead of
+/// 218–229, p99.9 rose from 18.7–19.1 to 19.9–20.4 ms and the slowest call from 24–31 to
+/// 42–55 ms (BENCHMARKS.md). The default keeps the tail; `cacheSizeMB` buys the throughput.
+pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
 /// The write-ahead log size (applied to redb since the last checkpoint) at which catch-up
 /// checkpoints, unless [`Options::checkpoint_log_bytes`] says otherwise. A checkpoint writes
@@ -168,7 +170,7 @@ impl CrashAt {
 }
 
 impl Options {
-    /// Defaults: create if missing, `Immediate` durability, 512 MiB cache, default [`Limits`],
+    /// Defaults: create if missing, `Immediate` durability, 256 MiB cache, default [`Limits`],
     /// integrity check on open, expired records swept every second in batches of 1000,
     /// group commit of up to 1024 requests, the system clock.
     pub fn new(path: impl AsRef<Path>) -> Options {
