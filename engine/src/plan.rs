@@ -1,5 +1,5 @@
 //! Planning a batch: the writer checks each request against the state it finds (the batch's
-//! own earlier writes, then one consistent cut of the overlay and redb), seals the records it
+//! own earlier writes, then the overlay and redb as they stand: see [`Planner::new`]), seals the records it
 //! writes and hands out etags. The result is each key's final state ([`Planned`]), which the
 //! durability stage logs and applies; planning itself writes nothing.
 //!
@@ -12,7 +12,7 @@ use std::ops::Bound;
 use crate::codec::Codec;
 use crate::error::{Error, MismatchReason};
 use crate::etag::Etag;
-use crate::overlay::{Layer, Planned};
+use crate::overlay::{DataTable, Overlay, Planned};
 use crate::query::index::{self, IndexDef};
 use crate::read::{self, Cut};
 use crate::record;
@@ -43,9 +43,10 @@ impl From<redb::StorageError> for PlanError {
 }
 
 pub(crate) struct Planner<'c> {
-    layer: &'c Layer,
-    data: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
-    txn: &'c redb::ReadTransaction,
+    db: &'c redb::Database,
+    overlay: &'c Overlay,
+    /// A consistent cut, taken the first time a scan needs one ([`Planner::cut`]).
+    cut: Option<(Cut, DataTable)>,
     indexes: &'c [IndexDef],
     codec: &'c Codec,
     now_ms: u64,
@@ -58,41 +59,60 @@ pub(crate) struct Planner<'c> {
 }
 
 impl<'c> Planner<'c> {
+    /// A planner over the present state of `overlay` and `db`.
+    ///
+    /// It reads that state where it stands, without a copy: only the writer (planning this
+    /// batch) changes what a key holds, and catch-up only moves states from the overlay into
+    /// redb, so every key reads the same whenever during planning it is read. A point read
+    /// ([`read::live_etag`]) is consistent for its key on its own; the scans of `rewrite` and
+    /// `sweep` take one cut ([`Cut`]) when they first need it. Most batches read nothing (a
+    /// write without an etag holds whatever the key holds), and then cost no copy of the
+    /// overlay's map (whose later inserts would copy the nodes the copy shares) and no redb
+    /// read transaction (which waits behind catch-up's commit).
     pub fn new(
-        cut: &'c Cut,
+        db: &'c redb::Database,
+        overlay: &'c Overlay,
         indexes: &'c [IndexDef],
         codec: &'c Codec,
         now_ms: u64,
         last_etag: u64,
-    ) -> Result<Planner<'c>, Error> {
-        Ok(Planner {
-            layer: &cut.layer,
-            data: cut.txn.open_table(DATA)?,
-            txn: &cut.txn,
+    ) -> Planner<'c> {
+        Planner {
+            db,
+            overlay,
+            cut: None,
             indexes,
             codec,
             now_ms,
             last_etag,
             written: HashMap::new(),
             out: Vec::new(),
-        })
+        }
+    }
+
+    /// Takes the cut scans read, unless taken already.
+    fn take_cut(&mut self) -> Result<(), Error> {
+        if self.cut.is_none() {
+            let started = std::time::Instant::now();
+            let cut = Cut::take(self.db, self.overlay)?;
+            let data = cut.txn.open_table(DATA)?;
+            let took = started.elapsed();
+            if took > crate::durability::SLOW_STEP {
+                tracing::debug!(
+                    elapsed_ms = took.as_secs_f64() * 1e3,
+                    "slow read snapshot for planning"
+                );
+            }
+            self.cut = Some((cut, data));
+        }
+        Ok(())
     }
 
     fn live_etag(&self, key: &[u8]) -> Result<LiveEtag, Error> {
         if let Some(state) = self.written.get(key) {
             return Ok(*state);
         }
-        let Some(stored) = read::stored(self.layer, &self.data, key)? else {
-            return Ok(None);
-        };
-        let view = record::decode(stored.bytes())?;
-        Ok(view.is_live(self.now_ms).then_some(view.etag))
-    }
-
-    /// Whether the key was written by this batch or is in the overlay (so its newest state is
-    /// not redb's).
-    fn newer_than_redb(&self, key: &[u8]) -> bool {
-        self.written.contains_key(key) || self.layer.map.contains_key(key)
+        read::live_etag(self.db, self.overlay, key, self.now_ms)
     }
 
     fn push(&mut self, key: &[u8], state: Final<'_>) {
@@ -235,11 +255,15 @@ impl<'c> Planner<'c> {
         let mut planned: Vec<Resealed> = Vec::new();
         let mut last = None;
         let mut visited = 0;
-        for item in self.data.range::<&[u8]>((start, Bound::Unbounded))? {
+        self.take_cut()?;
+        let (cut, data) = self.cut.as_ref().expect("taken above");
+        for item in data.range::<&[u8]>((start, Bound::Unbounded))? {
             let (key, stored) = item?;
             visited += 1;
             let key_bytes = key.value();
-            if !self.newer_than_redb(key_bytes) {
+            // A key written by this batch or in the overlay was sealed under the current
+            // settings: its newest state is not redb's.
+            if !(self.written.contains_key(key_bytes) || cut.layer.map.contains_key(key_bytes)) {
                 let view = record::decode(stored.value())?;
                 if self.codec.needs_rewrite(&view) {
                     let plain = self.codec.open(key_bytes, &view)?;
@@ -286,7 +310,9 @@ impl<'c> Planner<'c> {
     /// removes.
     pub fn sweep(&mut self, limit: usize) -> Result<usize, Error> {
         let end = expiry_key(self.now_ms.saturating_add(1), &[]);
-        let expiry = self.txn.open_table(EXPIRY)?;
+        self.take_cut()?;
+        let (cut, data) = self.cut.as_ref().expect("taken above");
+        let expiry = cut.txn.open_table(EXPIRY)?;
         // Due entries (expiry key order = expiry order) from both, at most `limit` each.
         let mut due: Vec<Vec<u8>> = Vec::new();
         for entry in expiry.range::<&[u8]>(..end.as_slice())? {
@@ -295,10 +321,10 @@ impl<'c> Planner<'c> {
             }
             let (index_key, _) = entry?;
             let key = &index_key.value()[8..];
-            if self.written.contains_key(key) || self.layer.map.contains_key(key) {
+            if self.written.contains_key(key) || cut.layer.map.contains_key(key) {
                 continue;
             }
-            let expired = match self.data.get(key)? {
+            let expired = match data.get(key)? {
                 Some(stored) => !record::decode(stored.value())?.is_live(self.now_ms),
                 None => false,
             };
@@ -306,7 +332,7 @@ impl<'c> Planner<'c> {
                 due.push(index_key.value().to_vec());
             }
         }
-        for index_key in self.layer.expiry.range(..end).take(limit) {
+        for index_key in cut.layer.expiry.range(..end).take(limit) {
             if !self.written.contains_key(&index_key[8..]) {
                 due.push(index_key.clone());
             }

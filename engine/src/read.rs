@@ -111,6 +111,27 @@ pub(crate) fn read_one(
     live_in_cut(codec, key, entry.as_deref(), table.as_deref(), now_ms)
 }
 
+/// The etag of the live record under `key` now, if there is one: what a write's condition is
+/// checked against (decoding the record's header only, not its value).
+pub(crate) fn live_etag(
+    db: &redb::Database,
+    overlay: &Overlay,
+    key: &[u8],
+    now_ms: u64,
+) -> Result<Option<u64>, Error> {
+    let live = |bytes: &[u8]| -> Result<Option<u64>, Error> {
+        let view = record::decode(bytes)?;
+        Ok(view.is_live(now_ms).then_some(view.etag))
+    };
+    match overlay.lookup_one(db, key)? {
+        Ok(entry) => entry.record().map_or(Ok(None), live),
+        Err(table) => match table.get(key)? {
+            Some(guard) => live(guard.value()),
+            None => Ok(None),
+        },
+    }
+}
+
 /// The live record of `key` in a cut: its overlay entry if it has one, else redb's.
 fn live_in_cut(
     codec: &Codec,

@@ -2,7 +2,7 @@
 //!
 //! Every write (single, bulk, transaction, expiry sweep) is a [`Command`] on one bounded
 //! queue. The writer blocks for the first command, drains whatever else is queued (up to
-//! `max_batch_requests`), plans them in arrival order against one consistent cut of the
+//! `max_batch_requests`), plans them in arrival order against the present state of the
 //! overlay and redb ([`crate::plan`]), makes the batch durable once through the [`Sink`]
 //! (one log append and fdatasync, or one redb commit) and then answers every waiter. While one
 //! batch is made durable, the next fills up, so throughput grows with concurrency instead of
@@ -29,7 +29,6 @@ use crate::metrics::WriterCounters;
 use crate::overlay::Overlay;
 use crate::plan::{PlanError, Planner};
 use crate::query::index::IndexDef;
-use crate::read::Cut;
 
 pub(crate) struct Writer {
     pub db: Arc<redb::Database>,
@@ -198,7 +197,7 @@ impl Writer {
         }
     }
 
-    /// Plans every command of the batch against one cut, then makes the batch durable once.
+    /// Plans every command of the batch, then makes the batch durable once.
     #[allow(clippy::type_complexity)]
     fn plan_and_commit(
         &mut self,
@@ -206,27 +205,17 @@ impl Writer {
     ) -> Result<Vec<Answer>, (Error, Vec<Answer>)> {
         let requests = batch.len() as u64;
         let started = std::time::Instant::now();
-        let cut = match Cut::take(&self.db, &self.overlay) {
-            Ok(cut) => cut,
-            Err(err) => return Err((err, batch.into_iter().map(pending).collect())),
-        };
-        let took = started.elapsed();
-        if took > crate::durability::SLOW_STEP {
-            tracing::debug!(
-                elapsed_ms = took.as_secs_f64() * 1e3,
-                "slow read snapshot for planning"
-            );
-        }
         let mut answers = Vec::with_capacity(batch.len());
         let mut syncs: Vec<Reply<()>> = Vec::new();
         let planned = (|| {
             let mut planner = Planner::new(
-                &cut,
+                &self.db,
+                &self.overlay,
                 &self.indexes,
                 &self.codec,
                 self.clock.now_unix_ms(),
                 self.last_etag,
-            )?;
+            );
             let mut iter = batch.into_iter();
             while let Some(command) = iter.next() {
                 // A storage error abandons the batch: this command's slot and every later
@@ -328,7 +317,6 @@ impl Writer {
             }
             Ok((planner.last_etag, std::mem::take(&mut planner.out)))
         })();
-        drop(cut);
         let took = started.elapsed();
         if took > crate::durability::SLOW_STEP {
             tracing::debug!(
