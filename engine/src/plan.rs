@@ -1,7 +1,7 @@
 //! Planning a batch: the writer checks each request against the state it finds (the batch's
-//! own earlier writes, then the overlay and redb as they stand: see [`Planner::new`]), seals the records it
-//! writes and hands out etags. The result is each key's final state ([`Planned`]), which the
-//! durability stage logs and applies; planning itself writes nothing.
+//! own earlier writes, then the overlay and redb as they stand: see [`Planner::new`]), seals
+//! the records it writes and hands out etags. The result is each key's final state
+//! ([`Planned`]), which the durability stage logs and applies; planning itself writes nothing.
 //!
 //! Each request is checked against the state the requests before it in the batch left, and a
 //! request whose condition fails plans nothing, so it never affects its neighbours.
@@ -45,7 +45,7 @@ impl From<redb::StorageError> for PlanError {
 pub(crate) struct Planner<'c> {
     db: &'c redb::Database,
     overlay: &'c Overlay,
-    /// A consistent cut, taken the first time a scan needs one ([`Planner::cut`]).
+    /// A consistent cut, taken the first time a scan needs one ([`Planner::take_cut`]).
     cut: Option<(Cut, DataTable)>,
     indexes: &'c [IndexDef],
     codec: &'c Codec,
