@@ -108,7 +108,9 @@ pub(crate) fn read_one(
         Ok(entry) => (Some(entry), None),
         Err(table) => (None, Some(table)),
     };
-    live_in_cut(codec, key, entry.as_deref(), table.as_deref(), now_ms)
+    in_cut(key, entry.as_deref(), table.as_deref(), |bytes| {
+        live_record(codec, key, bytes, now_ms)
+    })
 }
 
 /// The etag of the live record under `key` now, if there is one: what a write's condition is
@@ -119,36 +121,30 @@ pub(crate) fn live_etag(
     key: &[u8],
     now_ms: u64,
 ) -> Result<Option<u64>, Error> {
-    let live = |bytes: &[u8]| -> Result<Option<u64>, Error> {
+    let (entry, table) = match overlay.lookup_one(db, key)? {
+        Ok(entry) => (Some(entry), None),
+        Err(table) => (None, Some(table)),
+    };
+    in_cut(key, entry.as_deref(), table.as_deref(), |bytes| {
         let view = record::decode(bytes)?;
         Ok(view.is_live(now_ms).then_some(view.etag))
-    };
-    match overlay.lookup_one(db, key)? {
-        Ok(entry) => entry.record().map_or(Ok(None), live),
-        Err(table) => match table.get(key)? {
-            Some(guard) => live(guard.value()),
-            None => Ok(None),
-        },
-    }
+    })
 }
 
-/// The live record of `key` in a cut: its overlay entry if it has one, else redb's.
-fn live_in_cut(
-    codec: &Codec,
+/// `found` applied to the sealed record `key` holds in a cut: its overlay entry if it has
+/// one, else redb's (`None` when the key holds no record).
+fn in_cut<T>(
     key: &[u8],
     entry: Option<&Entry>,
     table: Option<&DataTable>,
-    now_ms: u64,
-) -> Result<Option<Record>, Error> {
+    found: impl FnOnce(&[u8]) -> Result<Option<T>, Error>,
+) -> Result<Option<T>, Error> {
     match entry {
-        Some(entry) => match entry.record() {
-            Some(bytes) => live_record(codec, key, bytes, now_ms),
-            None => Ok(None),
-        },
+        Some(entry) => entry.record().map_or(Ok(None), found),
         None => {
             let table = table.expect("a table for every miss");
             match table.get(key)? {
-                Some(guard) => live_record(codec, key, guard.value(), now_ms),
+                Some(guard) => found(guard.value()),
                 None => Ok(None),
             }
         }
@@ -167,13 +163,10 @@ pub(crate) fn read_many<K: AsRef<[u8]>>(
     keys.iter()
         .zip(found)
         .map(|(key, entry)| {
-            live_in_cut(
-                codec,
-                key.as_ref(),
-                entry.as_deref(),
-                table.as_deref(),
-                now_ms,
-            )
+            let key = key.as_ref();
+            in_cut(key, entry.as_deref(), table.as_deref(), |bytes| {
+                live_record(codec, key, bytes, now_ms)
+            })
         })
         .collect()
 }
