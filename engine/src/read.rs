@@ -104,11 +104,7 @@ pub(crate) fn read_one(
     key: &[u8],
     now_ms: u64,
 ) -> Result<Option<Record>, Error> {
-    let (entry, table) = match overlay.lookup_one(db, key)? {
-        Ok(entry) => (Some(entry), None),
-        Err(table) => (None, Some(table)),
-    };
-    in_cut(key, entry.as_deref(), table.as_deref(), |bytes| {
+    in_newest(db, overlay, key, |bytes| {
         live_record(codec, key, bytes, now_ms)
     })
 }
@@ -121,14 +117,24 @@ pub(crate) fn live_etag(
     key: &[u8],
     now_ms: u64,
 ) -> Result<Option<u64>, Error> {
-    let (entry, table) = match overlay.lookup_one(db, key)? {
-        Ok(entry) => (Some(entry), None),
-        Err(table) => (None, Some(table)),
-    };
-    in_cut(key, entry.as_deref(), table.as_deref(), |bytes| {
+    in_newest(db, overlay, key, |bytes| {
         let view = record::decode(bytes)?;
         Ok(view.is_live(now_ms).then_some(view.etag))
     })
+}
+
+/// `found` applied to the sealed record `key` holds now: its overlay entry if it has one, else
+/// the newest commit's (one key's [`in_cut`]).
+fn in_newest<T>(
+    db: &redb::Database,
+    overlay: &Overlay,
+    key: &[u8],
+    found: impl FnOnce(&[u8]) -> Result<Option<T>, Error>,
+) -> Result<Option<T>, Error> {
+    match overlay.lookup_one(db, key)? {
+        Ok(entry) => in_cut(key, Some(&entry), None, found),
+        Err(table) => in_cut(key, None, Some(&table), found),
+    }
 }
 
 /// `found` applied to the sealed record `key` holds in a cut: its overlay entry if it has
