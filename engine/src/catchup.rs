@@ -31,10 +31,35 @@ use crate::wal::Segments;
 
 /// How long no batch may arrive before a due idle checkpoint runs.
 pub(crate) const CHECKPOINT_QUIET: Duration = Duration::from_millis(50);
-/// Most log bytes applied per redb commit: bounds one step's time and memory.
-const STEP_BYTES: u64 = 8 * 1024 * 1024;
-/// Most batches applied per redb commit.
-const STEP_BATCHES: usize = 512;
+/// Most log bytes applied in one group (batches received together): when catch-up is behind,
+/// bounds one group's time and memory.
+const GROUP_BYTES: u64 = 8 * 1024 * 1024;
+/// Most batches applied in one group.
+const GROUP_BATCHES: usize = 512;
+/// A step is committed once it holds this much log (or `GROUP_BATCHES` batches)...
+const STEP_BYTES: u64 = 128 * 1024;
+/// ...or once its write transaction has been open this long.
+const STEP_LINGER: Duration = Duration::from_millis(100);
+
+/// A catch-up step: one redb write transaction, left open while batches keep arriving, so
+/// that redb's fixed cost per commit is shared by more of them.
+pub(crate) struct Step {
+    txn: redb::WriteTransaction,
+    batches: Vec<Arc<Batch>>,
+    bytes: u64,
+    opened: Instant,
+    /// Time spent applying its batches so far.
+    applying: Duration,
+}
+
+impl Step {
+    /// Whether to commit it now: it is full, or has waited its time for more.
+    fn due(&self) -> bool {
+        self.bytes >= STEP_BYTES
+            || self.batches.len() >= GROUP_BATCHES
+            || self.opened.elapsed() >= STEP_LINGER
+    }
+}
 
 pub(crate) enum Message {
     Batch(Arc<Batch>),
@@ -72,6 +97,8 @@ pub(crate) struct CatchUp {
     pub held_back_seen: (u64, f64),
     /// The main file's paced write-back (bytes) as the last checkpoint's log line saw it.
     pub written_back_seen: u64,
+    /// The step whose write transaction is open, if any.
+    pub step: Option<Step>,
 }
 
 /// Holds catch-up before its next step while set (tests: writes then stay in the overlay).
@@ -101,37 +128,52 @@ impl CatchUp {
         loop {
             let first = match pending.pop() {
                 Some(message) => message,
-                None => match self.unflushed_since {
-                    None => match self.messages.recv() {
-                        Ok(message) => message,
+                None => {
+                    let wait = match (&self.step, self.unflushed_since) {
+                        (Some(step), _) => Some(
+                            (step.opened + STEP_LINGER).saturating_duration_since(Instant::now()),
+                        ),
+                        (None, None) => None,
+                        (None, Some(since)) => Some(
+                            (since + self.checkpoint_interval)
+                                .saturating_duration_since(Instant::now())
+                                .max(CHECKPOINT_QUIET),
+                        ),
+                    };
+                    let received = match wait {
                         // The writer went away without finishing (a panic): leave the log
                         // to replay.
-                        Err(_) => return,
-                    },
-                    Some(since) => {
-                        let due = (since + self.checkpoint_interval)
-                            .saturating_duration_since(Instant::now());
-                        match self.messages.recv_timeout(due.max(CHECKPOINT_QUIET)) {
-                            Ok(message) => message,
-                            Err(RecvTimeoutError::Timeout) => {
+                        None => self
+                            .messages
+                            .recv()
+                            .map_err(|_| RecvTimeoutError::Disconnected),
+                        Some(wait) => self.messages.recv_timeout(wait),
+                    };
+                    match received {
+                        Ok(message) => message,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.pause.wait();
+                            if self.step.is_some() {
+                                self.commit_step_or_poison();
+                            } else {
                                 self.checkpoint_or_poison();
-                                continue;
                             }
-                            Err(RecvTimeoutError::Disconnected) => return,
+                            continue;
                         }
+                        Err(RecvTimeoutError::Disconnected) => return,
                     }
-                },
+                }
             };
             self.pause.wait();
             match first {
                 Message::Batch(batch) => {
-                    let mut step = vec![batch];
-                    let mut bytes = step[0].logged_len();
-                    while step.len() < STEP_BATCHES && bytes < STEP_BYTES {
+                    let mut group = vec![batch];
+                    let mut bytes = group[0].logged_len();
+                    while group.len() < GROUP_BATCHES && bytes < GROUP_BYTES {
                         match self.messages.try_recv() {
                             Ok(Message::Batch(batch)) => {
                                 bytes += batch.logged_len();
-                                step.push(batch);
+                                group.push(batch);
                             }
                             Ok(other) => {
                                 pending.push(other);
@@ -143,11 +185,16 @@ impl CatchUp {
                     if self.poisoned() {
                         continue;
                     }
-                    if let Err(error) = self.apply(&step, bytes) {
+                    if let Err(error) = self.apply(group, bytes) {
                         self.fail(&error);
                         continue;
                     }
-                    if self.since_checkpoint >= self.checkpoint_log_bytes {
+                    if self.step.as_ref().is_some_and(Step::due) {
+                        self.commit_step_or_poison();
+                    }
+                    // The open step's log counts as applied: a checkpoint commits it first.
+                    let open = self.step.as_ref().map_or(0, |step| step.bytes);
+                    if self.since_checkpoint + open >= self.checkpoint_log_bytes {
                         self.checkpoint_or_poison();
                     }
                 }
@@ -201,37 +248,83 @@ impl CatchUp {
         let _ = self.checked_checkpoint();
     }
 
-    /// Applies `step` to redb in one commit without fsync, then removes what it applied from
-    /// the overlay.
-    fn apply(&mut self, step: &[Arc<Batch>], bytes: u64) -> Result<(), Error> {
+    /// Applies `group` (batches received together) in the open step's write transaction,
+    /// opening one when none is open.
+    fn apply(&mut self, group: Vec<Arc<Batch>>, bytes: u64) -> Result<(), Error> {
         let started = Instant::now();
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(redb::Durability::None)?;
-        let last = step.last().expect("a step holds a batch");
-        let last_etag = step.iter().map(|b| b.last_etag).max().unwrap_or(0);
-        {
-            let mut applier = Applier::new(&txn, &self.indexes, &self.codec)?;
-            let ops = step.iter().flat_map(|batch| batch.ops.iter());
+        if self.step.is_none() {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(redb::Durability::None)?;
+            self.step = Some(Step {
+                txn,
+                batches: Vec::new(),
+                bytes: 0,
+                opened: started,
+                applying: Duration::ZERO,
+            });
+        }
+        let step = self.step.as_mut().expect("a step is open");
+        let applied = (|| {
+            let mut applier = Applier::new(&step.txn, &self.indexes, &self.codec)?;
+            let ops = group.iter().flat_map(|batch| batch.ops.iter());
             for planned in last_per_key(ops, |planned| planned.op.key()) {
                 applier.apply(planned)?;
             }
+            Ok::<(), Error>(())
+        })();
+        if let Err(error) = applied {
+            // Dropping the transaction aborts it: the step's batches stay in the log and the
+            // overlay.
+            self.step = None;
+            return Err(error);
         }
+        step.bytes += bytes;
+        step.batches.extend(group);
+        step.applying += started.elapsed();
+        Ok(())
+    }
+
+    /// Commits the open step without fsync, then removes what it applied from the overlay.
+    fn commit_step(&mut self) -> Result<(), Error> {
+        let Some(step) = self.step.take() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let Step {
+            txn,
+            batches,
+            bytes,
+            applying,
+            ..
+        } = step;
+        let last = batches.last().expect("an open step holds a batch");
+        let last_etag = batches.iter().map(|b| b.last_etag).max().unwrap_or(0);
         meta::store_wal_seq(&txn, last.seq)?;
         meta::store_etag_sequence(&txn, last_etag)?;
         txn.commit()?;
         CrashAt::reached(&self.crash_at, CrashPoint::AfterApply);
         // Visible to readers from here: the overlay's entries may go.
-        self.overlay.remove_applied(step);
+        self.overlay.remove_applied(&batches);
         self.applied_seq = last.seq;
         self.since_checkpoint += bytes;
         self.unflushed_since.get_or_insert_with(Instant::now);
-        self.counters.apply_time.observe_duration(started.elapsed());
+        self.counters
+            .apply_time
+            .observe_duration(applying + started.elapsed());
         Ok(())
+    }
+
+    /// A step commit nobody waits for: a failure poisons.
+    fn commit_step_or_poison(&mut self) {
+        if let Err(error) = self.commit_step() {
+            self.fail(&error);
+        }
     }
 
     /// Makes every applied batch durable in the main file, then deletes the log segments it
     /// covers.
     fn checkpoint(&mut self) -> Result<(), Error> {
+        self.commit_step()?;
         if self.unflushed_since.is_none() {
             return Ok(());
         }

@@ -87,6 +87,7 @@ impl Sink {
             crash_at: options.crash_at.clone(),
             held_back_seen: (0, 0.0),
             written_back_seen: 0,
+            step: None,
         };
         let handle = std::thread::Builder::new()
             .name("roost-catchup".into())

@@ -586,3 +586,44 @@ fn hostile_query_documents_are_refused_cleanly() {
         Query::parse_json(format!(r#"{{"filter":{{"EQ":{{"{long_path}":1}}}}}}"#)).unwrap_err();
     assert!(err.to_string().contains("segments"), "{err}");
 }
+
+/// Catch-up keeps one redb write transaction open while batches keep arriving, so a key
+/// rewritten by consecutive writes is written into the same uncommitted step several times,
+/// each time replacing index and expiry entries that only that step holds. The index must
+/// follow the key's last state: in the overlay, after the step's commit and after reopen.
+#[test]
+fn a_key_rewritten_within_one_catch_up_step_keeps_its_index_in_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let eq = |v: &str| format!(r#"{{"filter":{{"EQ":{{"status":"{v}"}}}}}}"#);
+    let expect = |db: &Database, when: &str| {
+        assert_eq!(keys(db, &eq("s49")), vec!["k".to_string()], "{when}");
+        for old in ["s0", "s25", "s48"] {
+            assert!(keys(db, &eq(old)).is_empty(), "{when}: k still under {old}");
+        }
+        assert_eq!(keys(db, &eq("x")).len(), 50, "{when}");
+        // The expiring key was rewritten without a TTL last: it outlives its first TTL.
+        assert_eq!(keys(db, &eq("kept")), vec!["t".to_string()], "{when}");
+    };
+    {
+        let db = open_with(dir.path(), &clock, &["status"]);
+        for round in 0..50 {
+            put(&db, "k", json!({ "status": format!("s{round}") }));
+            put(&db, &format!("other{round}"), json!({ "status": "x" }));
+        }
+        db.set(
+            SetRequest::new("t", json!({ "status": "expiring" }).to_string())
+                .content_type("application/json")
+                .ttl_in_seconds("5"),
+        )
+        .unwrap();
+        put(&db, "t", json!({ "status": "kept" }));
+        clock.advance_ms(10_000);
+        expect(&db, "before the step's commit");
+        db.sync().unwrap();
+        expect(&db, "after sync");
+        db.close().unwrap();
+    }
+    let db = open_with(dir.path(), &clock, &["status"]);
+    expect(&db, "after reopen");
+}
