@@ -24,6 +24,43 @@ use crate::wal::WalOp;
 /// What a key holds as far as conditions are concerned: its live etag, or nothing.
 type LiveEtag = Option<u64>;
 
+/// Requests of up to this many operations track their keys in a vector searched from the
+/// end: most requests are one operation, and hashing each key into a fresh map (SipHash,
+/// two allocations) cost more than the comparisons.
+const SMALL_REQUEST: usize = 16;
+
+/// The state a request's earlier operations left for each key they wrote.
+enum SeenKeys<'a> {
+    Few(Vec<(&'a [u8], LiveEtag)>),
+    Many(HashMap<&'a [u8], LiveEtag>),
+}
+
+impl<'a> SeenKeys<'a> {
+    fn for_ops(count: usize) -> SeenKeys<'a> {
+        if count <= SMALL_REQUEST {
+            SeenKeys::Few(Vec::with_capacity(count))
+        } else {
+            SeenKeys::Many(HashMap::with_capacity(count))
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&LiveEtag> {
+        match self {
+            SeenKeys::Few(seen) => seen.iter().rev().find(|(k, _)| *k == key).map(|(_, s)| s),
+            SeenKeys::Many(seen) => seen.get(key),
+        }
+    }
+
+    fn insert(&mut self, key: &'a [u8], state: LiveEtag) {
+        match self {
+            SeenKeys::Few(seen) => seen.push((key, state)),
+            SeenKeys::Many(seen) => {
+                seen.insert(key, state);
+            }
+        }
+    }
+}
+
 /// A request error (nothing planned) or a storage error (the batch cannot go on).
 pub(crate) enum PlanError {
     Request { index: usize, error: Error },
@@ -145,7 +182,7 @@ impl<'c> Planner<'c> {
     /// by the operations before it (in this request and in earlier requests of the batch);
     /// only if all hold is anything planned. Returns the etag of each set (`None` for deletes).
     pub fn plan_atomic(&mut self, ops: &[CheckedOp]) -> Result<Vec<Option<Etag>>, PlanError> {
-        let mut view: HashMap<&[u8], LiveEtag> = HashMap::new();
+        let mut view = SeenKeys::for_ops(ops.len());
         let mut finals: Vec<(&[u8], Final)> = Vec::with_capacity(ops.len());
         let mut etags = Vec::with_capacity(ops.len());
         let mut next_etag = self.last_etag;
@@ -202,13 +239,22 @@ impl<'c> Planner<'c> {
             }
         }
         // Only the last state of each key is written, in the order of those last states.
-        let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(finals.len());
-        for (i, (key, _)) in finals.iter().enumerate() {
-            last.insert(key, i);
-        }
-        for (i, (key, state)) in finals.into_iter().enumerate() {
-            if last.get(key) == Some(&i) {
-                self.push(key, state);
+        if finals.len() <= SMALL_REQUEST {
+            let keys: Vec<&[u8]> = finals.iter().map(|(key, _)| *key).collect();
+            for (i, (key, state)) in finals.into_iter().enumerate() {
+                if !keys[i + 1..].contains(&key) {
+                    self.push(key, state);
+                }
+            }
+        } else {
+            let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(finals.len());
+            for (i, (key, _)) in finals.iter().enumerate() {
+                last.insert(key, i);
+            }
+            for (i, (key, state)) in finals.into_iter().enumerate() {
+                if last.get(key) == Some(&i) {
+                    self.push(key, state);
+                }
             }
         }
         self.last_etag = next_etag;

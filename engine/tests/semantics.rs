@@ -601,3 +601,41 @@ fn export_then_import_recreates_the_keyspace_exactly() {
     clock.advance_ms(60_000);
     assert_eq!(copy.get("c").unwrap().unwrap().value, b"");
 }
+
+/// Requests of up to 16 operations track the keys they wrote in a vector, larger ones in a
+/// map: both must see a request's own earlier operations and write each key's last state.
+#[test]
+fn small_and_large_transactions_see_their_own_writes_alike() {
+    let (_dir, _clock, db) = setup();
+    for n in [5usize, 16, 17, 40] {
+        let key = |i: usize| format!("t{n}-{}", i % 3);
+        let ops: Vec<Operation> = (0..n)
+            .map(|i| SetRequest::new(key(i), i.to_string().into_bytes()).into())
+            .collect();
+        db.transact(ops).unwrap();
+        for k in 0..3 {
+            let last = (0..n).rev().find(|i| i % 3 == k).unwrap();
+            let got = db.get(key(k)).unwrap().unwrap();
+            assert_eq!(got.value, last.to_string().into_bytes(), "{n} ops, key {k}");
+        }
+        // A first write of a new key that the same request wrote before fails, at its own
+        // index, and nothing of the request is applied.
+        let fresh = |i: usize| format!("u{n}-{}", i % 3);
+        let mut ops: Vec<Operation> = (0..n - 1)
+            .map(|i| SetRequest::new(fresh(i), b"new".to_vec()).into())
+            .collect();
+        ops.push(
+            SetRequest::new(fresh(0), b"first".to_vec())
+                .first_write()
+                .into(),
+        );
+        let err = db.transact(ops).unwrap_err();
+        assert!(
+            matches!(err, Error::Transaction { index, .. } if index == n - 1),
+            "{n} ops: {err:?}"
+        );
+        for k in 0..3 {
+            assert_eq!(db.get(fresh(k)).unwrap(), None, "{n} ops");
+        }
+    }
+}
