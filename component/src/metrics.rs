@@ -340,7 +340,7 @@ pub async fn render(requests: &RequestMetrics, registry: &InstanceRegistry) -> S
         &mut out,
         "roost_catchup_apply_duration_seconds",
         "histogram",
-        "Time of each catch-up step (logged batches applied to the data file in one commit without fsync).",
+        "Work of each catch-up step (logged batches applied to the data file in one commit without fsync): time spent applying them as they arrived, plus the commit.",
     );
     for s in &samples {
         histogram(
