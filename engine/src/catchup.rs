@@ -2,8 +2,9 @@
 //!
 //! With the log, the writer acknowledges a batch once the log holds it and the overlay
 //! ([`crate::overlay`]) shows it to readers; it then hands the batch here. Catch-up applies
-//! batches to redb in bounded steps (several batches per redb commit, each commit without
-//! fsync), records in the same commit the last log sequence it holds, and only then removes
+//! batches to redb as they arrive in bounded steps: one redb write transaction left open
+//! until it holds [`STEP_BYTES`] of log or has been open [`STEP_LINGER`], committed without
+//! fsync. It records in the same commit the last log sequence it holds, and only then removes
 //! those entries from the overlay. A checkpoint — one empty durable redb commit, which makes
 //! every earlier commit durable in the main file — runs here too: when the log applied since
 //! the last one reaches `Options::checkpoint_log_bytes`; once writes pause for
