@@ -42,9 +42,13 @@ pub(crate) fn last_per_key<'a, T>(
 /// Applies final states (planned by the writer, or replayed from the log) inside one write
 /// transaction, keeping the expiry and secondary indexes in step.
 pub(crate) struct Applier<'txn> {
+    txn: &'txn WriteTransaction,
     data: redb::Table<'txn, &'static [u8], &'static [u8]>,
-    expiry: redb::Table<'txn, &'static [u8], ()>,
-    index: redb::Table<'txn, &'static [u8], ()>,
+    /// The expiry and secondary-index tables are opened when first needed: most writes
+    /// neither carry nor replace an expiry, and most instances declare no index (opening a
+    /// table costs about 250 instructions a set, counted per catch-up group).
+    expiry: Option<redb::Table<'txn, &'static [u8], ()>>,
+    index: Option<redb::Table<'txn, &'static [u8], ()>>,
     indexes: &'txn [IndexDef],
     codec: &'txn Codec,
 }
@@ -56,9 +60,10 @@ impl<'txn> Applier<'txn> {
         codec: &'txn Codec,
     ) -> Result<Self, Error> {
         Ok(Applier {
+            txn,
             data: txn.open_table(DATA)?,
-            expiry: txn.open_table(EXPIRY)?,
-            index: txn.open_table(INDEX)?,
+            expiry: None,
+            index: None,
             indexes,
             codec,
         })
@@ -127,24 +132,38 @@ impl<'txn> Applier<'txn> {
             }
             None => (None, Vec::new()),
         };
-        if !self.indexes.is_empty() {
+        if old_entries != new_entries {
+            let index = open_lazily(self.txn, &mut self.index, INDEX)?;
             for entry in old_entries.iter().filter(|e| !new_entries.contains(e)) {
-                self.index.remove(entry.as_slice())?;
+                index.remove(entry.as_slice())?;
             }
             for entry in new_entries.iter().filter(|e| !old_entries.contains(e)) {
-                self.index.insert(entry.as_slice(), ())?;
+                index.insert(entry.as_slice(), ())?;
             }
         }
         if old_expiry != new_expiry {
+            let expiry = open_lazily(self.txn, &mut self.expiry, EXPIRY)?;
             if let Some(at) = old_expiry {
-                self.expiry.remove(expiry_key(at, key).as_slice())?;
+                expiry.remove(expiry_key(at, key).as_slice())?;
             }
             if let Some(at) = new_expiry {
-                self.expiry.insert(expiry_key(at, key).as_slice(), ())?;
+                expiry.insert(expiry_key(at, key).as_slice(), ())?;
             }
         }
         Ok(())
     }
+}
+
+/// The table in `slot`, opened in `txn` on first use.
+fn open_lazily<'txn, 's>(
+    txn: &'txn WriteTransaction,
+    slot: &'s mut Option<redb::Table<'txn, &'static [u8], ()>>,
+    definition: redb::TableDefinition<'static, &'static [u8], ()>,
+) -> Result<&'s mut redb::Table<'txn, &'static [u8], ()>, Error> {
+    if slot.is_none() {
+        *slot = Some(txn.open_table(definition)?);
+    }
+    Ok(slot.as_mut().expect("just opened"))
 }
 
 #[cfg(test)]
