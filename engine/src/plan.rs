@@ -29,10 +29,13 @@ type LiveEtag = Option<u64>;
 /// two allocations) cost more than the comparisons.
 const SMALL_REQUEST: usize = 16;
 
-/// The state a request's earlier operations left for each key they wrote.
+/// The state a request's earlier operations left for each key they wrote, and which of its
+/// writes is each key's last. Every write is recorded in request order, so write `i` is the
+/// request's `i`-th final state.
 enum SeenKeys<'a> {
     Few(Vec<(&'a [u8], LiveEtag)>),
-    Many(HashMap<&'a [u8], LiveEtag>),
+    /// Each key's newest state and the position of the write that left it.
+    Many(HashMap<&'a [u8], (LiveEtag, usize)>, usize),
 }
 
 impl<'a> SeenKeys<'a> {
@@ -40,23 +43,32 @@ impl<'a> SeenKeys<'a> {
         if count <= SMALL_REQUEST {
             SeenKeys::Few(Vec::with_capacity(count))
         } else {
-            SeenKeys::Many(HashMap::with_capacity(count))
+            SeenKeys::Many(HashMap::with_capacity(count), 0)
         }
     }
 
-    fn get(&self, key: &[u8]) -> Option<&LiveEtag> {
+    fn get(&self, key: &[u8]) -> Option<LiveEtag> {
         match self {
-            SeenKeys::Few(seen) => seen.iter().rev().find(|(k, _)| *k == key).map(|(_, s)| s),
-            SeenKeys::Many(seen) => seen.get(key),
+            SeenKeys::Few(seen) => seen.iter().rev().find(|(k, _)| *k == key).map(|(_, s)| *s),
+            SeenKeys::Many(seen, _) => seen.get(key).map(|(s, _)| *s),
         }
     }
 
     fn insert(&mut self, key: &'a [u8], state: LiveEtag) {
         match self {
             SeenKeys::Few(seen) => seen.push((key, state)),
-            SeenKeys::Many(seen) => {
-                seen.insert(key, state);
+            SeenKeys::Many(seen, written) => {
+                seen.insert(key, (state, *written));
+                *written += 1;
             }
+        }
+    }
+
+    /// Whether write `position` (of `key`) is the last the request made to `key`.
+    fn is_last(&self, key: &[u8], position: usize) -> bool {
+        match self {
+            SeenKeys::Few(seen) => !seen[position + 1..].iter().any(|(k, _)| *k == key),
+            SeenKeys::Many(seen, _) => seen.get(key).is_some_and(|(_, at)| *at == position),
         }
     }
 }
@@ -201,7 +213,7 @@ impl<'c> Planner<'c> {
             // the writer's time).
             if etag.is_some() || concurrency == Concurrency::FirstWrite {
                 let current = match view.get(key) {
-                    Some(state) => *state,
+                    Some(state) => state,
                     None => self.live_etag(key)?,
                 };
                 check_condition(key, current, etag, concurrency)
@@ -239,22 +251,9 @@ impl<'c> Planner<'c> {
             }
         }
         // Only the last state of each key is written, in the order of those last states.
-        if finals.len() <= SMALL_REQUEST {
-            let keys: Vec<&[u8]> = finals.iter().map(|(key, _)| *key).collect();
-            for (i, (key, state)) in finals.into_iter().enumerate() {
-                if !keys[i + 1..].contains(&key) {
-                    self.push(key, state);
-                }
-            }
-        } else {
-            let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(finals.len());
-            for (i, (key, _)) in finals.iter().enumerate() {
-                last.insert(key, i);
-            }
-            for (i, (key, state)) in finals.into_iter().enumerate() {
-                if last.get(key) == Some(&i) {
-                    self.push(key, state);
-                }
+        for (i, (key, state)) in finals.into_iter().enumerate() {
+            if view.is_last(key, i) {
+                self.push(key, state);
             }
         }
         self.last_etag = next_etag;
