@@ -129,28 +129,42 @@ impl Collector {
 /// A header that does not parse is refused, as gRPC servers do.
 pub fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, Status> {
     const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
-    let Some(value) = headers.get(GRPC_TIMEOUT) else {
-        return Ok(None);
-    };
+    headers
+        .get(GRPC_TIMEOUT)
+        .map(|value| timeout_value(value.as_bytes()))
+        .transpose()
+}
+
+/// One `grpc-timeout` value, as [`timeout`] reads it.
+pub fn timeout_value(text: &[u8]) -> Result<Duration, Status> {
     let invalid = || Status::invalid_argument("the grpc-timeout header is not a gRPC timeout");
-    let text = value.to_str().map_err(|_| invalid())?;
     if text.len() < 2 || text.len() > 9 {
         return Err(invalid());
     }
     let (digits, unit) = text.split_at(text.len() - 1);
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if !digits.iter().all(u8::is_ascii_digit) {
         return Err(invalid());
     }
-    let amount: u64 = digits.parse().map_err(|_| invalid())?;
-    Ok(Some(match unit {
-        "H" => Duration::from_secs(amount * 3600),
-        "M" => Duration::from_secs(amount * 60),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
+    let amount = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Ok(match unit {
+        b"H" => Duration::from_secs(amount * 3600),
+        b"M" => Duration::from_secs(amount * 60),
+        b"S" => Duration::from_secs(amount),
+        b"m" => Duration::from_millis(amount),
+        b"u" => Duration::from_micros(amount),
+        b"n" => Duration::from_nanos(amount),
         _ => return Err(invalid()),
-    }))
+    })
+}
+
+/// Whether a `content-type` is gRPC's: `application/grpc` or `application/grpc+…`/`;…`.
+pub fn is_grpc_content_type(value: &[u8]) -> bool {
+    value == b"application/grpc"
+        || value
+            .strip_prefix(b"application/grpc")
+            .is_some_and(|rest| rest.starts_with(b"+") || rest.starts_with(b";"))
 }
 
 /// Whether a request is a gRPC call: a POST with a `content-type` of `application/grpc`
@@ -159,12 +173,7 @@ pub fn is_grpc(method: &http::Method, headers: &HeaderMap) -> bool {
     method == http::Method::POST
         && headers
             .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v == "application/grpc"
-                    || v.strip_prefix("application/grpc")
-                        .is_some_and(|rest| rest.starts_with('+') || rest.starts_with(';'))
-            })
+            .is_some_and(|v| is_grpc_content_type(v.as_bytes()))
 }
 
 #[cfg(test)]

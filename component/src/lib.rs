@@ -31,6 +31,7 @@ pub mod authority;
 pub mod config;
 pub mod doctor;
 pub mod grpc;
+pub mod http2;
 pub mod instances;
 pub mod logging;
 pub mod metrics;

@@ -212,6 +212,9 @@ struct ServeArgs {
     /// Threads serving gRPC connections (each connection lives on one); default: one per core.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     transport_threads: Option<u16>,
+    /// The HTTP/2 server of the socket: `roost` (Roost's own) or `h2` (the h2 crate's).
+    #[arg(long, env = "ROOST_HTTP2", value_enum, default_value_t = server::Http2::default())]
+    http2: server::Http2,
 }
 
 fn main() -> ExitCode {
@@ -362,6 +365,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         transport_threads: args
             .transport_threads
             .map_or_else(server::default_transport_threads, usize::from),
+        http2: args.http2,
     };
     let shutdown = server::shutdown_signal(args.stop_when_stdin_closes);
     let result = server::serve(config, shutdown, |config| {

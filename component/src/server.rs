@@ -38,6 +38,18 @@ pub struct ServeConfig {
     /// Threads serving gRPC connections, each connection on one of them
     /// ([`default_transport_threads`]: one per core).
     pub transport_threads: usize,
+    /// Which HTTP/2 server serves the socket.
+    pub http2: Http2,
+}
+
+/// The HTTP/2 server of the socket (`roost serve --http2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Http2 {
+    /// Roost's own (`crate::http2`).
+    Roost,
+    /// The `h2` crate's (`crate::transport`), behind the `:authority` fix.
+    #[default]
+    H2,
 }
 
 /// One transport thread per available core.
@@ -147,6 +159,7 @@ pub async fn serve(
         services,
         metrics: requests,
         max_request_bytes: config.max_request_bytes,
+        http2: config.http2,
     });
 
     tracing::info!(
@@ -316,13 +329,22 @@ fn transport_thread(
                     // one. Each connection is behind the `:authority` fix, so grpc-c and
                     // grpc-java clients are served too (`crate::authority`).
                     Some(stream) => match tokio::net::UnixStream::from_std(stream) {
-                        Ok(stream) => {
-                            serving.spawn(crate::transport::serve_connection(
-                                Arc::clone(&transport),
-                                AuthorityFix::new(stream),
-                                stopping.clone(),
-                            ));
-                        }
+                        Ok(stream) => match transport.http2 {
+                            Http2::Roost => {
+                                serving.spawn(crate::http2::serve_connection(
+                                    Arc::clone(&transport),
+                                    stream,
+                                    stopping.clone(),
+                                ));
+                            }
+                            Http2::H2 => {
+                                serving.spawn(crate::transport::serve_connection(
+                                    Arc::clone(&transport),
+                                    AuthorityFix::new(stream),
+                                    stopping.clone(),
+                                ));
+                            }
+                        },
                         Err(err) => tracing::warn!(error = %err, "cannot serve a connection"),
                     },
                     None => break,

@@ -55,6 +55,8 @@ pub struct Transport {
     pub services: Services,
     pub metrics: Arc<RequestMetrics>,
     pub max_request_bytes: usize,
+    /// Which HTTP/2 server serves the connections.
+    pub http2: crate::server::Http2,
 }
 
 /// Serves one connection until the peer closes it or, once `stop` turns true, until its

@@ -72,6 +72,7 @@ impl LocalDapr {
             shutdown_grace: Duration::from_secs(1),
             metrics_addr: None,
             transport_threads: server::default_transport_threads(),
+            http2: roost_component::server::Http2::default(),
         };
         let sidecar = SidecarConfig {
             shutdown_grace: Duration::from_millis(100),
