@@ -52,6 +52,18 @@ pub enum Http2 {
     H2,
 }
 
+impl Http2 {
+    /// The server `ROOST_HTTP2` names (`roost` or `h2`, as `roost serve --http2` reads it),
+    /// else the default: for the harness and examples, which start the server in process.
+    pub fn from_env() -> Http2 {
+        match std::env::var("ROOST_HTTP2").as_deref() {
+            Ok("roost") => Http2::Roost,
+            Ok("h2") => Http2::H2,
+            _ => Http2::default(),
+        }
+    }
+}
+
 /// One transport thread per available core.
 pub fn default_transport_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

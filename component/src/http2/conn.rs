@@ -54,6 +54,9 @@ const MAX_WINDOW: i64 = (1 << 31) - 1;
 const DEFAULT_WINDOW: i64 = 65_535;
 /// The HPACK table size this server's decoder allows (the default; not announced).
 const HEADER_TABLE: usize = 4096;
+/// A header block may be this many times the header list limit before the connection is
+/// ended (ENHANCE_YOUR_CALM); a decoded list above the limit only resets its stream.
+const MAX_BLOCK_FACTOR: usize = 4;
 /// How many closed streams are remembered, to tell a late frame from a stream never opened.
 const REMEMBERED_CLOSED: usize = 256;
 
@@ -150,7 +153,10 @@ struct Stream {
     /// This side ended (END_STREAM queued).
     local_closed: bool,
     send_window: i64,
+    /// What the client may still send, and what was received and given back since the last
+    /// WINDOW_UPDATE.
     recv_window: i64,
+    unreleased: i64,
     /// DATA and trailers waiting for window (or for frames before them).
     queue: VecDeque<Out>,
     /// The request's content-length, and the body bytes received.
@@ -217,7 +223,9 @@ impl Connection {
         let mut conn = Connection {
             phase: Phase::Preface,
             limits,
-            decoder: Decoder::new(HEADER_TABLE, limits.max_header_list as usize),
+            // A string may be as long as a whole block: the header list's limit is checked on
+            // the decoded list, as a stream error, so the table stays in step.
+            decoder: Decoder::new(HEADER_TABLE, MAX_BLOCK_FACTOR * limits.max_header_list as usize),
             encoder: Encoder::default(),
             output: BytesMut::with_capacity(16 * 1024),
             events: Vec::new(),
@@ -398,7 +406,9 @@ impl Connection {
                 let Some(partial) = &mut self.partial else {
                     return Err((Reason::ProtocolError, "CONTINUATION without HEADERS"));
                 };
-                if partial.block.len() + payload.len() > 4 * self.limits.max_header_list as usize {
+                if partial.block.len() + payload.len()
+                    > MAX_BLOCK_FACTOR * self.limits.max_header_list as usize
+                {
                     return Err((Reason::EnhanceYourCalm, "a header block is too large"));
                 }
                 partial.block.extend_from_slice(&payload);
@@ -462,13 +472,12 @@ impl Connection {
         }
         let padding = flow - data.len() as i64;
         if padding > 0 {
-            stream.recv_window += padding;
+            self.release(id, padding as usize);
         }
-        if end_stream {
+        if let Some(stream) = self.streams.get_mut(&id)
+            && end_stream
+        {
             stream.remote_closed = true;
-        }
-        if padding > 0 {
-            self.release_connection(padding);
         }
         self.events.push(Event::Data {
             id,
@@ -599,6 +608,7 @@ impl Connection {
                 local_closed: false,
                 send_window: self.peer_initial_window,
                 recv_window: i64::from(self.limits.stream_window),
+                unreleased: 0,
                 queue: VecDeque::new(),
                 content_length,
                 received: 0,
@@ -701,7 +711,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Gives `n` bytes of stream `id`'s body back to the client's windows.
+    /// Gives `n` bytes of stream `id`'s body back to the client's windows. Updates are sent
+    /// once half a window has been given back, not for every frame.
     pub fn release(&mut self, id: u32, n: usize) {
         let n = n as i64;
         if n == 0 {
@@ -710,26 +721,23 @@ impl Connection {
         if let Some(stream) = self.streams.get_mut(&id)
             && !stream.remote_closed
         {
-            stream.recv_window += n;
-            // Updates are sent once half the window is used, not for every frame.
-            let granted = i64::from(self.limits.stream_window);
-            let used = granted - stream.recv_window;
-            if used >= granted / 2 {
-                stream.recv_window = granted;
+            stream.unreleased += n;
+            if stream.unreleased >= i64::from(self.limits.stream_window) / 2 {
                 header(&mut self.output, 4, WINDOW_UPDATE, 0, id);
-                self.output.put_u32(used as u32);
+                self.output.put_u32(stream.unreleased as u32);
+                stream.recv_window += stream.unreleased;
+                stream.unreleased = 0;
             }
         }
         self.release_connection(n);
     }
 
     fn release_connection(&mut self, n: i64) {
-        self.recv_window += n;
         self.unreleased += n;
-        let granted = i64::from(self.limits.connection_window);
-        if self.unreleased >= granted / 2 {
+        if self.unreleased >= i64::from(self.limits.connection_window) / 2 {
             header(&mut self.output, 4, WINDOW_UPDATE, 0, 0);
             self.output.put_u32(self.unreleased as u32);
+            self.recv_window += self.unreleased;
             self.unreleased = 0;
         }
     }
@@ -914,9 +922,9 @@ impl Connection {
         self.write_goaway(reason, text.as_bytes());
         self.phase = Phase::Closed;
         self.events.clear();
-        for id in self.streams.keys().copied().collect::<Vec<_>>() {
-            self.events.push(Event::Reset { id });
-        }
+        let mut ids: Vec<u32> = self.streams.keys().copied().collect();
+        ids.sort_unstable();
+        self.events.extend(ids.into_iter().map(|id| Event::Reset { id }));
         self.streams.clear();
     }
 
@@ -1033,4 +1041,342 @@ fn request_head(fields: Vec<Field>) -> Option<Head> {
         return None;
     }
     Some(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMITS: Limits = Limits {
+        stream_window: 1024 * 1024,
+        connection_window: 2 * 1024 * 1024,
+        max_streams: 4,
+        max_header_list: 16 * 1024,
+    };
+
+    fn frame(kind: u8, flags: u8, id: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        header(&mut out, payload.len(), kind, flags, id);
+        out.put_slice(payload);
+        out.to_vec()
+    }
+
+    fn start() -> Vec<u8> {
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(frame(SETTINGS, 0, 0, &[]));
+        bytes
+    }
+
+    fn request_block(encoder: &mut fluke_hpack::Encoder<'_>, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+        let mut fields: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", path.as_bytes()),
+            (b":authority", b"localhost"),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        ];
+        fields.extend(extra.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+        encoder.encode(fields)
+    }
+
+    /// The frames in `bytes`: (type, flags, stream, payload).
+    fn frames(mut bytes: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            assert!(bytes.len() >= FRAME_HEADER, "a partial frame header in the output");
+            let length = (usize::from(bytes[0]) << 16) | (usize::from(bytes[1]) << 8) | usize::from(bytes[2]);
+            assert!(bytes.len() >= FRAME_HEADER + length, "a partial frame in the output");
+            let id = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
+            out.push((bytes[3], bytes[4], id, bytes[FRAME_HEADER..FRAME_HEADER + length].to_vec()));
+            bytes = &bytes[FRAME_HEADER + length..];
+        }
+        out
+    }
+
+    fn run(input: &[u8]) -> (Connection, Vec<(u8, u8, u32, Vec<u8>)>, Vec<Event>) {
+        let mut conn = Connection::new(LIMITS);
+        let mut buffer = BytesMut::from(input);
+        conn.receive(&mut buffer);
+        let output = frames(&conn.output().split());
+        let events = conn.events().collect();
+        (conn, output, events)
+    }
+
+    /// The code of the GOAWAY in `output`, if any.
+    fn goaway(output: &[(u8, u8, u32, Vec<u8>)]) -> Option<u32> {
+        output
+            .iter()
+            .find(|f| f.0 == GOAWAY)
+            .map(|f| u32::from_be_bytes([f.3[4], f.3[5], f.3[6], f.3[7]]))
+    }
+
+    fn rst(output: &[(u8, u8, u32, Vec<u8>)], id: u32) -> Option<u32> {
+        output
+            .iter()
+            .find(|f| f.0 == RST_STREAM && f.2 == id)
+            .map(|f| u32::from_be_bytes([f.3[0], f.3[1], f.3[2], f.3[3]]))
+    }
+
+    #[test]
+    fn a_unary_call_is_a_request_event_and_its_answer_is_headers_data_trailers() {
+        let mut encoder = fluke_hpack::Encoder::new();
+        let mut input = start();
+        input.extend(frame(HEADERS, END_HEADERS, 1, &request_block(&mut encoder, "/a.B/C", &[("x-component-instance", "s")])));
+        input.extend(frame(DATA, END_STREAM, 1, &[0, 0, 0, 0, 2, 8, 1]));
+        let (mut conn, output, events) = run(&input);
+        // SETTINGS, the connection's WINDOW_UPDATE, the ACK of the client's SETTINGS.
+        assert_eq!(output.iter().map(|f| f.0).collect::<Vec<_>>(), [SETTINGS, WINDOW_UPDATE, SETTINGS]);
+        assert_eq!(output[2].1, ACK);
+        let [Event::Request { id: 1, head, end_stream: false }, Event::Data { id: 1, data, end_stream: true }] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(&head.path[..], b"/a.B/C");
+        assert_eq!(&head.method[..], b"POST");
+        assert_eq!(head.get("x-component-instance").map(|v| &v[..]), Some(&b"s"[..]));
+        assert_eq!(&data[..], &[0, 0, 0, 0, 2, 8, 1]);
+        conn.release(1, data.len());
+        conn.respond(1, 200, &[("content-type", "application/grpc")], &[], false);
+        conn.send_data(1, Bytes::from_static(b"answer"), false);
+        conn.send_trailers(1, Trailers::Ok);
+        let output = frames(&conn.output().split());
+        assert_eq!(output.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(), [(HEADERS, END_HEADERS), (DATA, 0), (HEADERS, END_HEADERS | END_STREAM)]);
+        let mut decoder = fluke_hpack::Decoder::new();
+        let head = decoder.decode(&output[0].3).unwrap();
+        assert_eq!(head, [(b":status".to_vec(), b"200".to_vec()), (b"content-type".to_vec(), b"application/grpc".to_vec())]);
+        assert_eq!(output[1].3, b"answer");
+        assert_eq!(decoder.decode(&output[2].3).unwrap(), [(b"grpc-status".to_vec(), b"0".to_vec())]);
+        assert_eq!(conn.active_streams(), 0);
+    }
+
+    #[test]
+    fn data_waits_for_the_clients_windows() {
+        let mut encoder = fluke_hpack::Encoder::new();
+        let mut input = PREFACE.to_vec();
+        // The client allows 10 bytes per stream.
+        input.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 10]));
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &request_block(&mut encoder, "/a.B/C", &[])));
+        let (mut conn, _, _) = run(&input);
+        conn.respond(1, 200, &[], &[], false);
+        conn.send_data(1, Bytes::from(vec![7u8; 25]), false);
+        conn.send_trailers(1, Trailers::Ok);
+        let output = frames(&conn.output().split());
+        assert_eq!(output.iter().map(|f| (f.0, f.3.len())).collect::<Vec<_>>(), [(HEADERS, 1), (DATA, 10)]);
+        assert!(!conn.is_drained(1));
+        let mut more = BytesMut::from(&frame(WINDOW_UPDATE, 0, 1, &[0, 0, 0, 10])[..]);
+        conn.receive(&mut more);
+        assert_eq!(frames(&conn.output().split()).iter().map(|f| (f.0, f.3.len())).collect::<Vec<_>>(), [(DATA, 10)]);
+        // A larger initial window applies to the open stream too.
+        let mut more = BytesMut::from(&frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 1, 0])[..]);
+        conn.receive(&mut more);
+        let output = frames(&conn.output().split());
+        assert_eq!(output.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(), [(SETTINGS, ACK), (DATA, 0), (HEADERS, END_HEADERS | END_STREAM)]);
+        assert_eq!(output[1].3.len(), 5);
+        assert_eq!(conn.active_streams(), 0);
+    }
+
+    #[test]
+    fn a_body_larger_than_the_windows_flows_as_it_is_released() {
+        let mut encoder = fluke_hpack::Encoder::new();
+        let mut conn = Connection::new(LIMITS);
+        let mut input = BytesMut::from(&start()[..]);
+        input.extend_from_slice(&frame(HEADERS, END_HEADERS, 1, &request_block(&mut encoder, "/a.B/C", &[])));
+        conn.receive(&mut input);
+        // The client's view of its windows: the defaults until the server's frames say more.
+        let (mut connection, mut stream) = (DEFAULT_WINDOW, DEFAULT_WINDOW);
+        let total = 3 * 1024 * 1024;
+        let (mut sent, mut received) = (0usize, 0usize);
+        while received < total {
+            for (kind, _, id, payload) in frames(&conn.output().split()) {
+                match kind {
+                    SETTINGS if payload.len() >= 6 => {
+                        for s in payload.chunks(6) {
+                            if u16::from_be_bytes([s[0], s[1]]) == SETTINGS_INITIAL_WINDOW_SIZE {
+                                stream += i64::from(u32::from_be_bytes([s[2], s[3], s[4], s[5]])) - DEFAULT_WINDOW;
+                            }
+                        }
+                    }
+                    WINDOW_UPDATE => {
+                        let n = i64::from(u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]));
+                        if id == 0 { connection += n } else { stream += n }
+                    }
+                    _ => {}
+                }
+            }
+            let room = connection.min(stream).min(MAX_FRAME as i64) as usize;
+            let n = room.min(total - sent);
+            assert!(n > 0 || sent == total, "the client is stalled after {sent} bytes");
+            let mut input = BytesMut::new();
+            if n > 0 {
+                let end = sent + n == total;
+                input.extend_from_slice(&frame(DATA, if end { END_STREAM } else { 0 }, 1, &vec![1; n]));
+                sent += n;
+                connection -= n as i64;
+                stream -= n as i64;
+            }
+            conn.receive(&mut input);
+            for event in conn.events().collect::<Vec<_>>() {
+                if let Event::Data { id, data, .. } = event {
+                    received += data.len();
+                    conn.release(id, data.len());
+                }
+            }
+            assert!(!conn.is_closed());
+        }
+        assert_eq!(received, total);
+    }
+
+    #[test]
+    fn hostile_frames_get_their_errors() {
+        let mut encoder = fluke_hpack::Encoder::new();
+        let block = request_block(&mut encoder, "/a.B/C", &[]);
+        let conn_error = |frames_: &[Vec<u8>], code: Reason| {
+            let mut input = start();
+            for f in frames_ {
+                input.extend(f);
+            }
+            let (conn, output, _) = run(&input);
+            assert_eq!(goaway(&output), Some(code as u32), "{frames_:?}");
+            assert!(conn.is_closed());
+        };
+        conn_error(&[frame(DATA, 0, 0, b"x")], Reason::ProtocolError);
+        conn_error(&[frame(DATA, 0, 1, b"x")], Reason::ProtocolError);
+        conn_error(&[frame(HEADERS, END_HEADERS, 2, &block)], Reason::ProtocolError);
+        conn_error(&[frame(HEADERS, END_HEADERS, 1, &[0x80])], Reason::CompressionError);
+        conn_error(&[frame(PING, 0, 0, &[0; 7])], Reason::FrameSizeError);
+        conn_error(&[frame(PING, 0, 1, &[0; 8])], Reason::ProtocolError);
+        conn_error(&[frame(SETTINGS, 0, 0, &[0, 4, 0x80, 0, 0, 0])], Reason::FlowControlError);
+        conn_error(&[frame(SETTINGS, 0, 0, &[0, 5, 0, 0, 0, 1])], Reason::ProtocolError);
+        conn_error(&[frame(SETTINGS, 0, 0, &[0, 4, 0])], Reason::FrameSizeError);
+        conn_error(&[frame(WINDOW_UPDATE, 0, 0, &[0x7F, 0xFF, 0xFF, 0xFF])], Reason::FlowControlError);
+        conn_error(&[frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0, 0])], Reason::ProtocolError);
+        conn_error(&[frame(CONTINUATION, END_HEADERS, 1, &block)], Reason::ProtocolError);
+        conn_error(&[frame(HEADERS, 0, 1, &block), frame(PING, 0, 0, &[0; 8])], Reason::ProtocolError);
+        conn_error(&[frame(PUSH_PROMISE, END_HEADERS, 1, &[0, 0, 0, 2])], Reason::ProtocolError);
+        conn_error(&[frame(DATA, 0, 1, &vec![0; MAX_FRAME + 1])], Reason::FrameSizeError);
+        conn_error(
+            &[frame(HEADERS, END_HEADERS, 3, &block), frame(HEADERS, END_HEADERS, 1, &block)],
+            Reason::ProtocolError,
+        );
+        // Stream errors: the stream is reset, the connection goes on.
+        let stream_error = |extra: &[(&str, &str)], code: Reason| {
+            let mut encoder = fluke_hpack::Encoder::new();
+            let mut input = start();
+            // In a HEADERS frame and CONTINUATIONs of at most 10,000 bytes.
+            let block = request_block(&mut encoder, "/a.B/C", extra);
+            let pieces: Vec<&[u8]> = block.chunks(10_000).collect();
+            for (i, piece) in pieces.iter().enumerate() {
+                let last = if i + 1 == pieces.len() { END_HEADERS } else { 0 };
+                input.extend(frame(if i == 0 { HEADERS } else { CONTINUATION }, last, 1, piece));
+            }
+            let (conn, output, events) = run(&input);
+            assert_eq!(rst(&output, 1), Some(code as u32), "{extra:?}");
+            assert_eq!(goaway(&output), None);
+            assert!(events.is_empty(), "{events:?}");
+            assert!(!conn.is_closed());
+        };
+        stream_error(&[("connection", "close")], Reason::ProtocolError);
+        stream_error(&[("te", "gzip")], Reason::ProtocolError);
+        stream_error(&[("Upper", "x")], Reason::ProtocolError);
+        stream_error(&[(":status", "200")], Reason::ProtocolError);
+        stream_error(&[("bad", "line\nbreak")], Reason::ProtocolError);
+        stream_error(&[("x", &"y".repeat(20_000))], Reason::EnhanceYourCalm);
+        // A body longer than its content-length.
+        let mut encoder = fluke_hpack::Encoder::new();
+        let mut input = start();
+        input.extend(frame(HEADERS, END_HEADERS, 1, &request_block(&mut encoder, "/a.B/C", &[("content-length", "2")])));
+        input.extend(frame(DATA, END_STREAM, 1, b"abc"));
+        let (_, output, events) = run(&input);
+        assert_eq!(rst(&output, 1), Some(Reason::ProtocolError as u32));
+        assert!(matches!(events.last(), Some(Event::Reset { id: 1 })), "{events:?}");
+    }
+
+    #[test]
+    fn streams_beyond_the_limit_are_refused_and_a_goaway_ends_when_streams_do() {
+        let mut encoder = fluke_hpack::Encoder::new();
+        let mut input = start();
+        for id in [1, 3, 5, 7, 9] {
+            input.extend(frame(HEADERS, END_HEADERS, id, &request_block(&mut encoder, "/a.B/C", &[])));
+        }
+        let (mut conn, output, events) = run(&input);
+        assert_eq!(events.len(), 4);
+        assert_eq!(rst(&output, 9), Some(Reason::RefusedStream as u32));
+        conn.go_away();
+        let output = frames(&conn.output().split());
+        assert_eq!(output[0].0, GOAWAY);
+        assert_eq!(&output[0].3[..8], &[0, 0, 0, 9, 0, 0, 0, 0]);
+        assert!(!conn.is_closed());
+        for id in [1, 3, 5, 7] {
+            conn.reset(id, Reason::Cancel);
+        }
+        assert!(conn.is_closed());
+    }
+
+    fn any_frame() -> impl Strategy<Value = Vec<u8>> {
+        let ids = prop_oneof![Just(0u32), Just(1), Just(2), Just(3), Just(5), Just(0x7FFF_FFFF), any::<u32>()];
+        (0u8..12, any::<u8>(), ids, proptest::collection::vec(any::<u8>(), 0..48)).prop_map(
+            |(kind, flags, id, payload)| frame(kind, flags, id, &payload),
+        )
+    }
+
+    fn a_request(id: u32) -> Vec<u8> {
+        let mut encoder = fluke_hpack::Encoder::new();
+        let mut bytes = frame(HEADERS, END_HEADERS, id, &request_block(&mut encoder, "/a.B/C", &[]));
+        bytes.extend(frame(DATA, END_STREAM, id, &[0, 0, 0, 0, 0]));
+        bytes
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Any frames, in any pieces: no panic, whole frames out, and the same output and
+        /// events however the input is cut.
+        #[test]
+        fn any_frames_in_any_pieces_are_answered_alike(
+            frames_ in proptest::collection::vec(
+                prop_oneof![4 => any_frame(), 1 => (0u32..4).prop_map(|i| a_request(2 * i + 1))], 0..12),
+            cuts in proptest::collection::vec(1usize..40, 0..20),
+            garbage in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..30)),
+        ) {
+            let mut input = start();
+            for f in &frames_ {
+                input.extend(f);
+            }
+            if let Some(garbage) = garbage {
+                input.extend(garbage);
+            }
+            let (whole, whole_out, whole_events) = run(&input);
+            let mut conn = Connection::new(LIMITS);
+            let mut buffer = BytesMut::new();
+            let mut rest = &input[..];
+            let mut cuts = cuts.into_iter();
+            while !rest.is_empty() {
+                let n = cuts.next().unwrap_or(rest.len()).min(rest.len());
+                buffer.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                conn.receive(&mut buffer);
+            }
+            let pieces_out = frames(&conn.output().split());
+            let pieces_events: Vec<Event> = conn.events().collect();
+            prop_assert_eq!(&pieces_out, &whole_out);
+            prop_assert_eq!(format!("{pieces_events:?}"), format!("{whole_events:?}"));
+            prop_assert_eq!(conn.is_closed(), whole.is_closed());
+            // After a connection error nothing follows the GOAWAY.
+            if let Some(at) = whole_out.iter().position(|f| f.0 == GOAWAY) {
+                prop_assert_eq!(at, whole_out.len() - 1);
+            }
+        }
+
+        /// Any bytes instead of the preface: a GOAWAY, never a panic.
+        #[test]
+        fn any_bytes_are_refused_or_waited_for(input in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let (conn, output, events) = run(&input);
+            prop_assert!(events.is_empty() || input.starts_with(PREFACE));
+            if !PREFACE.starts_with(&input[..input.len().min(PREFACE.len())]) {
+                prop_assert!(conn.is_closed());
+                prop_assert_eq!(goaway(&output), Some(Reason::ProtocolError as u32));
+            }
+        }
+    }
 }
