@@ -196,6 +196,78 @@ async fn many_concurrent_streams_with_large_values_share_one_connection() {
     }
 }
 
+/// A client with windows larger than the server's output limit, asking for more than its
+/// connection window at once: the server must read the client's WINDOW_UPDATEs while (and
+/// after) its output is large, or the calls stall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_larger_than_the_clients_windows_flow_as_it_reads() {
+    let server = Server::start();
+    let mut daprd = server.daprd("statestore").await;
+    daprd.init(&[]).await.unwrap();
+    let value = |i: usize| -> Vec<u8> { (0..256 * 1024).map(|j| (i * 7 + j) as u8).collect() };
+    for i in 0..8 {
+        daprd.set(set(&format!("v{i}"), value(i))).await.unwrap();
+    }
+    let stream = tokio::net::UnixStream::connect(server.socket_path())
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(2 * 1024 * 1024)
+        .initial_connection_window_size(4 * 1024 * 1024)
+        .handshake::<_, Bytes>(stream)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    // 64 gets of 256 KiB: 16 MiB, four times the connection window, asked for at once.
+    let mut responses = Vec::new();
+    for i in 0..64 {
+        let request = grpc_request(
+            "/dapr.proto.components.v1.StateStore/Get",
+            &[("x-component-instance", "statestore")],
+        );
+        let (response, mut body) = client.send_request(request, false).unwrap();
+        let get = proto::GetRequest {
+            key: format!("v{}", i % 8),
+            ..Default::default()
+        };
+        body.send_data(framed(&get), true).unwrap();
+        responses.push((i % 8, response));
+    }
+    // Read all at once: a client reading one stream at a time could stall on its own
+    // connection window, filled by the streams it does not read yet.
+    let mut reads = tokio::task::JoinSet::new();
+    for (i, response) in responses {
+        reads.spawn(async move {
+            let response = response.await.unwrap();
+            let mut body = response.into_body();
+            let mut message = Vec::new();
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.unwrap();
+                let _ = body.flow_control().release_capacity(chunk.len());
+                message.extend_from_slice(&chunk);
+            }
+            (i, proto::GetResponse::decode(&message[5..]).unwrap())
+        });
+    }
+    let all = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut all = Vec::new();
+        while let Some(done) = reads.join_next().await {
+            all.push(done.unwrap());
+        }
+        all
+    })
+    .await
+    .expect("every response within 20 s");
+    assert_eq!(all.len(), 64);
+    for (i, got) in all {
+        assert!(got.data == value(i), "v{i} came back different");
+    }
+    ping_is_ok(&mut client).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_that_are_not_grpc_get_http_415() {
     let server = Server::start();

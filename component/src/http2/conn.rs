@@ -57,8 +57,40 @@ const HEADER_TABLE: usize = 4096;
 /// A header block may be this many times the header list limit before the connection is
 /// ended (ENHANCE_YOUR_CALM); a decoded list above the limit only resets its stream.
 const MAX_BLOCK_FACTOR: usize = 4;
+/// Payloads of at least this many bytes are written from their own buffer instead of copied
+/// into the output.
+const SEGMENT_MIN: usize = 4096;
 /// How many closed streams are remembered, to tell a late frame from a stream never opened.
 const REMEMBERED_CLOSED: usize = 256;
+
+/// A map keyed by stream identifier. Identifiers are small odd numbers chosen by the peer:
+/// a multiplicative hash spreads them, without SipHash's cost on every lookup of a call.
+pub type StreamMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<StreamIdHasher>>;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StreamIdHasher(u64);
+
+impl std::hash::Hasher for StreamIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+        self.write_u64(self.0);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// Error codes (RFC 9113 §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,9 +223,12 @@ pub struct Connection {
     limits: Limits,
     decoder: Decoder,
     encoder: Encoder,
+    /// What is ready to be written: `segments` first (large payloads, not copied), then
+    /// `output`.
+    segments: VecDeque<Bytes>,
     output: BytesMut,
     events: Vec<Event>,
-    streams: HashMap<u32, Stream>,
+    streams: StreamMap<Stream>,
     /// Recently closed streams and whether they were reset.
     closed: VecDeque<u32>,
     /// The highest stream identifier the client opened.
@@ -225,11 +260,15 @@ impl Connection {
             limits,
             // A string may be as long as a whole block: the header list's limit is checked on
             // the decoded list, as a stream error, so the table stays in step.
-            decoder: Decoder::new(HEADER_TABLE, MAX_BLOCK_FACTOR * limits.max_header_list as usize),
+            decoder: Decoder::new(
+                HEADER_TABLE,
+                MAX_BLOCK_FACTOR * limits.max_header_list as usize,
+            ),
             encoder: Encoder::default(),
+            segments: VecDeque::new(),
             output: BytesMut::with_capacity(16 * 1024),
             events: Vec::new(),
-            streams: HashMap::new(),
+            streams: StreamMap::default(),
             closed: VecDeque::new(),
             last_id: 0,
             partial: None,
@@ -260,9 +299,74 @@ impl Connection {
         conn
     }
 
-    /// Bytes to write to the client.
-    pub fn output(&mut self) -> &mut BytesMut {
-        &mut self.output
+    /// How many bytes wait to be written to the client.
+    pub fn output_len(&self) -> usize {
+        self.segments.iter().map(Bytes::len).sum::<usize>() + self.output.len()
+    }
+
+    /// Whether nothing waits to be written.
+    pub fn output_is_empty(&self) -> bool {
+        self.segments.is_empty() && self.output.is_empty()
+    }
+
+    /// The bytes waiting to be written, in order, as slices for a vectored write; returns how
+    /// many of `slices` were filled.
+    pub fn output_slices<'a>(&'a self, slices: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        let segments = self.segments.iter().map(|s| &s[..]);
+        for segment in segments.chain(std::iter::once(&self.output[..])) {
+            if n == slices.len() {
+                break;
+            }
+            if !segment.is_empty() {
+                slices[n] = std::io::IoSlice::new(segment);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Drops the first `n` bytes of the output (they were written).
+    pub fn advance_output(&mut self, mut n: usize) {
+        while n > 0 {
+            match self.segments.front_mut() {
+                Some(segment) if segment.len() <= n => {
+                    n -= segment.len();
+                    self.segments.pop_front();
+                }
+                Some(segment) => {
+                    segment.advance(n);
+                    return;
+                }
+                None => {
+                    self.output.advance(n);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// All the output, taken (for tests).
+    #[cfg(test)]
+    fn take_output(&mut self) -> BytesMut {
+        let mut all = BytesMut::new();
+        for segment in self.segments.drain(..) {
+            all.extend_from_slice(&segment);
+        }
+        all.extend_from_slice(&self.output.split());
+        all
+    }
+
+    /// Adds a frame's payload to the output: a large one as a segment of its own.
+    fn put_payload(&mut self, data: Bytes) {
+        if data.len() < SEGMENT_MIN {
+            self.output.put_slice(&data);
+            return;
+        }
+        if !self.output.is_empty() {
+            self.segments.push_back(self.output.split().freeze());
+        }
+        self.segments.push_back(data);
     }
 
     /// Events since the last call.
@@ -297,7 +401,10 @@ impl Connection {
             if self.phase == Phase::Preface {
                 let n = input.len().min(PREFACE.len());
                 if input[..n] != PREFACE[..n] {
-                    self.fail((Reason::ProtocolError, "the connection preface is not HTTP/2"));
+                    self.fail((
+                        Reason::ProtocolError,
+                        "the connection preface is not HTTP/2",
+                    ));
                     break;
                 }
                 if n < PREFACE.len() {
@@ -309,9 +416,14 @@ impl Connection {
             if input.len() < FRAME_HEADER {
                 return;
             }
-            let length = (usize::from(input[0]) << 16) | (usize::from(input[1]) << 8) | usize::from(input[2]);
+            let length = (usize::from(input[0]) << 16)
+                | (usize::from(input[1]) << 8)
+                | usize::from(input[2]);
             if length > MAX_FRAME {
-                self.fail((Reason::FrameSizeError, "a frame is larger than SETTINGS_MAX_FRAME_SIZE"));
+                self.fail((
+                    Reason::FrameSizeError,
+                    "a frame is larger than SETTINGS_MAX_FRAME_SIZE",
+                ));
                 break;
             }
             if input.len() < FRAME_HEADER + length {
@@ -438,7 +550,10 @@ impl Connection {
         let data = unpad(flags, payload)?;
         self.recv_window -= flow;
         if self.recv_window < 0 {
-            return Err((Reason::FlowControlError, "DATA beyond the connection's window"));
+            return Err((
+                Reason::FlowControlError,
+                "DATA beyond the connection's window",
+            ));
         }
         // Padding, and data the stream will not use, is given back at once.
         let Some(stream) = self.streams.get_mut(&id) else {
@@ -494,7 +609,7 @@ impl Connection {
         if id == 0 {
             return Err((Reason::ProtocolError, "HEADERS on stream 0"));
         }
-        if id % 2 == 0 {
+        if id.is_multiple_of(2) {
             return Err((Reason::ProtocolError, "a client opened an even stream"));
         }
         let mut fragment = unpad(flags, payload)?;
@@ -548,12 +663,17 @@ impl Connection {
                 self.events.push(Event::Reset { id });
                 return Ok(());
             }
-            if fields.iter().any(|f| f.name.first() == Some(&b':')) || !fields.iter().all(valid_field) {
+            if fields.iter().any(|f| f.name.first() == Some(&b':'))
+                || !fields.iter().all(valid_field)
+            {
                 self.reset(id, Reason::ProtocolError);
                 self.events.push(Event::Reset { id });
                 return Ok(());
             }
-            if stream.content_length.is_some_and(|length| length != stream.received) {
+            if stream
+                .content_length
+                .is_some_and(|length| length != stream.received)
+            {
                 self.reset(id, Reason::ProtocolError);
                 self.events.push(Event::Reset { id });
                 return Ok(());
@@ -633,8 +753,11 @@ impl Connection {
             }
             return Ok(());
         }
-        if payload.len() % 6 != 0 {
-            return Err((Reason::FrameSizeError, "SETTINGS is not a multiple of 6 bytes"));
+        if !payload.len().is_multiple_of(6) {
+            return Err((
+                Reason::FrameSizeError,
+                "SETTINGS is not a multiple of 6 bytes",
+            ));
         }
         for setting in payload.chunks_exact(6) {
             let key = u16::from_be_bytes([setting[0], setting[1]]);
@@ -647,20 +770,29 @@ impl Connection {
                 SETTINGS_INITIAL_WINDOW_SIZE => {
                     let value = i64::from(value);
                     if value > MAX_WINDOW {
-                        return Err((Reason::FlowControlError, "SETTINGS_INITIAL_WINDOW_SIZE is above 2^31-1"));
+                        return Err((
+                            Reason::FlowControlError,
+                            "SETTINGS_INITIAL_WINDOW_SIZE is above 2^31-1",
+                        ));
                     }
                     let delta = value - self.peer_initial_window;
                     self.peer_initial_window = value;
                     for stream in self.streams.values_mut() {
                         stream.send_window += delta;
                         if stream.send_window > MAX_WINDOW {
-                            return Err((Reason::FlowControlError, "a stream's window went above 2^31-1"));
+                            return Err((
+                                Reason::FlowControlError,
+                                "a stream's window went above 2^31-1",
+                            ));
                         }
                     }
                 }
                 SETTINGS_MAX_FRAME_SIZE => {
                     if !(16_384..=16_777_215).contains(&value) {
-                        return Err((Reason::ProtocolError, "SETTINGS_MAX_FRAME_SIZE is out of range"));
+                        return Err((
+                            Reason::ProtocolError,
+                            "SETTINGS_MAX_FRAME_SIZE is out of range",
+                        ));
                     }
                     self.peer_max_frame = value as usize;
                 }
@@ -677,15 +809,19 @@ impl Connection {
         if payload.len() != 4 {
             return Err((Reason::FrameSizeError, "WINDOW_UPDATE is not 4 bytes"));
         }
-        let increment =
-            i64::from(u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7FFF_FFFF);
+        let increment = i64::from(
+            u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7FFF_FFFF,
+        );
         if id == 0 {
             if increment == 0 {
                 return Err((Reason::ProtocolError, "a WINDOW_UPDATE of 0"));
             }
             self.send_window += increment;
             if self.send_window > MAX_WINDOW {
-                return Err((Reason::FlowControlError, "the connection's window went above 2^31-1"));
+                return Err((
+                    Reason::FlowControlError,
+                    "the connection's window went above 2^31-1",
+                ));
             }
             self.flush_all();
             return Ok(());
@@ -752,7 +888,9 @@ impl Connection {
         fields: &[(&[u8], &[u8])],
         end_stream: bool,
     ) {
-        let Some(stream) = self.streams.get_mut(&id) else { return };
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
         if stream.responded || stream.local_closed {
             return;
         }
@@ -760,21 +898,19 @@ impl Connection {
         if end_stream {
             stream.local_closed = true;
         }
-        let mut block = BytesMut::with_capacity(64);
-        self.encoder.begin(&mut block);
-        match status {
-            200 => self.encoder.cached(&mut block, ":status", "200"),
-            _ => self
-                .encoder
-                .literal(&mut block, b":status", status.to_string().as_bytes()),
-        }
-        for (name, value) in cached {
-            self.encoder.cached(&mut block, name, value);
-        }
-        for (name, value) in fields {
-            self.encoder.literal(&mut block, name, value);
-        }
-        self.write_block(id, &block, end_stream);
+        self.encode_block(id, end_stream, |encoder, out| {
+            match status {
+                // `:status: 200` is the static table's entry 8.
+                200 => out.put_u8(0x88),
+                _ => encoder.literal(out, b":status", status.to_string().as_bytes()),
+            }
+            for (name, value) in cached {
+                encoder.cached(out, name, value);
+            }
+            for (name, value) in fields {
+                encoder.literal(out, name, value);
+            }
+        });
         if end_stream {
             self.close_if_done(id);
         }
@@ -782,12 +918,33 @@ impl Connection {
 
     /// Queues body data on stream `id`; it goes out as the windows allow.
     pub fn send_data(&mut self, id: u32, data: Bytes, end_stream: bool) {
-        let Some(stream) = self.streams.get_mut(&id) else { return };
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
         if stream.local_closed {
             return;
         }
         if end_stream {
             stream.local_closed = true;
+        }
+        let room = self.send_window.min(stream.send_window);
+        if stream.queue.is_empty() && data.len() as i64 <= room && data.len() <= self.peer_max_frame
+        {
+            // All of it fits: written at once, without the queue.
+            self.send_window -= data.len() as i64;
+            stream.send_window -= data.len() as i64;
+            header(
+                &mut self.output,
+                data.len(),
+                DATA,
+                if end_stream { END_STREAM } else { 0 },
+                id,
+            );
+            self.put_payload(data);
+            if end_stream {
+                self.close_if_done(id);
+            }
+            return;
         }
         stream.queue.push_back(Out::Data(data, end_stream));
         self.flush(id);
@@ -795,11 +952,18 @@ impl Connection {
 
     /// Queues the trailers that end stream `id`'s response.
     pub fn send_trailers(&mut self, id: u32, trailers: Trailers) {
-        let Some(stream) = self.streams.get_mut(&id) else { return };
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
         if stream.local_closed {
             return;
         }
         stream.local_closed = true;
+        if stream.queue.is_empty() {
+            self.write_trailers(id, trailers);
+            self.close_if_done(id);
+            return;
+        }
         stream.queue.push_back(Out::Trailers(trailers));
         self.flush(id);
     }
@@ -834,8 +998,13 @@ impl Connection {
 
     /// Writes what stream `id` has queued, as far as the windows go.
     fn flush(&mut self, id: u32) {
-        let Some(stream) = self.streams.get_mut(&id) else { return };
-        while let Some(out) = stream.queue.front_mut() {
+        loop {
+            let Some(stream) = self.streams.get_mut(&id) else {
+                return;
+            };
+            let Some(out) = stream.queue.front_mut() else {
+                break;
+            };
             match out {
                 Out::Data(data, end) => {
                     let end = *end;
@@ -849,34 +1018,64 @@ impl Connection {
                     }
                     let piece = data.split_to(size);
                     let last = data.is_empty();
-                    self.send_window -= size as i64;
-                    stream.send_window -= size as i64;
-                    header(&mut self.output, size, DATA, if last && end { END_STREAM } else { 0 }, id);
-                    self.output.put_slice(&piece);
                     if last {
                         stream.queue.pop_front();
                     }
+                    self.send_window -= size as i64;
+                    stream.send_window -= size as i64;
+                    header(
+                        &mut self.output,
+                        size,
+                        DATA,
+                        if last && end { END_STREAM } else { 0 },
+                        id,
+                    );
+                    self.put_payload(piece);
                 }
                 Out::Trailers(_) => {
                     let Some(Out::Trailers(trailers)) = stream.queue.pop_front() else {
                         unreachable!()
                     };
-                    let mut block = BytesMut::with_capacity(32);
-                    self.encoder.begin(&mut block);
-                    match trailers {
-                        Trailers::Ok => self.encoder.cached(&mut block, "grpc-status", "0"),
-                        Trailers::Fields(fields) => {
-                            for (name, value) in fields {
-                                self.encoder.literal(&mut block, &name, &value);
-                            }
-                        }
-                    }
-                    self.write_block(id, &block, true);
+                    self.write_trailers(id, trailers);
                     break;
                 }
             }
         }
         self.close_if_done(id);
+    }
+
+    fn write_trailers(&mut self, id: u32, trailers: Trailers) {
+        self.encode_block(id, true, |encoder, out| match trailers {
+            Trailers::Ok => encoder.cached(out, "grpc-status", "0"),
+            Trailers::Fields(fields) => {
+                for (name, value) in fields {
+                    encoder.literal(out, &name, &value);
+                }
+            }
+        });
+    }
+
+    /// Writes a header block that `encode` writes, in place in the output: in one HEADERS
+    /// frame, or with CONTINUATIONs if it is larger than the client's frame size.
+    fn encode_block(
+        &mut self,
+        id: u32,
+        end_stream: bool,
+        encode: impl FnOnce(&mut Encoder, &mut BytesMut),
+    ) {
+        let start = self.output.len();
+        header(&mut self.output, 0, HEADERS, 0, id);
+        self.encoder.begin(&mut self.output);
+        encode(&mut self.encoder, &mut self.output);
+        let len = self.output.len() - start - FRAME_HEADER;
+        if len <= self.peer_max_frame {
+            self.output[start..start + 3].copy_from_slice(&(len as u32).to_be_bytes()[1..]);
+            self.output[start + 4] = END_HEADERS | if end_stream { END_STREAM } else { 0 };
+        } else {
+            let block = self.output.split_off(start + FRAME_HEADER);
+            self.output.truncate(start);
+            self.write_block(id, &block, end_stream);
+        }
     }
 
     fn write_block(&mut self, id: u32, block: &[u8], end_stream: bool) {
@@ -924,7 +1123,8 @@ impl Connection {
         self.events.clear();
         let mut ids: Vec<u32> = self.streams.keys().copied().collect();
         ids.sort_unstable();
-        self.events.extend(ids.into_iter().map(|id| Event::Reset { id }));
+        self.events
+            .extend(ids.into_iter().map(|id| Event::Reset { id }));
         self.streams.clear();
     }
 
@@ -950,7 +1150,10 @@ fn unpad(flags: u8, mut payload: Bytes) -> Result<Bytes, Failure> {
         return Ok(payload);
     }
     let Some(&pad) = payload.first() else {
-        return Err((Reason::FrameSizeError, "a padded frame without its pad length"));
+        return Err((
+            Reason::FrameSizeError,
+            "a padded frame without its pad length",
+        ));
     };
     let pad = usize::from(pad);
     if pad >= payload.len() {
@@ -979,7 +1182,23 @@ fn valid_field(field: &Field) -> bool {
         && field.name.iter().all(|&b| {
             b.is_ascii_lowercase()
                 || b.is_ascii_digit()
-                || matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
         });
     let value = &field.value;
     let value_ok = !value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
@@ -1018,7 +1237,8 @@ fn request_head(fields: Vec<Field>) -> Option<Head> {
             return None;
         }
         match &field.name[..] {
-            b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding" | b"upgrade" => {
+            b"connection" | b"keep-alive" | b"proxy-connection" | b"transfer-encoding"
+            | b"upgrade" => {
                 return None;
             }
             b"te" if field.value != "trailers" => return None,
@@ -1027,7 +1247,9 @@ fn request_head(fields: Vec<Field>) -> Option<Head> {
         head.fields.push(field);
     }
     if let Some(authority) = &head.authority
-        && authority.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
+        && authority
+            .iter()
+            .any(|&b| b == 0 || b == b'\r' || b == b'\n')
     {
         return None;
     }
@@ -1068,7 +1290,11 @@ mod tests {
         bytes
     }
 
-    fn request_block(encoder: &mut fluke_hpack::Encoder<'_>, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+    fn request_block(
+        encoder: &mut fluke_hpack::Encoder<'_>,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Vec<u8> {
         let mut fields: Vec<(&[u8], &[u8])> = vec![
             (b":method", b"POST"),
             (b":scheme", b"http"),
@@ -1085,21 +1311,37 @@ mod tests {
     fn frames(mut bytes: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
         let mut out = Vec::new();
         while !bytes.is_empty() {
-            assert!(bytes.len() >= FRAME_HEADER, "a partial frame header in the output");
-            let length = (usize::from(bytes[0]) << 16) | (usize::from(bytes[1]) << 8) | usize::from(bytes[2]);
-            assert!(bytes.len() >= FRAME_HEADER + length, "a partial frame in the output");
+            assert!(
+                bytes.len() >= FRAME_HEADER,
+                "a partial frame header in the output"
+            );
+            let length = (usize::from(bytes[0]) << 16)
+                | (usize::from(bytes[1]) << 8)
+                | usize::from(bytes[2]);
+            assert!(
+                bytes.len() >= FRAME_HEADER + length,
+                "a partial frame in the output"
+            );
             let id = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
-            out.push((bytes[3], bytes[4], id, bytes[FRAME_HEADER..FRAME_HEADER + length].to_vec()));
+            out.push((
+                bytes[3],
+                bytes[4],
+                id,
+                bytes[FRAME_HEADER..FRAME_HEADER + length].to_vec(),
+            ));
             bytes = &bytes[FRAME_HEADER + length..];
         }
         out
     }
 
-    fn run(input: &[u8]) -> (Connection, Vec<(u8, u8, u32, Vec<u8>)>, Vec<Event>) {
+    /// A frame as the tests read it: type, flags, stream, payload.
+    type Frame = (u8, u8, u32, Vec<u8>);
+
+    fn run(input: &[u8]) -> (Connection, Vec<Frame>, Vec<Event>) {
         let mut conn = Connection::new(LIMITS);
         let mut buffer = BytesMut::from(input);
         conn.receive(&mut buffer);
-        let output = frames(&conn.output().split());
+        let output = frames(&conn.take_output());
         let events = conn.events().collect();
         (conn, output, events)
     }
@@ -1123,30 +1365,69 @@ mod tests {
     fn a_unary_call_is_a_request_event_and_its_answer_is_headers_data_trailers() {
         let mut encoder = fluke_hpack::Encoder::new();
         let mut input = start();
-        input.extend(frame(HEADERS, END_HEADERS, 1, &request_block(&mut encoder, "/a.B/C", &[("x-component-instance", "s")])));
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &request_block(&mut encoder, "/a.B/C", &[("x-component-instance", "s")]),
+        ));
         input.extend(frame(DATA, END_STREAM, 1, &[0, 0, 0, 0, 2, 8, 1]));
         let (mut conn, output, events) = run(&input);
         // SETTINGS, the connection's WINDOW_UPDATE, the ACK of the client's SETTINGS.
-        assert_eq!(output.iter().map(|f| f.0).collect::<Vec<_>>(), [SETTINGS, WINDOW_UPDATE, SETTINGS]);
+        assert_eq!(
+            output.iter().map(|f| f.0).collect::<Vec<_>>(),
+            [SETTINGS, WINDOW_UPDATE, SETTINGS]
+        );
         assert_eq!(output[2].1, ACK);
-        let [Event::Request { id: 1, head, end_stream: false }, Event::Data { id: 1, data, end_stream: true }] = &events[..] else {
+        let [
+            Event::Request {
+                id: 1,
+                head,
+                end_stream: false,
+            },
+            Event::Data {
+                id: 1,
+                data,
+                end_stream: true,
+            },
+        ] = &events[..]
+        else {
             panic!("{events:?}")
         };
         assert_eq!(&head.path[..], b"/a.B/C");
         assert_eq!(&head.method[..], b"POST");
-        assert_eq!(head.get("x-component-instance").map(|v| &v[..]), Some(&b"s"[..]));
+        assert_eq!(
+            head.get("x-component-instance").map(|v| &v[..]),
+            Some(&b"s"[..])
+        );
         assert_eq!(&data[..], &[0, 0, 0, 0, 2, 8, 1]);
         conn.release(1, data.len());
         conn.respond(1, 200, &[("content-type", "application/grpc")], &[], false);
         conn.send_data(1, Bytes::from_static(b"answer"), false);
         conn.send_trailers(1, Trailers::Ok);
-        let output = frames(&conn.output().split());
-        assert_eq!(output.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(), [(HEADERS, END_HEADERS), (DATA, 0), (HEADERS, END_HEADERS | END_STREAM)]);
+        let output = frames(&conn.take_output());
+        assert_eq!(
+            output.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(),
+            [
+                (HEADERS, END_HEADERS),
+                (DATA, 0),
+                (HEADERS, END_HEADERS | END_STREAM)
+            ]
+        );
         let mut decoder = fluke_hpack::Decoder::new();
         let head = decoder.decode(&output[0].3).unwrap();
-        assert_eq!(head, [(b":status".to_vec(), b"200".to_vec()), (b"content-type".to_vec(), b"application/grpc".to_vec())]);
+        assert_eq!(
+            head,
+            [
+                (b":status".to_vec(), b"200".to_vec()),
+                (b"content-type".to_vec(), b"application/grpc".to_vec())
+            ]
+        );
         assert_eq!(output[1].3, b"answer");
-        assert_eq!(decoder.decode(&output[2].3).unwrap(), [(b"grpc-status".to_vec(), b"0".to_vec())]);
+        assert_eq!(
+            decoder.decode(&output[2].3).unwrap(),
+            [(b"grpc-status".to_vec(), b"0".to_vec())]
+        );
         assert_eq!(conn.active_streams(), 0);
     }
 
@@ -1156,22 +1437,43 @@ mod tests {
         let mut input = PREFACE.to_vec();
         // The client allows 10 bytes per stream.
         input.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 10]));
-        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &request_block(&mut encoder, "/a.B/C", &[])));
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            1,
+            &request_block(&mut encoder, "/a.B/C", &[]),
+        ));
         let (mut conn, _, _) = run(&input);
         conn.respond(1, 200, &[], &[], false);
         conn.send_data(1, Bytes::from(vec![7u8; 25]), false);
         conn.send_trailers(1, Trailers::Ok);
-        let output = frames(&conn.output().split());
-        assert_eq!(output.iter().map(|f| (f.0, f.3.len())).collect::<Vec<_>>(), [(HEADERS, 1), (DATA, 10)]);
+        let output = frames(&conn.take_output());
+        assert_eq!(
+            output.iter().map(|f| (f.0, f.3.len())).collect::<Vec<_>>(),
+            [(HEADERS, 1), (DATA, 10)]
+        );
         assert!(!conn.is_drained(1));
         let mut more = BytesMut::from(&frame(WINDOW_UPDATE, 0, 1, &[0, 0, 0, 10])[..]);
         conn.receive(&mut more);
-        assert_eq!(frames(&conn.output().split()).iter().map(|f| (f.0, f.3.len())).collect::<Vec<_>>(), [(DATA, 10)]);
+        assert_eq!(
+            frames(&conn.take_output())
+                .iter()
+                .map(|f| (f.0, f.3.len()))
+                .collect::<Vec<_>>(),
+            [(DATA, 10)]
+        );
         // A larger initial window applies to the open stream too.
         let mut more = BytesMut::from(&frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 1, 0])[..]);
         conn.receive(&mut more);
-        let output = frames(&conn.output().split());
-        assert_eq!(output.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(), [(SETTINGS, ACK), (DATA, 0), (HEADERS, END_HEADERS | END_STREAM)]);
+        let output = frames(&conn.take_output());
+        assert_eq!(
+            output.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(),
+            [
+                (SETTINGS, ACK),
+                (DATA, 0),
+                (HEADERS, END_HEADERS | END_STREAM)
+            ]
+        );
         assert_eq!(output[1].3.len(), 5);
         assert_eq!(conn.active_streams(), 0);
     }
@@ -1181,36 +1483,56 @@ mod tests {
         let mut encoder = fluke_hpack::Encoder::new();
         let mut conn = Connection::new(LIMITS);
         let mut input = BytesMut::from(&start()[..]);
-        input.extend_from_slice(&frame(HEADERS, END_HEADERS, 1, &request_block(&mut encoder, "/a.B/C", &[])));
+        input.extend_from_slice(&frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &request_block(&mut encoder, "/a.B/C", &[]),
+        ));
         conn.receive(&mut input);
         // The client's view of its windows: the defaults until the server's frames say more.
         let (mut connection, mut stream) = (DEFAULT_WINDOW, DEFAULT_WINDOW);
         let total = 3 * 1024 * 1024;
         let (mut sent, mut received) = (0usize, 0usize);
         while received < total {
-            for (kind, _, id, payload) in frames(&conn.output().split()) {
+            for (kind, _, id, payload) in frames(&conn.take_output()) {
                 match kind {
                     SETTINGS if payload.len() >= 6 => {
                         for s in payload.chunks(6) {
                             if u16::from_be_bytes([s[0], s[1]]) == SETTINGS_INITIAL_WINDOW_SIZE {
-                                stream += i64::from(u32::from_be_bytes([s[2], s[3], s[4], s[5]])) - DEFAULT_WINDOW;
+                                stream += i64::from(u32::from_be_bytes([s[2], s[3], s[4], s[5]]))
+                                    - DEFAULT_WINDOW;
                             }
                         }
                     }
                     WINDOW_UPDATE => {
-                        let n = i64::from(u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]));
-                        if id == 0 { connection += n } else { stream += n }
+                        let n = i64::from(u32::from_be_bytes([
+                            payload[0], payload[1], payload[2], payload[3],
+                        ]));
+                        if id == 0 {
+                            connection += n
+                        } else {
+                            stream += n
+                        }
                     }
                     _ => {}
                 }
             }
             let room = connection.min(stream).min(MAX_FRAME as i64) as usize;
             let n = room.min(total - sent);
-            assert!(n > 0 || sent == total, "the client is stalled after {sent} bytes");
+            assert!(
+                n > 0 || sent == total,
+                "the client is stalled after {sent} bytes"
+            );
             let mut input = BytesMut::new();
             if n > 0 {
                 let end = sent + n == total;
-                input.extend_from_slice(&frame(DATA, if end { END_STREAM } else { 0 }, 1, &vec![1; n]));
+                input.extend_from_slice(&frame(
+                    DATA,
+                    if end { END_STREAM } else { 0 },
+                    1,
+                    &vec![1; n],
+                ));
                 sent += n;
                 connection -= n as i64;
                 stream -= n as i64;
@@ -1242,21 +1564,54 @@ mod tests {
         };
         conn_error(&[frame(DATA, 0, 0, b"x")], Reason::ProtocolError);
         conn_error(&[frame(DATA, 0, 1, b"x")], Reason::ProtocolError);
-        conn_error(&[frame(HEADERS, END_HEADERS, 2, &block)], Reason::ProtocolError);
-        conn_error(&[frame(HEADERS, END_HEADERS, 1, &[0x80])], Reason::CompressionError);
+        conn_error(
+            &[frame(HEADERS, END_HEADERS, 2, &block)],
+            Reason::ProtocolError,
+        );
+        conn_error(
+            &[frame(HEADERS, END_HEADERS, 1, &[0x80])],
+            Reason::CompressionError,
+        );
         conn_error(&[frame(PING, 0, 0, &[0; 7])], Reason::FrameSizeError);
         conn_error(&[frame(PING, 0, 1, &[0; 8])], Reason::ProtocolError);
-        conn_error(&[frame(SETTINGS, 0, 0, &[0, 4, 0x80, 0, 0, 0])], Reason::FlowControlError);
-        conn_error(&[frame(SETTINGS, 0, 0, &[0, 5, 0, 0, 0, 1])], Reason::ProtocolError);
-        conn_error(&[frame(SETTINGS, 0, 0, &[0, 4, 0])], Reason::FrameSizeError);
-        conn_error(&[frame(WINDOW_UPDATE, 0, 0, &[0x7F, 0xFF, 0xFF, 0xFF])], Reason::FlowControlError);
-        conn_error(&[frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0, 0])], Reason::ProtocolError);
-        conn_error(&[frame(CONTINUATION, END_HEADERS, 1, &block)], Reason::ProtocolError);
-        conn_error(&[frame(HEADERS, 0, 1, &block), frame(PING, 0, 0, &[0; 8])], Reason::ProtocolError);
-        conn_error(&[frame(PUSH_PROMISE, END_HEADERS, 1, &[0, 0, 0, 2])], Reason::ProtocolError);
-        conn_error(&[frame(DATA, 0, 1, &vec![0; MAX_FRAME + 1])], Reason::FrameSizeError);
         conn_error(
-            &[frame(HEADERS, END_HEADERS, 3, &block), frame(HEADERS, END_HEADERS, 1, &block)],
+            &[frame(SETTINGS, 0, 0, &[0, 4, 0x80, 0, 0, 0])],
+            Reason::FlowControlError,
+        );
+        conn_error(
+            &[frame(SETTINGS, 0, 0, &[0, 5, 0, 0, 0, 1])],
+            Reason::ProtocolError,
+        );
+        conn_error(&[frame(SETTINGS, 0, 0, &[0, 4, 0])], Reason::FrameSizeError);
+        conn_error(
+            &[frame(WINDOW_UPDATE, 0, 0, &[0x7F, 0xFF, 0xFF, 0xFF])],
+            Reason::FlowControlError,
+        );
+        conn_error(
+            &[frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0, 0])],
+            Reason::ProtocolError,
+        );
+        conn_error(
+            &[frame(CONTINUATION, END_HEADERS, 1, &block)],
+            Reason::ProtocolError,
+        );
+        conn_error(
+            &[frame(HEADERS, 0, 1, &block), frame(PING, 0, 0, &[0; 8])],
+            Reason::ProtocolError,
+        );
+        conn_error(
+            &[frame(PUSH_PROMISE, END_HEADERS, 1, &[0, 0, 0, 2])],
+            Reason::ProtocolError,
+        );
+        conn_error(
+            &[frame(DATA, 0, 1, &vec![0; MAX_FRAME + 1])],
+            Reason::FrameSizeError,
+        );
+        conn_error(
+            &[
+                frame(HEADERS, END_HEADERS, 3, &block),
+                frame(HEADERS, END_HEADERS, 1, &block),
+            ],
             Reason::ProtocolError,
         );
         // Stream errors: the stream is reset, the connection goes on.
@@ -1267,8 +1622,17 @@ mod tests {
             let block = request_block(&mut encoder, "/a.B/C", extra);
             let pieces: Vec<&[u8]> = block.chunks(10_000).collect();
             for (i, piece) in pieces.iter().enumerate() {
-                let last = if i + 1 == pieces.len() { END_HEADERS } else { 0 };
-                input.extend(frame(if i == 0 { HEADERS } else { CONTINUATION }, last, 1, piece));
+                let last = if i + 1 == pieces.len() {
+                    END_HEADERS
+                } else {
+                    0
+                };
+                input.extend(frame(
+                    if i == 0 { HEADERS } else { CONTINUATION },
+                    last,
+                    1,
+                    piece,
+                ));
             }
             let (conn, output, events) = run(&input);
             assert_eq!(rst(&output, 1), Some(code as u32), "{extra:?}");
@@ -1285,11 +1649,19 @@ mod tests {
         // A body longer than its content-length.
         let mut encoder = fluke_hpack::Encoder::new();
         let mut input = start();
-        input.extend(frame(HEADERS, END_HEADERS, 1, &request_block(&mut encoder, "/a.B/C", &[("content-length", "2")])));
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &request_block(&mut encoder, "/a.B/C", &[("content-length", "2")]),
+        ));
         input.extend(frame(DATA, END_STREAM, 1, b"abc"));
         let (_, output, events) = run(&input);
         assert_eq!(rst(&output, 1), Some(Reason::ProtocolError as u32));
-        assert!(matches!(events.last(), Some(Event::Reset { id: 1 })), "{events:?}");
+        assert!(
+            matches!(events.last(), Some(Event::Reset { id: 1 })),
+            "{events:?}"
+        );
     }
 
     #[test]
@@ -1297,13 +1669,18 @@ mod tests {
         let mut encoder = fluke_hpack::Encoder::new();
         let mut input = start();
         for id in [1, 3, 5, 7, 9] {
-            input.extend(frame(HEADERS, END_HEADERS, id, &request_block(&mut encoder, "/a.B/C", &[])));
+            input.extend(frame(
+                HEADERS,
+                END_HEADERS,
+                id,
+                &request_block(&mut encoder, "/a.B/C", &[]),
+            ));
         }
         let (mut conn, output, events) = run(&input);
         assert_eq!(events.len(), 4);
         assert_eq!(rst(&output, 9), Some(Reason::RefusedStream as u32));
         conn.go_away();
-        let output = frames(&conn.output().split());
+        let output = frames(&conn.take_output());
         assert_eq!(output[0].0, GOAWAY);
         assert_eq!(&output[0].3[..8], &[0, 0, 0, 9, 0, 0, 0, 0]);
         assert!(!conn.is_closed());
@@ -1314,15 +1691,32 @@ mod tests {
     }
 
     fn any_frame() -> impl Strategy<Value = Vec<u8>> {
-        let ids = prop_oneof![Just(0u32), Just(1), Just(2), Just(3), Just(5), Just(0x7FFF_FFFF), any::<u32>()];
-        (0u8..12, any::<u8>(), ids, proptest::collection::vec(any::<u8>(), 0..48)).prop_map(
-            |(kind, flags, id, payload)| frame(kind, flags, id, &payload),
+        let ids = prop_oneof![
+            Just(0u32),
+            Just(1),
+            Just(2),
+            Just(3),
+            Just(5),
+            Just(0x7FFF_FFFF),
+            any::<u32>()
+        ];
+        (
+            0u8..12,
+            any::<u8>(),
+            ids,
+            proptest::collection::vec(any::<u8>(), 0..48),
         )
+            .prop_map(|(kind, flags, id, payload)| frame(kind, flags, id, &payload))
     }
 
     fn a_request(id: u32) -> Vec<u8> {
         let mut encoder = fluke_hpack::Encoder::new();
-        let mut bytes = frame(HEADERS, END_HEADERS, id, &request_block(&mut encoder, "/a.B/C", &[]));
+        let mut bytes = frame(
+            HEADERS,
+            END_HEADERS,
+            id,
+            &request_block(&mut encoder, "/a.B/C", &[]),
+        );
         bytes.extend(frame(DATA, END_STREAM, id, &[0, 0, 0, 0, 0]));
         bytes
     }
@@ -1357,7 +1751,7 @@ mod tests {
                 rest = &rest[n..];
                 conn.receive(&mut buffer);
             }
-            let pieces_out = frames(&conn.output().split());
+            let pieces_out = frames(&conn.take_output());
             let pieces_events: Vec<Event> = conn.events().collect();
             prop_assert_eq!(&pieces_out, &whole_out);
             prop_assert_eq!(format!("{pieces_events:?}"), format!("{whole_events:?}"));

@@ -148,7 +148,10 @@ impl Table {
 
     fn evict(&mut self) {
         while self.size > self.max {
-            let old = self.entries.pop_back().expect("a table over its size has entries");
+            let old = self
+                .entries
+                .pop_back()
+                .expect("a table over its size has entries");
             self.size -= old.name.len() + old.value.len() + ENTRY_OVERHEAD;
         }
     }
@@ -303,46 +306,45 @@ fn put_integer(out: &mut BytesMut, value: usize, prefix: u8, flags: u8) {
 /// The length in bits of each symbol's Huffman code, symbols 0–255 and EOS (256)
 /// (RFC 7541, Appendix B). The code is canonical: the codes follow from the lengths.
 const HUFFMAN_LENGTHS: [u8; 257] = [
-    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 30,
-    28, 28, 28, 28, 28, 28, 28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6,
-    5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 7, 8, 15, 6, 12, 10, 13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
-    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19, 13, 14, 6, 15, 5, 6, 5, 6, 5, 6, 6, 6, 5,
-    7, 7, 6, 6, 6, 5, 6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7, 15, 11, 14, 13, 28, 20, 22, 20, 20, 22,
-    22, 22, 23, 22, 23, 23, 23, 23, 23, 24, 23, 24, 24, 22, 23, 24, 23, 23, 23, 23, 21, 22, 23,
-    22, 23, 23, 24, 22, 21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23, 23, 21, 21, 22,
-    21, 23, 22, 23, 23, 20, 22, 22, 22, 23, 22, 22, 23, 26, 26, 20, 19, 22, 23, 22, 25, 26, 26,
-    26, 27, 27, 26, 24, 25, 19, 21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27, 20,
-    24, 20, 21, 22, 21, 21, 23, 22, 22, 25, 25, 24, 24, 26, 23, 26, 27, 26, 26, 27, 27, 27, 27,
-    27, 28, 27, 27, 27, 27, 27, 26, 30,
+    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 30, 28,
+    28, 28, 28, 28, 28, 28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6, 5, 5,
+    5, 6, 6, 6, 6, 6, 6, 6, 7, 8, 15, 6, 12, 10, 13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+    7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19, 13, 14, 6, 15, 5, 6, 5, 6, 5, 6, 6, 6, 5, 7, 7, 6, 6,
+    6, 5, 6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7, 15, 11, 14, 13, 28, 20, 22, 20, 20, 22, 22, 22, 23, 22,
+    23, 23, 23, 23, 23, 24, 23, 24, 24, 22, 23, 24, 23, 23, 23, 23, 21, 22, 23, 22, 23, 23, 24, 22,
+    21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23, 23, 21, 21, 22, 21, 23, 22, 23, 23, 20,
+    22, 22, 22, 23, 22, 22, 23, 26, 26, 20, 19, 22, 23, 22, 25, 26, 26, 26, 27, 27, 26, 24, 25, 19,
+    21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27, 20, 24, 20, 21, 22, 21, 21, 23, 22,
+    22, 25, 25, 24, 24, 26, 23, 26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27, 27, 27, 26, 30,
 ];
 
 const EOS: u16 = 256;
-const MAX_CODE_BITS: usize = 30;
 
-/// The canonical code, arranged for decoding: per length, the first code and where its
-/// symbols start in `symbols` (sorted by length, then symbol).
-struct Canonical {
-    /// Per length 0..=30: the first code of that length, and how many codes have it.
-    first: [u32; MAX_CODE_BITS + 1],
-    count: [u32; MAX_CODE_BITS + 1],
-    offset: [u32; MAX_CODE_BITS + 1],
-    symbols: [u16; 257],
-    /// Per symbol: its code.
+/// The Huffman code as a machine that reads four bits at a time. Its states are the inner
+/// nodes of the code's tree (the root is 0); each (state, nibble) entry says where the nibble
+/// leads and which symbol it completes, if one (codes are at least 5 bits, so a nibble ends at
+/// most one).
+struct Huffman {
+    /// Per symbol: its code (for the encoder).
     codes: [u32; 257],
+    /// `(state << 4) | nibble` → next state, and the symbol completed (`NONE`, or `FAIL`
+    /// for EOS).
+    steps: Vec<(u8, u16)>,
+    /// Per state: whether input may end there (the bits since the last symbol are at most
+    /// seven ones: padding).
+    accepting: [bool; 256],
 }
 
-fn canonical() -> &'static Canonical {
-    static TABLE: OnceLock<Canonical> = OnceLock::new();
+const NONE: u16 = 0x100 + 1;
+const FAIL: u16 = 0x100 + 2;
+
+fn huffman() -> &'static Huffman {
+    static TABLE: OnceLock<Huffman> = OnceLock::new();
     TABLE.get_or_init(|| {
+        // The canonical codes: symbols ordered by length, then value, count up.
         let mut symbols: [u16; 257] = std::array::from_fn(|s| s as u16);
         symbols.sort_by_key(|&s| (HUFFMAN_LENGTHS[s as usize], s));
-        let mut table = Canonical {
-            first: [0; MAX_CODE_BITS + 1],
-            count: [0; MAX_CODE_BITS + 1],
-            offset: [0; MAX_CODE_BITS + 1],
-            symbols,
-            codes: [0; 257],
-        };
+        let mut codes = [0u32; 257];
         let mut code: u32 = 0;
         let mut length = HUFFMAN_LENGTHS[symbols[0] as usize];
         for (i, &symbol) in symbols.iter().enumerate() {
@@ -351,44 +353,93 @@ fn canonical() -> &'static Canonical {
                 code = (code + 1) << (len - length);
             }
             length = len;
-            let l = len as usize;
-            if table.count[l] == 0 {
-                table.first[l] = code;
-                table.offset[l] = i as u32;
-            }
-            table.count[l] += 1;
-            table.codes[symbol as usize] = code;
+            codes[symbol as usize] = code;
         }
-        table
+        // The tree: inner nodes hold two children, each an inner node or a leaf (symbol).
+        #[derive(Clone, Copy)]
+        enum Child {
+            Empty,
+            Node(usize),
+            Leaf(u16),
+        }
+        let mut nodes: Vec<[Child; 2]> = vec![[Child::Empty; 2]];
+        let mut depth_ones: Vec<(u8, bool)> = vec![(0, true)];
+        for symbol in 0..257u16 {
+            let len = u32::from(HUFFMAN_LENGTHS[symbol as usize]);
+            let code = codes[symbol as usize];
+            let mut node = 0;
+            for bit in (0..len).rev() {
+                let b = ((code >> bit) & 1) as usize;
+                if bit == 0 {
+                    nodes[node][b] = Child::Leaf(symbol);
+                } else {
+                    node = match nodes[node][b] {
+                        Child::Node(next) => next,
+                        _ => {
+                            let (depth, ones) = depth_ones[node];
+                            nodes.push([Child::Empty; 2]);
+                            depth_ones.push((depth + 1, ones && b == 1));
+                            let next = nodes.len() - 1;
+                            nodes[node][b] = Child::Node(next);
+                            next
+                        }
+                    };
+                }
+            }
+        }
+        assert_eq!(
+            nodes.len(),
+            256,
+            "a complete code over 257 symbols has 256 inner nodes"
+        );
+        let mut steps = vec![(0u8, NONE); 256 * 16];
+        for state in 0..256 {
+            for nibble in 0..16u8 {
+                let mut node = state;
+                let mut emitted = NONE;
+                for bit in (0..4).rev() {
+                    match nodes[node][usize::from((nibble >> bit) & 1)] {
+                        Child::Node(next) => node = next,
+                        Child::Leaf(symbol) => {
+                            emitted = if symbol == EOS { FAIL } else { symbol };
+                            node = 0;
+                        }
+                        Child::Empty => unreachable!("the code is complete"),
+                    }
+                }
+                steps[(state << 4) | usize::from(nibble)] = (node as u8, emitted);
+            }
+        }
+        let accepting = std::array::from_fn(|state| {
+            let (depth, ones) = depth_ones[state];
+            state == 0 || (ones && depth <= 7)
+        });
+        Huffman {
+            codes,
+            steps,
+            accepting,
+        }
     })
 }
 
-/// Decodes a Huffman-coded string (RFC 7541, 5.2).
+/// Decodes a Huffman-coded string (RFC 7541, 5.2): EOS in the input, or padding that is not
+/// up to seven one bits, is an error.
 pub fn huffman_decode(input: &[u8]) -> Result<Vec<u8>, HpackError> {
-    let table = canonical();
+    let table = huffman();
     let mut out = Vec::with_capacity(input.len() * 8 / 5);
-    let mut code: u32 = 0;
-    let mut bits = 0usize;
+    let mut state = 0u8;
     for &byte in input {
-        for shift in (0..8).rev() {
-            code = (code << 1) | u32::from((byte >> shift) & 1);
-            bits += 1;
-            let index = code.wrapping_sub(table.first[bits]);
-            if table.count[bits] > 0 && code >= table.first[bits] && index < table.count[bits] {
-                let symbol = table.symbols[(table.offset[bits] + index) as usize];
-                if symbol == EOS {
-                    return Err(HpackError::BadHuffman);
-                }
-                out.push(symbol as u8);
-                code = 0;
-                bits = 0;
-            } else if bits >= MAX_CODE_BITS {
+        for nibble in [byte >> 4, byte & 0x0F] {
+            let (next, emitted) = table.steps[(usize::from(state) << 4) | usize::from(nibble)];
+            if emitted < 0x100 {
+                out.push(emitted as u8);
+            } else if emitted == FAIL {
                 return Err(HpackError::BadHuffman);
             }
+            state = next;
         }
     }
-    // What is left is padding: fewer than 8 bits, all ones (a prefix of EOS).
-    if bits > 7 || code != (1 << bits) - 1 {
+    if !table.accepting[usize::from(state)] {
         return Err(HpackError::BadHuffman);
     }
     Ok(out)
@@ -396,7 +447,7 @@ pub fn huffman_decode(input: &[u8]) -> Result<Vec<u8>, HpackError> {
 
 /// Huffman-codes `input` (for tests and clients; the server sends strings raw).
 pub fn huffman_encode(input: &[u8], out: &mut Vec<u8>) {
-    let table = canonical();
+    let table = huffman();
     let mut acc: u64 = 0;
     let mut bits = 0u32;
     for &byte in input {
@@ -459,10 +510,7 @@ impl Encoder {
             put_integer(out, 62 + position, 7, 0x80);
             return;
         }
-        if let Some(index) = STATIC
-            .iter()
-            .position(|&(n, v)| n == name && v == value)
-        {
+        if let Some(index) = STATIC.iter().position(|&(n, v)| n == name && v == value) {
             put_integer(out, index + 1, 7, 0x80);
             return;
         }
@@ -507,7 +555,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn decode_all(decoder: &mut Decoder, block: &[u8]) -> Result<Vec<(String, String)>, HpackError> {
+    fn decode_all(
+        decoder: &mut Decoder,
+        block: &[u8],
+    ) -> Result<Vec<(String, String)>, HpackError> {
         let mut fields = Vec::new();
         decoder.decode(&Bytes::copy_from_slice(block), |f| {
             fields.push((
@@ -529,7 +580,11 @@ mod tests {
     #[test]
     fn rfc_7541_c4_requests_decode_with_huffman_and_the_dynamic_table() {
         let mut decoder = Decoder::new(4096, 65536);
-        let first = decode_all(&mut decoder, &hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff")).unwrap();
+        let first = decode_all(
+            &mut decoder,
+            &hex("8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff"),
+        )
+        .unwrap();
         assert_eq!(
             first,
             [
@@ -551,8 +606,14 @@ mod tests {
         let mut decoder = Decoder::new(4096, 65536);
         assert_eq!(decode_all(&mut decoder, &[0x80]), Err(HpackError::BadIndex));
         assert_eq!(decode_all(&mut decoder, &[0xBE]), Err(HpackError::BadIndex));
-        assert_eq!(decode_all(&mut decoder, &[0x40, 0x05, b'a']), Err(HpackError::Truncated));
-        assert_eq!(decode_all(&mut decoder, &[0xFF]), Err(HpackError::Truncated));
+        assert_eq!(
+            decode_all(&mut decoder, &[0x40, 0x05, b'a']),
+            Err(HpackError::Truncated)
+        );
+        assert_eq!(
+            decode_all(&mut decoder, &[0xFF]),
+            Err(HpackError::Truncated)
+        );
         assert_eq!(
             decode_all(&mut decoder, &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]),
             Err(HpackError::IntegerOverflow)
@@ -562,15 +623,31 @@ mod tests {
             decode_all(&mut decoder, &[0x3F, 0xE2, 0x1F]),
             Err(HpackError::BadSizeUpdate)
         );
-        assert_eq!(decode_all(&mut decoder, &[0x82, 0x20]), Err(HpackError::BadSizeUpdate));
+        assert_eq!(
+            decode_all(&mut decoder, &[0x82, 0x20]),
+            Err(HpackError::BadSizeUpdate)
+        );
         // Two updates opening a block are allowed; shrinking to 0 empties the table.
-        assert_eq!(decode_all(&mut decoder, &[0x40, 0x01, b'a', 0x01, b'b']).unwrap().len(), 1);
+        assert_eq!(
+            decode_all(&mut decoder, &[0x40, 0x01, b'a', 0x01, b'b'])
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(decode_all(&mut decoder, &[0xBE]).unwrap()[0].0, "a");
-        assert_eq!(decode_all(&mut decoder, &[0x20, 0x3F, 0xE1, 0x1F, 0x82]).unwrap().len(), 1);
+        assert_eq!(
+            decode_all(&mut decoder, &[0x20, 0x3F, 0xE1, 0x1F, 0x82])
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(decode_all(&mut decoder, &[0xBE]), Err(HpackError::BadIndex));
         // A string above the accepted length.
         let mut small = Decoder::new(4096, 3);
-        assert_eq!(decode_all(&mut small, &[0x00, 0x04, b'a', b'b', b'c', b'd', 0x00]), Err(HpackError::TooLong));
+        assert_eq!(
+            decode_all(&mut small, &[0x00, 0x04, b'a', b'b', b'c', b'd', 0x00]),
+            Err(HpackError::TooLong)
+        );
     }
 
     #[test]
@@ -581,7 +658,10 @@ mod tests {
         assert_eq!(huffman_decode(&[0x00]), Err(HpackError::BadHuffman));
         assert_eq!(huffman_decode(&[0x07, 0xFF]), Err(HpackError::BadHuffman));
         // EOS itself (30 ones) is an error.
-        assert_eq!(huffman_decode(&[0xFF, 0xFF, 0xFF, 0xFF]), Err(HpackError::BadHuffman));
+        assert_eq!(
+            huffman_decode(&[0xFF, 0xFF, 0xFF, 0xFF]),
+            Err(HpackError::BadHuffman)
+        );
         let mut out = Vec::new();
         huffman_encode(b"www.example.com", &mut out);
         assert_eq!(out, hex("f1e3 c2e5 f23a 6ba0 ab90 f4ff"));
@@ -602,7 +682,10 @@ mod tests {
         encoder.literal(&mut second, b"grpc-message", b"hi");
         assert_eq!(&second[..2], &[0x88, 0xBE]);
         let expect = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
         };
         assert_eq!(
             decode_all(&mut decoder, &first).unwrap(),
@@ -610,7 +693,11 @@ mod tests {
         );
         assert_eq!(
             decode_all(&mut decoder, &second).unwrap(),
-            expect(&[(":status", "200"), ("content-type", "application/grpc"), ("grpc-message", "hi")])
+            expect(&[
+                (":status", "200"),
+                ("content-type", "application/grpc"),
+                ("grpc-message", "hi")
+            ])
         );
         // The client shrinks its table to nothing: the next block says so, and indexes nothing.
         encoder.set_max_size(0);
@@ -654,6 +741,13 @@ mod tests {
             let mut coded = Vec::new();
             huffman_encode(&input, &mut coded);
             prop_assert_eq!(huffman_decode(&coded).unwrap(), input);
+        }
+
+        /// Any bytes decode as another Huffman decoder decodes them, or fail where it fails.
+        #[test]
+        fn huffman_decoding_agrees_with_another_decoder(input in proptest::collection::vec(any::<u8>(), 0..24)) {
+            let theirs = fluke_hpack::huffman::HuffmanDecoder::new().decode(&input).ok();
+            prop_assert_eq!(huffman_decode(&input).ok(), theirs);
         }
 
         /// What another HPACK encoder writes, with its dynamic table, decodes to what it was

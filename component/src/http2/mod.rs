@@ -22,7 +22,7 @@
 pub mod conn;
 pub mod hpack;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
@@ -65,6 +65,9 @@ struct Call {
     kind: Kind,
 }
 
+// Every unary call is `Collecting` first: boxing it would cost each call an allocation to
+// save room in a map that holds only the calls in flight.
+#[allow(clippy::large_enum_variant)]
 enum Kind {
     /// A Dapr unary method whose message is being collected.
     Collecting {
@@ -98,7 +101,7 @@ pub async fn serve_connection<T>(
     let mut server = Server {
         transport,
         conn: Connection::new(LIMITS),
-        calls: HashMap::new(),
+        calls: conn::StreamMap::default(),
         running: FuturesUnordered::new(),
         served: FuturesUnordered::new(),
         bodies: Vec::new(),
@@ -125,15 +128,19 @@ pub async fn serve_connection<T>(
 type Running = Pin<Box<dyn Future<Output = (u32, Result<Bytes, Status>)> + Send>>;
 type ServedCall = Pin<
     Box<
-        dyn Future<Output = (u32, Result<Result<routes::Answer, Status>, futures_util::future::Aborted>)>
-            + Send,
+        dyn Future<
+                Output = (
+                    u32,
+                    Result<Result<routes::Answer, Status>, futures_util::future::Aborted>,
+                ),
+            > + Send,
     >,
 >;
 
 struct Server {
     transport: Arc<Transport>,
     conn: Connection,
-    calls: HashMap<u32, Call>,
+    calls: conn::StreamMap<Call>,
     running: FuturesUnordered<Running>,
     served: FuturesUnordered<ServedCall>,
     /// Response bodies of tonic services being sent.
@@ -147,11 +154,15 @@ struct Server {
 }
 
 impl Server {
-    fn poll<T: AsyncRead + AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, io: &mut T) -> Poll<()> {
+    fn poll<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut T,
+    ) -> Poll<()> {
         loop {
             let mut progressed = false;
             // Read and handle what the client sent.
-            if !self.eof && self.conn.output().len() < OUTPUT_HIGH && !self.conn.is_closed() {
+            if !self.eof && self.conn.output_len() < OUTPUT_HIGH && !self.conn.is_closed() {
                 if self.input.capacity() - self.input.len() < READ_ROOM / 4 {
                     self.input.reserve(READ_ROOM);
                 }
@@ -190,11 +201,16 @@ impl Server {
                 progressed = true;
             }
             // Write what is ready.
-            let output = self.conn.output();
-            while !output.is_empty() {
-                match Pin::new(&mut *io).poll_write(cx, output) {
+            while !self.conn.output_is_empty() {
+                let mut slices = [std::io::IoSlice::new(&[]); 32];
+                let n = self.conn.output_slices(&mut slices);
+                match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(()),
-                    Poll::Ready(Ok(n)) => bytes::Buf::advance(output, n),
+                    Poll::Ready(Ok(n)) => {
+                        self.conn.advance_output(n);
+                        // Reading may have waited for the output to shrink.
+                        progressed = true;
+                    }
                     Poll::Ready(Err(err)) => {
                         tracing::debug!(error = %err, "writing the socket failed");
                         return Poll::Ready(());
@@ -202,7 +218,7 @@ impl Server {
                     Poll::Pending => break,
                 }
             }
-            if output.is_empty() {
+            if self.conn.output_is_empty() {
                 let done = self.conn.is_closed()
                     || (self.eof && self.calls.is_empty() && self.bodies.is_empty());
                 if done {
@@ -311,7 +327,9 @@ impl Server {
 
     /// Request body bytes (or its end) for stream `id`.
     fn data(&mut self, id: u32, data: Bytes, end_stream: bool) {
-        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         match &mut call.kind {
             Kind::Collecting { message, .. } => {
                 if let Err(status) = message.push(data, self.transport.max_request_bytes) {
@@ -355,9 +373,16 @@ impl Server {
         }
     }
 
-    fn dispatch(&mut self, id: u32, method: Unary, head: Head, message: Bytes, deadline: Option<Instant>) {
+    fn dispatch(
+        &mut self,
+        id: u32,
+        method: Unary,
+        head: Head,
+        message: Bytes,
+        deadline: Option<Instant>,
+    ) {
         let transport = Arc::clone(&self.transport);
-        let metadata = tonic::metadata::MetadataMap::from_headers(header_map(head));
+        let metadata = tonic::metadata::MetadataMap::from_headers(metadata(head));
         let answering = async move {
             crate::service::answer(&transport.registry, method, metadata, message).await
         };
@@ -376,7 +401,9 @@ impl Server {
     }
 
     fn answered(&mut self, id: u32, answer: Result<Bytes, Status>) {
-        let Some(call) = self.calls.get(&id) else { return };
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
         let reset = matches!(call.kind, Kind::Running { reset: true }) || !self.conn.is_open(id);
         if reset {
             let call = self.calls.remove(&id).expect("looked up above");
@@ -410,7 +437,8 @@ impl Server {
             ));
         }
         let borrowed: Vec<(&[u8], &[u8])> = fields.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-        self.conn.respond(id, 200, &[GRPC_CONTENT_TYPE], &borrowed, true);
+        self.conn
+            .respond(id, 200, &[GRPC_CONTENT_TYPE], &borrowed, true);
         if let Some(call) = self.calls.remove(&id) {
             record(&call, status.code() as usize);
         }
@@ -491,7 +519,10 @@ impl Server {
                         kind: Kind::Running { reset: false },
                     },
                 );
-                self.error(id, &Status::unimplemented("the call's path is not a gRPC path"));
+                self.error(
+                    id,
+                    &Status::unimplemented("the call's path is not a gRPC path"),
+                );
                 return;
             }
         }
@@ -539,7 +570,9 @@ impl Server {
                 return;
             }
         };
-        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         let (parts, body) = response.into_parts();
         let outcome = parts
             .headers
@@ -557,7 +590,8 @@ impl Server {
             .iter()
             .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
             .collect();
-        self.conn.respond(id, parts.status.as_u16(), &[], &fields, end);
+        self.conn
+            .respond(id, parts.status.as_u16(), &[], &fields, end);
         if end {
             self.calls.remove(&id);
         } else {
@@ -624,13 +658,20 @@ impl Server {
     fn arm(&mut self, deadline: Instant) {
         match &mut self.timer {
             Some((at, _)) if *at <= deadline => {}
-            _ => self.timer = Some((deadline, Box::pin(tokio::time::sleep_until(deadline.into())))),
+            _ => {
+                self.timer = Some((
+                    deadline,
+                    Box::pin(tokio::time::sleep_until(deadline.into())),
+                ))
+            }
         }
     }
 
     /// Ends the collecting calls whose deadline passed; re-arms for the next one.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some((_, sleep)) = &mut self.timer else { return false };
+        let Some((_, sleep)) = &mut self.timer else {
+            return false;
+        };
         if sleep.as_mut().poll(cx).is_pending() {
             return false;
         }
@@ -686,6 +727,30 @@ fn header_map(head: Head) -> http::HeaderMap {
     headers
 }
 
+/// A unary call's metadata: its regular fields but gRPC's own (`te`, `content-type`,
+/// `user-agent`, `grpc-*`), which are about the transport, not the call.
+fn metadata(head: Head) -> http::HeaderMap {
+    const INSTANCE: http::HeaderName =
+        http::HeaderName::from_static(crate::instances::INSTANCE_HEADER);
+    let mut headers = http::HeaderMap::new();
+    for field in head.fields {
+        let name = match &field.name[..] {
+            b"te" | b"content-type" | b"user-agent" => continue,
+            name if name.starts_with(b"grpc-") => continue,
+            // The one every Dapr call has: no parsing, no allocation for its name.
+            b"x-component-instance" => INSTANCE,
+            name => match http::HeaderName::from_bytes(name) {
+                Ok(name) => name,
+                Err(_) => continue,
+            },
+        };
+        if let Ok(value) = http::HeaderValue::from_maybe_shared(field.value) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
 /// A tonic service's request body, fed by the connection's task.
 #[derive(Default)]
 struct Inbox {
@@ -723,5 +788,205 @@ impl http_body::Body for Incoming {
     fn is_end_stream(&self) -> bool {
         let inbox = self.0.lock().unwrap_or_else(|p| p.into_inner());
         inbox.ended && inbox.chunks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instances::InstanceRegistry;
+    use bytes::BufMut;
+    use prost::Message;
+    use tokio::io::ReadBuf;
+
+    /// A connection whose client sent `reads` (then closed its side), and whose writes stall
+    /// (Pending, with a wake-up) the first `stalls` times they are called once only the last
+    /// read is left.
+    struct Scripted {
+        reads: VecDeque<Vec<u8>>,
+        written: Arc<Mutex<Vec<u8>>>,
+        stalls: usize,
+    }
+
+    impl AsyncRead for Scripted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if let Some(mut chunk) = self.reads.pop_front() {
+                let n = chunk.len().min(buf.remaining());
+                buf.put_slice(&chunk[..n]);
+                if n < chunk.len() {
+                    let rest = chunk.split_off(n);
+                    self.reads.push_front(rest);
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Scripted {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.poll_write_vectored(cx, &[std::io::IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let total: usize = bufs.iter().map(|b| b.len()).sum();
+            if self.reads.len() == 1 && self.stalls > 0 {
+                self.stalls -= 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let mut written = self.written.lock().unwrap();
+            for buf in bufs {
+                written.extend_from_slice(buf);
+            }
+            Poll::Ready(Ok(total))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn frame(kind: u8, flags: u8, id: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.put_uint(payload.len() as u64, 3);
+        out.put_u8(kind);
+        out.put_u8(flags);
+        out.put_u32(id);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn grpc(message: &impl Message) -> Vec<u8> {
+        let mut out = vec![0];
+        out.put_u32(message.encoded_len() as u32);
+        message.encode(&mut out).unwrap();
+        out
+    }
+
+    /// After a burst of output larger than the read limit drains, the connection reads
+    /// again by itself: here the client's PING, sent after its gets, is answered and the
+    /// connection ends when the client's side does.
+    #[tokio::test]
+    async fn reading_resumes_once_a_large_output_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Arc::new(InstanceRegistry::new(dir.path(), 64 << 20).unwrap());
+        let metadata = || {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-component-instance", "s".parse().unwrap());
+            tonic::metadata::MetadataMap::from_headers(headers)
+        };
+        let init = crate::proto::InitRequest::default().encode_to_vec();
+        crate::service::answer(&registry, Unary::Init, metadata(), init.into())
+            .await
+            .unwrap();
+        let set = crate::proto::SetRequest {
+            key: "big".into(),
+            value: vec![7u8; 512 * 1024].into(),
+            ..Default::default()
+        };
+        crate::service::answer(
+            &registry,
+            Unary::Set,
+            metadata(),
+            set.encode_to_vec().into(),
+        )
+        .await
+        .unwrap();
+        let transport = Arc::new(Transport {
+            registry,
+            services: routes::Services::default(),
+            metrics: Arc::new(crate::metrics::RequestMetrics::default()),
+            max_request_bytes: 64 << 20,
+            http2: crate::server::Http2::Roost,
+        });
+        let mut start = conn::PREFACE.to_vec();
+        // Windows of 16 MiB, for the stream and the connection.
+        start.extend(frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0]));
+        start[conn::PREFACE.len() + 9 + 2..conn::PREFACE.len() + 9 + 6]
+            .copy_from_slice(&(16u32 << 20).to_be_bytes());
+        start.extend(frame(0x8, 0, 0, &(16u32 << 20).to_be_bytes()));
+        let mut encoder = fluke_hpack::Encoder::new();
+        let mut gets = Vec::new();
+        let get = grpc(&crate::proto::GetRequest {
+            key: "big".into(),
+            ..Default::default()
+        });
+        for id in [1u32, 3, 5, 7] {
+            let block = encoder.encode([
+                (&b":method"[..], &b"POST"[..]),
+                (b":scheme", b"http"),
+                (b":path", b"/dapr.proto.components.v1.StateStore/Get"),
+                (b"content-type", b"application/grpc"),
+                (b"x-component-instance", b"s"),
+            ]);
+            gets.extend(frame(0x1, 0x4, id, &block));
+            gets.extend(frame(0x0, 0x1, id, &get));
+        }
+        let ping = frame(0x6, 0, 0, b"12345678");
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let io = Scripted {
+            reads: VecDeque::from([start, gets, ping]),
+            written: Arc::clone(&written),
+            stalls: 2,
+        };
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        // Polled by hand, with a waker that records its wake-ups: a connection that waits
+        // while nothing is set to wake it is stuck, whatever a timer would later do.
+        struct Flag(std::sync::atomic::AtomicBool);
+        impl futures_util::task::ArcWake for Flag {
+            fn wake_by_ref(flag: &Arc<Flag>) {
+                flag.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(true)));
+        let waker = futures_util::task::waker(Arc::clone(&flag));
+        let mut cx = Context::from_waker(&waker);
+        let mut connection = pin!(serve_connection(transport, io, stopped));
+        loop {
+            // A wake-up from another thread (the engine's) may take a moment.
+            for _ in 0..100 {
+                if flag.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if connection.as_mut().poll(&mut cx).is_ready() {
+                break;
+            }
+            assert!(
+                flag.0.load(std::sync::atomic::Ordering::SeqCst) || {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    flag.0.load(std::sync::atomic::Ordering::SeqCst)
+                },
+                "the connection waits with nothing set to wake it"
+            );
+        }
+        let ack = frame(0x6, 0x1, 0, b"12345678");
+        let written = written.lock().unwrap();
+        assert!(
+            written.windows(ack.len()).any(|w| w == ack),
+            "the PING was not answered"
+        );
+        assert!(written.len() > 4 * 512 * 1024, "the gets were not answered");
     }
 }
