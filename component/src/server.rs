@@ -45,10 +45,11 @@ pub struct ServeConfig {
 /// The HTTP/2 server of the socket (`roost serve --http2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Http2 {
-    /// Roost's own (`crate::http2`).
-    Roost,
-    /// The `h2` crate's (`crate::transport`), behind the `:authority` fix.
+    /// Roost's own (`crate::http2`): unary gRPC without the `h2` crate, hyper or tower.
     #[default]
+    Roost,
+    /// The `h2` crate's (`crate::transport`), behind the `:authority` fix: the server before
+    /// Roost's own, kept as a fallback.
     H2,
 }
 
