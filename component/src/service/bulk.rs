@@ -18,7 +18,7 @@ use crate::status;
 pub async fn bulk_get(
     registry: &Arc<InstanceRegistry>,
     request: Request<proto::BulkGetRequest>,
-) -> Result<Response<proto::BulkGetResponse>, Status> {
+) -> Result<Response<convert::BulkGetAnswer>, Status> {
     let instance = registry.resolve(&request).await?;
     let keys: Vec<String> = request
         .into_inner()
@@ -28,17 +28,12 @@ pub async fn bulk_get(
         .collect();
     let records = instance
         .db
-        .bulk_get(keys.iter().map(|k| k.clone().into_bytes()).collect())
+        .bulk_get(keys.iter().map(|k| k.as_bytes().to_vec()).collect())
         .await
         .map_err(|e| status::from_engine(&e))?;
-    let response = proto::BulkGetResponse {
-        items: keys
-            .into_iter()
-            .zip(records)
-            .map(|(key, record)| convert::bulk_item(key, record))
-            .collect(),
-    };
-    Ok(Response::new(response))
+    // Encoded from the records directly (`BulkGetAnswer`): the same bytes as a
+    // `proto::BulkGetResponse`, without an item struct per key.
+    Ok(Response::new(convert::BulkGetAnswer::new(keys, records)))
 }
 
 pub async fn bulk_set(
