@@ -159,6 +159,17 @@ pub fn timeout_value(text: &[u8]) -> Result<Duration, Status> {
     })
 }
 
+/// The gRPC code a response's headers carry (`grpc-status`), for the metrics: 0 when
+/// absent (a success carries its status in the trailers); a code gRPC does not define is
+/// `Unknown` (2), as tonic reads it.
+pub fn code_in(headers: &HeaderMap) -> usize {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(0, |c| if c <= 16 { c } else { 2 })
+}
+
 /// Whether a `content-type` is gRPC's: `application/grpc` or `application/grpc+…`/`;…`.
 pub fn is_grpc_content_type(value: &[u8]) -> bool {
     value == b"application/grpc"

@@ -250,13 +250,7 @@ async fn served(
     let (parts, body) = response.into_parts();
     // Errors answer trailers-only, with the status in the headers; a success carries it in
     // its trailers.
-    let outcome = parts
-        .headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<Outcome>().ok())
-        // A code gRPC does not define is `Unknown`, as tonic reads it.
-        .map_or(0, |c| if c <= 16 { c } else { 2 });
+    let outcome = grpc::code_in(&parts.headers);
     let end = http_body::Body::is_end_stream(&body);
     match respond.send_response(Response::from_parts(parts, ()), end) {
         Ok(send) if !end => send_body(body, send).await,

@@ -286,15 +286,7 @@ impl Server {
             None => None,
             Some(Ok(after)) => Some(after),
             Some(Err(status)) => {
-                self.calls.insert(
-                    id,
-                    Call {
-                        operation,
-                        started,
-                        kind: Kind::Running { reset: false },
-                    },
-                );
-                self.error(id, &status);
+                self.refuse(id, operation, started, &status);
                 return;
             }
         };
@@ -444,6 +436,26 @@ impl Server {
         }
     }
 
+    /// Answers a call with `status` before anything runs for it, and counts it.
+    fn refuse(
+        &mut self,
+        id: u32,
+        operation: Option<Arc<Operation>>,
+        started: Instant,
+        status: &Status,
+    ) {
+        let kind = Kind::Running { reset: false };
+        self.calls.insert(
+            id,
+            Call {
+                operation,
+                started,
+                kind,
+            },
+        );
+        self.error(id, status);
+    }
+
     fn not_grpc(&mut self, id: u32) {
         self.calls.remove(&id);
         self.conn.respond(
@@ -511,16 +523,10 @@ impl Server {
         match http::Uri::from_maybe_shared(head.path.clone()) {
             Ok(uri) => *request.uri_mut() = uri,
             Err(_) => {
-                self.calls.insert(
+                self.refuse(
                     id,
-                    Call {
-                        operation,
-                        started,
-                        kind: Kind::Running { reset: false },
-                    },
-                );
-                self.error(
-                    id,
+                    operation,
+                    started,
                     &Status::unimplemented("the call's path is not a gRPC path"),
                 );
                 return;
@@ -574,13 +580,7 @@ impl Server {
             return;
         };
         let (parts, body) = response.into_parts();
-        let outcome = parts
-            .headers
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .map_or(0, |c| if c <= 16 { c } else { 2 });
-        record(call, outcome);
+        record(call, grpc::code_in(&parts.headers));
         if let Kind::Served { answered, .. } = &mut call.kind {
             *answered = true;
         }
