@@ -52,6 +52,10 @@ const LIMITS: Limits = Limits {
 const READ_ROOM: usize = 16 * 1024;
 /// Stop reading while this much output waits to be written.
 const OUTPUT_HIGH: usize = 1024 * 1024;
+/// Stop reading while this many calls are in flight, counting handlers still running for
+/// streams the client already reset: a client that opens and resets streams as fast as it
+/// can ("rapid reset") waits for its calls like any other, instead of piling up work.
+const MAX_CALLS: usize = 2 * LIMITS.max_streams as usize;
 
 const CANCELLED: usize = tonic::Code::Cancelled as usize;
 
@@ -162,7 +166,11 @@ impl Server {
         loop {
             let mut progressed = false;
             // Read and handle what the client sent.
-            if !self.eof && self.conn.output_len() < OUTPUT_HIGH && !self.conn.is_closed() {
+            if !self.eof
+                && self.conn.output_len() < OUTPUT_HIGH
+                && self.calls.len() < MAX_CALLS
+                && !self.conn.is_closed()
+            {
                 if self.input.capacity() - self.input.len() < READ_ROOM / 4 {
                     self.input.reserve(READ_ROOM);
                 }
@@ -349,6 +357,15 @@ impl Server {
             Kind::Running { .. } => {}
             Kind::Served { inbox, .. } => {
                 let mut inbox = inbox.lock().unwrap_or_else(|p| p.into_inner());
+                // The windows are given back as data arrives: what the service has not read
+                // yet is bounded here instead, by the request limit.
+                inbox.bytes += data.len();
+                if inbox.bytes > self.transport.max_request_bytes {
+                    drop(inbox);
+                    self.conn.reset(id, Reason::EnhanceYourCalm);
+                    self.reset(id);
+                    return;
+                }
                 if !data.is_empty() {
                     inbox.chunks.push_back(data);
                 }
@@ -755,6 +772,8 @@ fn metadata(head: Head) -> http::HeaderMap {
 #[derive(Default)]
 struct Inbox {
     chunks: VecDeque<Bytes>,
+    /// The bytes in `chunks`.
+    bytes: usize,
     ended: bool,
     /// The stream was reset.
     broken: bool,
@@ -773,6 +792,7 @@ impl http_body::Body for Incoming {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
         let mut inbox = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(chunk) = inbox.chunks.pop_front() {
+            inbox.bytes -= chunk.len();
             return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
         }
         if inbox.broken {
