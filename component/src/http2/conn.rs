@@ -374,6 +374,12 @@ impl Connection {
         self.events.drain(..)
     }
 
+    /// Swaps the events since the last call into `events` (which should be empty): no event
+    /// is moved, and both vectors keep their room.
+    pub fn swap_events(&mut self, events: &mut Vec<Event>) {
+        std::mem::swap(&mut self.events, events);
+    }
+
     /// The connection ended (an error was answered with GOAWAY, or everything is done after a
     /// GOAWAY either way): once the output is written, close it.
     pub fn is_closed(&self) -> bool {
@@ -1208,32 +1214,29 @@ fn valid_field(field: &Field) -> bool {
 }
 
 /// A request's head from its fields, or None if it is malformed (RFC 9113 §8.3.1).
-fn request_head(fields: Vec<Field>) -> Option<Head> {
-    let mut head = Head {
-        fields: Vec::with_capacity(fields.len()),
-        ..Head::default()
-    };
+fn request_head(mut fields: Vec<Field>) -> Option<Head> {
+    let mut head = Head::default();
     let (mut method, mut scheme, mut path) = (None, None, None);
-    let mut regular = false;
-    for field in fields {
-        if let Some(pseudo) = field.name.strip_prefix(b":") {
-            if regular {
-                return None;
-            }
-            let slot = match pseudo {
-                b"method" => &mut method,
-                b"scheme" => &mut scheme,
-                b"path" => &mut path,
-                b"authority" => &mut head.authority,
-                _ => return None,
-            };
-            if slot.replace(field.value).is_some() {
-                return None;
-            }
-            continue;
+    // The pseudo-header fields come first; the rest stay in the same vector.
+    let pseudo = fields
+        .iter()
+        .take_while(|f| f.name.first() == Some(&b':'))
+        .count();
+    for field in fields.drain(..pseudo) {
+        let slot = match &field.name[1..] {
+            b"method" => &mut method,
+            b"scheme" => &mut scheme,
+            b"path" => &mut path,
+            b"authority" => &mut head.authority,
+            _ => return None,
+        };
+        if slot.replace(field.value).is_some() {
+            return None;
         }
-        regular = true;
-        if !valid_field(&field) {
+    }
+    for field in &fields {
+        // A pseudo-header field after a regular one, or a malformed field.
+        if field.name.first() == Some(&b':') || !valid_field(field) {
             return None;
         }
         match &field.name[..] {
@@ -1244,8 +1247,8 @@ fn request_head(fields: Vec<Field>) -> Option<Head> {
             b"te" if field.value != "trailers" => return None,
             _ => {}
         }
-        head.fields.push(field);
     }
+    head.fields = fields;
     if let Some(authority) = &head.authority
         && authority
             .iter()

@@ -241,7 +241,7 @@ impl Server {
 
     fn handle_events(&mut self) {
         let mut events = std::mem::take(&mut self.events);
-        events.extend(self.conn.events());
+        self.conn.swap_events(&mut events);
         for event in events.drain(..) {
             match event {
                 Event::Request {
@@ -434,20 +434,16 @@ impl Server {
     /// Answers stream `id` with `status`, trailers-only, and records the call. If the request
     /// is still arriving, its rest is read and dropped.
     fn error(&mut self, id: u32, status: &Status) {
-        let mut fields: Vec<(Bytes, Bytes)> = Vec::with_capacity(3);
         let mut headers = http::HeaderMap::new();
         if status.add_header(&mut headers).is_err() {
             headers.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
         }
-        for (name, value) in &headers {
-            fields.push((
-                Bytes::copy_from_slice(name.as_str().as_bytes()),
-                Bytes::copy_from_slice(value.as_bytes()),
-            ));
-        }
-        let borrowed: Vec<(&[u8], &[u8])> = fields.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        let fields: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+            .collect();
         self.conn
-            .respond(id, 200, &[GRPC_CONTENT_TYPE], &borrowed, true);
+            .respond(id, 200, &[GRPC_CONTENT_TYPE], &fields, true);
         if let Some(call) = self.calls.remove(&id) {
             record(&call, status.code() as usize);
         }
