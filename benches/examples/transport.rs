@@ -47,7 +47,7 @@ fn main() {
         shutdown_grace: Duration::from_secs(1),
         metrics_addr: None,
         transport_threads: roost_component::server::default_transport_threads(),
-        http2: roost_component::server::Http2::from_env(),
+        http2: roost_component::server::Http2::from_env().unwrap_or_else(|error| panic!("{error}")),
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -55,13 +55,23 @@ pub enum Http2 {
 
 impl Http2 {
     /// The server `ROOST_HTTP2` names (`roost` or `h2`, as `roost serve --http2` reads it),
-    /// else the default: for the harness and examples, which start the server in process.
-    pub fn from_env() -> Http2 {
-        match std::env::var("ROOST_HTTP2").as_deref() {
-            Ok("roost") => Http2::Roost,
-            Ok("h2") => Http2::H2,
-            _ => Http2::default(),
+    /// else the default: for the harness and examples, which start the server in process. Any
+    /// other value is an error naming the accepted ones, as `roost serve` refuses it.
+    pub fn from_env() -> Result<Http2, String> {
+        match std::env::var("ROOST_HTTP2") {
+            Ok(value) => Http2::parse(&value),
+            Err(std::env::VarError::NotPresent) => Ok(Http2::default()),
+            Err(std::env::VarError::NotUnicode(value)) => {
+                Err(format!("ROOST_HTTP2={value:?} is not UTF-8"))
+            }
         }
+    }
+
+    /// `roost` or `h2`, spelled exactly as `roost serve --http2` takes them.
+    pub fn parse(value: &str) -> Result<Http2, String> {
+        <Http2 as clap::ValueEnum>::from_str(value, false).map_err(|_| {
+            format!("ROOST_HTTP2={value:?} names no HTTP/2 server; use `roost` or `h2`")
+        })
     }
 }
 
@@ -406,5 +416,23 @@ pub async fn termination_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight calls and shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: finishing in-flight calls and shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Http2;
+
+    #[test]
+    fn the_http2_server_is_named_as_roost_serve_takes_it() {
+        assert_eq!(Http2::parse("roost"), Ok(Http2::Roost));
+        assert_eq!(Http2::parse("h2"), Ok(Http2::H2));
+        for wrong in ["", "H2", "hyper", "roost "] {
+            let error = Http2::parse(wrong).expect_err(wrong);
+            assert!(
+                error.contains(&format!("{wrong:?}")) && error.contains("`roost` or `h2`"),
+                "{error}"
+            );
+        }
     }
 }

@@ -393,7 +393,7 @@ pub fn serve_roost(socket_folder: &Path, data_dir: &Path) -> Result<(), HarnessE
         shutdown_grace: roost_component::server::DEFAULT_SHUTDOWN_GRACE,
         metrics_addr: None,
         transport_threads: roost_component::server::default_transport_threads(),
-        http2: roost_component::server::Http2::from_env(),
+        http2: roost_component::server::Http2::from_env().map_err(HarnessError)?,
     };
     runtime.block_on(async move {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
