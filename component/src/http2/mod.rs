@@ -1005,4 +1005,154 @@ mod tests {
         );
         assert!(written.len() > 4 * 512 * 1024, "the gets were not answered");
     }
+
+    /// A client that opens streams and resets them at once ("rapid reset") waits for its
+    /// calls like any other: while `MAX_CALLS` handlers run — here every write is held, the
+    /// engine's table of unapplied writes being full while catch-up is paused — the
+    /// connection reads no further, reset or not. Once the engine makes room, the rest is
+    /// read and the client's PING answered.
+    #[tokio::test]
+    async fn streams_reset_at_once_still_count_against_the_calls_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Arc::new(InstanceRegistry::new(dir.path(), 64 << 20).unwrap());
+        let metadata = || {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-component-instance", "s".parse().unwrap());
+            tonic::metadata::MetadataMap::from_headers(headers)
+        };
+        let init = crate::proto::InitRequest {
+            metadata: Some(crate::proto::MetadataRequest {
+                properties: [("maxUnappliedMB".to_string(), "1".to_string())].into(),
+            }),
+        };
+        crate::service::answer(
+            &registry,
+            Unary::Init,
+            metadata(),
+            init.encode_to_vec().into(),
+        )
+        .await
+        .unwrap();
+        let instance = registry.get("s").await.unwrap();
+        instance.db.blocking().pause_catchup();
+        // Fills the table of unapplied writes: every later write waits for catch-up.
+        let fill = crate::proto::SetRequest {
+            key: "fill".into(),
+            value: vec![7u8; 1024 * 1024].into(),
+            ..Default::default()
+        };
+        crate::service::answer(
+            &registry,
+            Unary::Set,
+            metadata(),
+            fill.encode_to_vec().into(),
+        )
+        .await
+        .unwrap();
+        let transport = Arc::new(Transport {
+            registry: Arc::clone(&registry),
+            services: routes::Services::default(),
+            metrics: Arc::new(crate::metrics::RequestMetrics::default()),
+            max_request_bytes: 64 << 20,
+            http2: crate::server::Http2::Roost,
+        });
+        // Each read is one stream: its head, its set and its reset.
+        let calls = MAX_CALLS + 50;
+        let mut reads = VecDeque::from([[conn::PREFACE, &frame(0x4, 0, 0, &[])].concat()]);
+        let mut encoder = fluke_hpack::Encoder::new();
+        for n in 0..calls as u32 {
+            let id = 2 * n + 1;
+            let set = grpc(&crate::proto::SetRequest {
+                key: format!("k{n}"),
+                value: b"v".to_vec().into(),
+                ..Default::default()
+            });
+            let block = encoder.encode([
+                (&b":method"[..], &b"POST"[..]),
+                (b":scheme", b"http"),
+                (b":path", b"/dapr.proto.components.v1.StateStore/Set"),
+                (b"content-type", b"application/grpc"),
+                (b"x-component-instance", b"s"),
+            ]);
+            let mut read = frame(0x1, 0x4, id, &block);
+            read.extend(frame(0x0, 0x1, id, &set));
+            read.extend(frame(0x3, 0, id, &8u32.to_be_bytes()));
+            reads.push_back(read);
+        }
+        reads.push_back(frame(0x6, 0, 0, b"12345678"));
+        let left = Arc::new(Mutex::new(reads));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let io = Shared {
+            reads: Arc::clone(&left),
+            written: Arc::clone(&written),
+        };
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let mut connection = Box::pin(serve_connection(transport, io, stopped));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // The reads never wait, so one poll reads all the connection may.
+        for _ in 0..3 {
+            assert!(connection.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(
+            left.lock().unwrap().len(),
+            calls - MAX_CALLS + 1,
+            "streams read while {MAX_CALLS} calls were in flight"
+        );
+        instance.db.blocking().resume_catchup();
+        tokio::time::timeout(Duration::from_secs(30), connection)
+            .await
+            .expect("the connection finishes once the engine makes room");
+        assert!(left.lock().unwrap().is_empty());
+        let ack = frame(0x6, 0x1, 0, b"12345678");
+        let written = written.lock().unwrap();
+        assert!(
+            written.windows(ack.len()).any(|w| w == ack),
+            "the PING was not answered"
+        );
+    }
+
+    /// A connection reading the chunks left in `reads` one per read (the end of input once
+    /// none is left), and writing everything at once into `written`.
+    struct Shared {
+        reads: Arc<Mutex<VecDeque<Vec<u8>>>>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl AsyncRead for Shared {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let mut reads = self.reads.lock().unwrap();
+            if let Some(mut chunk) = reads.pop_front() {
+                let n = chunk.len().min(buf.remaining());
+                buf.put_slice(&chunk[..n]);
+                if n < chunk.len() {
+                    reads.push_front(chunk.split_off(n));
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Shared {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
 }
