@@ -60,6 +60,8 @@ const MAX_BLOCK_FACTOR: usize = 4;
 /// Payloads of at least this many bytes are written from their own buffer instead of copied
 /// into the output.
 const SEGMENT_MIN: usize = 4096;
+/// The room the output buffer is given back each time it is all written.
+const OUTPUT_ROOM: usize = 64 * 1024;
 /// How many closed streams are remembered, to tell a late frame from a stream never opened.
 const REMEMBERED_CLOSED: usize = 256;
 
@@ -340,6 +342,11 @@ impl Connection {
                 }
                 None => {
                     self.output.advance(n);
+                    if self.output.is_empty() {
+                        // All written: the room already written from is taken back now, when
+                        // that moves nothing; later it would move the next frames back there.
+                        self.output.reserve(OUTPUT_ROOM);
+                    }
                     return;
                 }
             }
