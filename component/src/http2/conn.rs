@@ -1188,33 +1188,44 @@ fn hpack_reason(err: HpackError) -> &'static str {
     }
 }
 
+/// Which bytes a field name may hold: lower-case token characters (RFC 9110 §5.6.2).
+const NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
+
 /// A field name is lower-case token characters; a value has no NUL, CR or LF and no
 /// leading or trailing white space (RFC 9113 §8.2.1).
 fn valid_field(field: &Field) -> bool {
-    let name_ok = !field.name.is_empty()
-        && field.name.iter().all(|&b| {
-            b.is_ascii_lowercase()
-                || b.is_ascii_digit()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                )
-        });
+    let name_ok = !field.name.is_empty() && field.name.iter().all(|&b| NAME_BYTES[usize::from(b)]);
     let value = &field.value;
-    let value_ok = !value.iter().any(|&b| b == 0 || b == b'\r' || b == b'\n')
+    let value_ok = !value
+        .iter()
+        .any(|&b| b <= b'\r' && matches!(b, 0 | b'\r' | b'\n'))
         && !value.first().is_some_and(|&b| b == b' ' || b == b'\t')
         && !value.last().is_some_and(|&b| b == b' ' || b == b'\t');
     name_ok && value_ok
@@ -1560,6 +1571,28 @@ mod tests {
     }
 
     #[test]
+    fn every_token_character_names_a_field_and_values_keep_inner_white_space() {
+        let field = |name: &str, value: &str| Field {
+            name: Bytes::copy_from_slice(name.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        };
+        assert!(valid_field(&field(
+            "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz",
+            "a value\twith inner white space, \u{e9} and \u{7f}"
+        )));
+        assert!(valid_field(&field("empty-value", "")));
+        for b in 0..=255u8 {
+            let token =
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b);
+            let name = Field {
+                name: Bytes::from(vec![b'x', b]),
+                value: Bytes::new(),
+            };
+            assert_eq!(valid_field(&name), token, "byte {b:#04x} in a name");
+        }
+    }
+
+    #[test]
     fn hostile_frames_get_their_errors() {
         let mut encoder = fluke_hpack::Encoder::new();
         let block = request_block(&mut encoder, "/a.B/C", &[]);
@@ -1655,6 +1688,21 @@ mod tests {
         stream_error(&[("Upper", "x")], Reason::ProtocolError);
         stream_error(&[(":status", "200")], Reason::ProtocolError);
         stream_error(&[("bad", "line\nbreak")], Reason::ProtocolError);
+        stream_error(&[("bad", "carriage\rreturn")], Reason::ProtocolError);
+        stream_error(&[("bad", "nul\0")], Reason::ProtocolError);
+        stream_error(&[("bad", " leading")], Reason::ProtocolError);
+        stream_error(&[("bad", "trailing\t")], Reason::ProtocolError);
+        for name in [
+            "sp ace",
+            "co:lon",
+            "pa(ren",
+            "quo\"te",
+            "del\u{7f}",
+            "caf\u{e9}",
+            "",
+        ] {
+            stream_error(&[(name, "x")], Reason::ProtocolError);
+        }
         stream_error(&[("x", &"y".repeat(20_000))], Reason::EnhanceYourCalm);
         // A body longer than its content-length.
         let mut encoder = fluke_hpack::Encoder::new();
