@@ -166,7 +166,18 @@ pub struct Decoder {
     limit: usize,
     /// The longest string accepted (the advertised header list size).
     max_string: usize,
+    /// The last few short Huffman strings decoded, as sent and decoded: a client that sends
+    /// a field without indexing sends the same bytes every time (the `h2` crate's `:path`),
+    /// and a match is a comparison instead of a decoding.
+    recent: [(Vec<u8>, Bytes); RECENT],
+    /// The entry of `recent` to replace next.
+    next_recent: usize,
 }
+
+/// How many decoded Huffman strings are remembered...
+const RECENT: usize = 4;
+/// ...of at most this many bytes as sent.
+const RECENT_MAX: usize = 64;
 
 impl Decoder {
     /// A decoder for a connection that advertised a table of `limit` bytes and accepts
@@ -176,6 +187,8 @@ impl Decoder {
             table: Table::new(limit),
             limit,
             max_string,
+            recent: Default::default(),
+            next_recent: 0,
         }
     }
 
@@ -232,7 +245,7 @@ impl Decoder {
         }
     }
 
-    fn literal(&self, block: &Bytes, at: &mut usize, prefix: u8) -> Result<Field, HpackError> {
+    fn literal(&mut self, block: &Bytes, at: &mut usize, prefix: u8) -> Result<Field, HpackError> {
         let index = integer(block, at, prefix)?;
         let name = if index == 0 {
             self.string(block, at)?
@@ -243,7 +256,7 @@ impl Decoder {
         Ok(Field { name, value })
     }
 
-    fn string(&self, block: &Bytes, at: &mut usize) -> Result<Bytes, HpackError> {
+    fn string(&mut self, block: &Bytes, at: &mut usize) -> Result<Bytes, HpackError> {
         let huffman = *block.get(*at).ok_or(HpackError::Truncated)? & 0x80 != 0;
         let len = integer(block, at, 7)?;
         if len > self.max_string {
@@ -256,7 +269,19 @@ impl Decoder {
         let raw = block.slice(*at..end);
         *at = end;
         if huffman {
-            huffman_decode(&raw).map(Bytes::from)
+            if raw.len() > RECENT_MAX {
+                return huffman_decode(&raw).map(Bytes::from);
+            }
+            if let Some((_, decoded)) = self.recent.iter().find(|(sent, _)| sent[..] == raw[..]) {
+                return Ok(decoded.clone());
+            }
+            let decoded = Bytes::from(huffman_decode(&raw)?);
+            let slot = &mut self.recent[self.next_recent];
+            slot.0.clear();
+            slot.0.extend_from_slice(&raw);
+            slot.1 = decoded.clone();
+            self.next_recent = (self.next_recent + 1) % RECENT;
+            Ok(decoded)
         } else {
             Ok(raw)
         }
@@ -748,6 +773,38 @@ mod tests {
         fn huffman_decoding_agrees_with_another_decoder(input in proptest::collection::vec(any::<u8>(), 0..24)) {
             let theirs = fluke_hpack::huffman::HuffmanDecoder::new().decode(&input).ok();
             prop_assert_eq!(huffman_decode(&input).ok(), theirs);
+        }
+
+        /// Huffman strings sent again and again (literals without indexing, as the `h2`
+        /// crate sends `:path`) decode as they did the first time, however many others come
+        /// between: the decoder's memory of recent strings never answers for another.
+        #[test]
+        fn repeated_huffman_strings_decode_alike(
+            pool in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..90), 1..10),
+            picks in proptest::collection::vec((any::<proptest::sample::Index>(), any::<bool>()), 1..40),
+        ) {
+            let mut decoder = Decoder::new(4096, 65536);
+            for chunk in picks.chunks(3) {
+                let mut block = BytesMut::new();
+                let mut expected = Vec::new();
+                for (pick, never_indexed) in chunk {
+                    let value = pool[pick.index(pool.len())].clone();
+                    // Literal without indexing (0000) or never indexed (0001), new name "x".
+                    block.put_u8(if *never_indexed { 0x10 } else { 0x00 });
+                    block.put_u8(1);
+                    block.put_u8(b'x');
+                    let mut coded = Vec::new();
+                    huffman_encode(&value, &mut coded);
+                    put_integer(&mut block, coded.len(), 7, 0x80);
+                    block.put_slice(&coded);
+                    expected.push(("x".to_string(), value));
+                }
+                let mut decoded = Vec::new();
+                decoder
+                    .decode(&block.freeze(), |f| decoded.push((String::from_utf8(f.name.to_vec()).unwrap(), f.value.to_vec())))
+                    .unwrap();
+                prop_assert_eq!(decoded, expected);
+            }
         }
 
         /// What another HPACK encoder writes, with its dynamic table, decodes to what it was
