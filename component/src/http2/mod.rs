@@ -815,27 +815,27 @@ mod tests {
     use prost::Message;
     use tokio::io::ReadBuf;
 
-    /// A connection whose client sent `reads` (then closed its side), and whose writes stall
-    /// (Pending, with a wake-up) the first `stalls` times they are called once only the last
-    /// read is left.
+    /// A connection whose client sent `reads` (then closed its side), one chunk per read (the
+    /// test sees what is left), and whose writes stall (Pending, with a wake-up) the first
+    /// `stalls` times they are called once only the last read is left.
     struct Scripted {
-        reads: VecDeque<Vec<u8>>,
+        reads: Arc<Mutex<VecDeque<Vec<u8>>>>,
         written: Arc<Mutex<Vec<u8>>>,
         stalls: usize,
     }
 
     impl AsyncRead for Scripted {
         fn poll_read(
-            mut self: Pin<&mut Self>,
+            self: Pin<&mut Self>,
             _: &mut Context<'_>,
             buf: &mut ReadBuf<'_>,
         ) -> Poll<std::io::Result<()>> {
-            if let Some(mut chunk) = self.reads.pop_front() {
+            let mut reads = self.reads.lock().unwrap();
+            if let Some(mut chunk) = reads.pop_front() {
                 let n = chunk.len().min(buf.remaining());
                 buf.put_slice(&chunk[..n]);
                 if n < chunk.len() {
-                    let rest = chunk.split_off(n);
-                    self.reads.push_front(rest);
+                    reads.push_front(chunk.split_off(n));
                 }
             }
             Poll::Ready(Ok(()))
@@ -857,7 +857,7 @@ mod tests {
             bufs: &[std::io::IoSlice<'_>],
         ) -> Poll<std::io::Result<usize>> {
             let total: usize = bufs.iter().map(|b| b.len()).sum();
-            if self.reads.len() == 1 && self.stalls > 0 {
+            if self.reads.lock().unwrap().len() == 1 && self.stalls > 0 {
                 self.stalls -= 1;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
@@ -892,11 +892,59 @@ mod tests {
         out
     }
 
+    /// The header block of a call of the state store's `method` on instance `s`.
+    fn head_block(encoder: &mut fluke_hpack::Encoder, method: &str) -> Vec<u8> {
+        let path = format!("/dapr.proto.components.v1.StateStore/{method}");
+        encoder.encode([
+            (&b":method"[..], &b"POST"[..]),
+            (b":scheme", b"http"),
+            (b":path", path.as_bytes()),
+            (b"content-type", b"application/grpc"),
+            (b"x-component-instance", b"s"),
+        ])
+    }
+
     fn grpc(message: &impl Message) -> Vec<u8> {
         let mut out = vec![0];
         out.put_u32(message.encoded_len() as u32);
         message.encode(&mut out).unwrap();
         out
+    }
+
+    /// A registry in `dir` with instance `s` initialised with `properties`, and a transport
+    /// serving it.
+    async fn served_instance(
+        dir: &std::path::Path,
+        properties: &[(&str, &str)],
+    ) -> (Arc<InstanceRegistry>, Arc<Transport>) {
+        let registry = Arc::new(InstanceRegistry::new(dir, 64 << 20).unwrap());
+        let init = crate::proto::InitRequest {
+            metadata: Some(crate::proto::MetadataRequest {
+                properties: properties
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }),
+        };
+        call(&registry, Unary::Init, init.encode_to_vec()).await;
+        let transport = Arc::new(Transport {
+            registry: Arc::clone(&registry),
+            services: routes::Services::default(),
+            metrics: Arc::new(crate::metrics::RequestMetrics::default()),
+            max_request_bytes: 64 << 20,
+            http2: crate::server::Http2::Roost,
+        });
+        (registry, transport)
+    }
+
+    /// Calls `method` of instance `s` directly (not through a connection).
+    async fn call(registry: &Arc<InstanceRegistry>, method: Unary, message: Vec<u8>) {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-component-instance", "s".parse().unwrap());
+        let metadata = tonic::metadata::MetadataMap::from_headers(headers);
+        crate::service::answer(registry, method, metadata, message.into())
+            .await
+            .unwrap();
     }
 
     /// After a burst of output larger than the read limit drains, the connection reads
@@ -905,36 +953,13 @@ mod tests {
     #[tokio::test]
     async fn reading_resumes_once_a_large_output_drains() {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Arc::new(InstanceRegistry::new(dir.path(), 64 << 20).unwrap());
-        let metadata = || {
-            let mut headers = http::HeaderMap::new();
-            headers.insert("x-component-instance", "s".parse().unwrap());
-            tonic::metadata::MetadataMap::from_headers(headers)
-        };
-        let init = crate::proto::InitRequest::default().encode_to_vec();
-        crate::service::answer(&registry, Unary::Init, metadata(), init.into())
-            .await
-            .unwrap();
+        let (_registry, transport) = served_instance(dir.path(), &[]).await;
         let set = crate::proto::SetRequest {
             key: "big".into(),
             value: vec![7u8; 512 * 1024].into(),
             ..Default::default()
         };
-        crate::service::answer(
-            &registry,
-            Unary::Set,
-            metadata(),
-            set.encode_to_vec().into(),
-        )
-        .await
-        .unwrap();
-        let transport = Arc::new(Transport {
-            registry,
-            services: routes::Services::default(),
-            metrics: Arc::new(crate::metrics::RequestMetrics::default()),
-            max_request_bytes: 64 << 20,
-            http2: crate::server::Http2::Roost,
-        });
+        call(&transport.registry, Unary::Set, set.encode_to_vec()).await;
         let mut start = conn::PREFACE.to_vec();
         // Windows of 16 MiB, for the stream and the connection.
         start.extend(frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0]));
@@ -948,20 +973,14 @@ mod tests {
             ..Default::default()
         });
         for id in [1u32, 3, 5, 7] {
-            let block = encoder.encode([
-                (&b":method"[..], &b"POST"[..]),
-                (b":scheme", b"http"),
-                (b":path", b"/dapr.proto.components.v1.StateStore/Get"),
-                (b"content-type", b"application/grpc"),
-                (b"x-component-instance", b"s"),
-            ]);
+            let block = head_block(&mut encoder, "Get");
             gets.extend(frame(0x1, 0x4, id, &block));
             gets.extend(frame(0x0, 0x1, id, &get));
         }
         let ping = frame(0x6, 0, 0, b"12345678");
         let written = Arc::new(Mutex::new(Vec::new()));
         let io = Scripted {
-            reads: VecDeque::from([start, gets, ping]),
+            reads: Arc::new(Mutex::new(VecDeque::from([start, gets, ping]))),
             written: Arc::clone(&written),
             stalls: 2,
         };
@@ -1014,25 +1033,7 @@ mod tests {
     #[tokio::test]
     async fn streams_reset_at_once_still_count_against_the_calls_in_flight() {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Arc::new(InstanceRegistry::new(dir.path(), 64 << 20).unwrap());
-        let metadata = || {
-            let mut headers = http::HeaderMap::new();
-            headers.insert("x-component-instance", "s".parse().unwrap());
-            tonic::metadata::MetadataMap::from_headers(headers)
-        };
-        let init = crate::proto::InitRequest {
-            metadata: Some(crate::proto::MetadataRequest {
-                properties: [("maxUnappliedMB".to_string(), "1".to_string())].into(),
-            }),
-        };
-        crate::service::answer(
-            &registry,
-            Unary::Init,
-            metadata(),
-            init.encode_to_vec().into(),
-        )
-        .await
-        .unwrap();
+        let (registry, transport) = served_instance(dir.path(), &[("maxUnappliedMB", "1")]).await;
         let instance = registry.get("s").await.unwrap();
         instance.db.blocking().pause_catchup();
         // Fills the table of unapplied writes: every later write waits for catch-up.
@@ -1041,21 +1042,7 @@ mod tests {
             value: vec![7u8; 1024 * 1024].into(),
             ..Default::default()
         };
-        crate::service::answer(
-            &registry,
-            Unary::Set,
-            metadata(),
-            fill.encode_to_vec().into(),
-        )
-        .await
-        .unwrap();
-        let transport = Arc::new(Transport {
-            registry: Arc::clone(&registry),
-            services: routes::Services::default(),
-            metrics: Arc::new(crate::metrics::RequestMetrics::default()),
-            max_request_bytes: 64 << 20,
-            http2: crate::server::Http2::Roost,
-        });
+        call(&registry, Unary::Set, fill.encode_to_vec()).await;
         // Each read is one stream: its head, its set and its reset.
         let calls = MAX_CALLS + 50;
         let mut reads = VecDeque::from([[conn::PREFACE, &frame(0x4, 0, 0, &[])].concat()]);
@@ -1067,13 +1054,7 @@ mod tests {
                 value: b"v".to_vec().into(),
                 ..Default::default()
             });
-            let block = encoder.encode([
-                (&b":method"[..], &b"POST"[..]),
-                (b":scheme", b"http"),
-                (b":path", b"/dapr.proto.components.v1.StateStore/Set"),
-                (b"content-type", b"application/grpc"),
-                (b"x-component-instance", b"s"),
-            ]);
+            let block = head_block(&mut encoder, "Set");
             let mut read = frame(0x1, 0x4, id, &block);
             read.extend(frame(0x0, 0x1, id, &set));
             read.extend(frame(0x3, 0, id, &8u32.to_be_bytes()));
@@ -1082,9 +1063,10 @@ mod tests {
         reads.push_back(frame(0x6, 0, 0, b"12345678"));
         let left = Arc::new(Mutex::new(reads));
         let written = Arc::new(Mutex::new(Vec::new()));
-        let io = Shared {
+        let io = Scripted {
             reads: Arc::clone(&left),
             written: Arc::clone(&written),
+            stalls: 0,
         };
         let (_stop, stopped) = tokio::sync::watch::channel(false);
         let mut connection = Box::pin(serve_connection(transport, io, stopped));
@@ -1110,49 +1092,5 @@ mod tests {
             written.windows(ack.len()).any(|w| w == ack),
             "the PING was not answered"
         );
-    }
-
-    /// A connection reading the chunks left in `reads` one per read (the end of input once
-    /// none is left), and writing everything at once into `written`.
-    struct Shared {
-        reads: Arc<Mutex<VecDeque<Vec<u8>>>>,
-        written: Arc<Mutex<Vec<u8>>>,
-    }
-
-    impl AsyncRead for Shared {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            let mut reads = self.reads.lock().unwrap();
-            if let Some(mut chunk) = reads.pop_front() {
-                let n = chunk.len().min(buf.remaining());
-                buf.put_slice(&chunk[..n]);
-                if n < chunk.len() {
-                    reads.push_front(chunk.split_off(n));
-                }
-            }
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl AsyncWrite for Shared {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            self.written.lock().unwrap().extend_from_slice(buf);
-            Poll::Ready(Ok(buf.len()))
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
     }
 }
