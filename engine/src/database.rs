@@ -721,7 +721,10 @@ impl AsyncDatabase {
         self.point_read(true, move |db| db.get(key)).await
     }
 
-    pub async fn bulk_get(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Record>>, Error> {
+    pub async fn bulk_get<K: AsRef<[u8]> + Send + 'static>(
+        &self,
+        keys: Vec<K>,
+    ) -> Result<Vec<Option<Record>>, Error> {
         self.point_read(false, move |db| db.bulk_get(&keys)).await
     }
 

@@ -17,18 +17,15 @@ use crate::status;
 
 pub async fn bulk_get(
     registry: &Arc<InstanceRegistry>,
-    request: Request<proto::BulkGetRequest>,
+    request: Request<convert::BulkGetKeys>,
 ) -> Result<Response<convert::BulkGetAnswer>, Status> {
     let instance = registry.resolve(&request).await?;
-    let keys: Vec<String> = request
-        .into_inner()
-        .items
-        .into_iter()
-        .map(|item| item.key)
-        .collect();
+    // The keys are slices of the request message (`BulkGetKeys`), passed to the engine and
+    // echoed in the answer without a copy.
+    let keys = request.into_inner().keys;
     let records = instance
         .db
-        .bulk_get(keys.iter().map(|k| k.as_bytes().to_vec()).collect())
+        .bulk_get(keys.clone())
         .await
         .map_err(|e| status::from_engine(&e))?;
     // Encoded from the records directly (`BulkGetAnswer`): the same bytes as a

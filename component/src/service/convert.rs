@@ -101,6 +101,123 @@ pub fn response_too_large(method: Unary, size: usize) -> Status {
     )
 }
 
+/// A `BulkGetRequest` decoded for its keys alone: each key is a slice of the request's own
+/// buffer (no `GetRequest`, `String` or map per item). Everything else is checked as the
+/// generated type checks it and then dropped — the items' metadata and consistency and the
+/// request's options, which a bulk get does not use — so a message decodes here exactly
+/// when it decodes as a `proto::BulkGetRequest`, to the same keys (property tests below).
+/// A message of another shape (unknown fields, anything malformed) is decoded by the
+/// generated type instead, which gives the same keys or its own error. Only decoded.
+#[derive(Debug, Default)]
+pub struct BulkGetKeys {
+    /// The items' keys, in order; valid UTF-8.
+    pub keys: Vec<bytes::Bytes>,
+}
+
+impl BulkGetKeys {
+    /// The keys of `message` read in place, or None where the generated type must decide:
+    /// a field other than the items and the options, or anything malformed.
+    fn in_place(message: &bytes::Bytes) -> Option<Vec<bytes::Bytes>> {
+        use prost::Message;
+        use prost::encoding::{DecodeContext, decode_key, decode_varint};
+        // (The cursor is what is left; positions are the message's length minus its length.)
+        let mut rest: &[u8] = message;
+        let mut keys = Vec::new();
+        let field = |rest: &mut &[u8]| -> Option<std::ops::Range<usize>> {
+            let len = usize::try_from(decode_varint(rest).ok()?).ok()?;
+            (len <= rest.len()).then(|| {
+                let start = message.len() - rest.len();
+                *rest = &rest[len..];
+                start..start + len
+            })
+        };
+        while !rest.is_empty() {
+            match decode_varint(&mut rest).ok()? {
+                // Field 1, length-delimited: an item.
+                0x0A => {
+                    let item = field(&mut rest)?;
+                    let mut inner = &message[item.clone()];
+                    let mut key = 0..0;
+                    while !inner.is_empty() {
+                        let before = inner;
+                        if decode_varint(&mut inner).ok()? == 0x0A {
+                            let len = usize::try_from(decode_varint(&mut inner).ok()?).ok()?;
+                            if len > inner.len() {
+                                return None;
+                            }
+                            let start = item.end - inner.len();
+                            key = start..start + len;
+                            inner = &inner[len..];
+                        } else {
+                            // Another field of the item, checked as `GetRequest` checks it.
+                            inner = before;
+                            let (tag, wire_type) = decode_key(&mut inner).ok()?;
+                            proto::GetRequest::default()
+                                .merge_field(tag, wire_type, &mut inner, DecodeContext::default())
+                                .ok()?;
+                        }
+                    }
+                    let bytes = &message[key.clone()];
+                    if !bytes.is_ascii() && std::str::from_utf8(bytes).is_err() {
+                        return None;
+                    }
+                    keys.push(message.slice(key));
+                }
+                // Field 2, length-delimited: the options.
+                0x12 => {
+                    let options = field(&mut rest)?;
+                    proto::BulkGetRequestOptions::decode(&message[options]).ok()?;
+                }
+                _ => return None,
+            }
+        }
+        Some(keys)
+    }
+}
+
+impl prost::Message for BulkGetKeys {
+    fn merge(&mut self, mut buf: impl bytes::Buf) -> Result<(), prost::DecodeError> {
+        // The whole message, as one buffer (a slice of the request's, not a copy).
+        let message = buf.copy_to_bytes(buf.remaining());
+        match BulkGetKeys::in_place(&message) {
+            Some(keys) => self.keys.extend(keys),
+            None => {
+                let request = <proto::BulkGetRequest as prost::Message>::decode(message)?;
+                self.keys
+                    .extend(request.items.into_iter().map(|item| item.key.into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn encode_raw(&self, _: &mut impl bytes::BufMut) {
+        // Never encoded (`encoded_len` is 0).
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // (Only when merged field by field, not by `decode`.)
+        let mut request = proto::BulkGetRequest::default();
+        request.merge_field(tag, wire_type, buf, ctx)?;
+        self.keys
+            .extend(request.items.into_iter().map(|item| item.key.into()));
+        Ok(())
+    }
+
+    fn encoded_len(&self) -> usize {
+        0
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+    }
+}
+
 /// A `BulkGetResponse` written straight from the engine's records, without building a
 /// `BulkStateItem` (and its etag string and metadata map) per key: the same bytes as the
 /// generated type's encoding (checked by a property test below). Each item's length is
@@ -114,7 +231,8 @@ pub struct BulkGetAnswer {
 
 #[derive(Debug)]
 struct BulkAnswerItem {
-    key: String,
+    /// The key as the request gave it (valid UTF-8).
+    key: bytes::Bytes,
     record: Option<Record>,
     /// The etag in decimal, right-aligned in `digits[etag_at..]`.
     digits: [u8; 20],
@@ -138,7 +256,7 @@ fn delimited(len: usize) -> usize {
 }
 
 impl BulkAnswerItem {
-    fn new(key: String, record: Option<Record>) -> BulkAnswerItem {
+    fn new(key: bytes::Bytes, record: Option<Record>) -> BulkAnswerItem {
         let mut item = BulkAnswerItem {
             key,
             record,
@@ -182,7 +300,7 @@ impl BulkAnswerItem {
         use prost::encoding::{WireType, encode_key, encode_varint};
         let field = put_field;
         if !self.key.is_empty() {
-            field(buf, 1, self.key.as_bytes());
+            field(buf, 1, &self.key);
         }
         let Some(record) = &self.record else { return };
         if !record.value.is_empty() {
@@ -209,7 +327,7 @@ impl BulkAnswerItem {
 
 impl BulkGetAnswer {
     /// The answer for `keys` (echoed as received) and their records, in order.
-    pub fn new(keys: Vec<String>, records: Vec<Option<Record>>) -> BulkGetAnswer {
+    pub fn new(keys: Vec<bytes::Bytes>, records: Vec<Option<Record>>) -> BulkGetAnswer {
         let items: Vec<BulkAnswerItem> = keys
             .into_iter()
             .zip(records)
@@ -274,7 +392,110 @@ mod tests {
         })
     }
 
+    fn bulk_get_request() -> impl Strategy<Value = proto::BulkGetRequest> {
+        let item = (
+            "[a-zA-Z0-9|é]{0,30}",
+            proptest::collection::hash_map("[a-z]{0,8}", "[a-zé ]{0,8}", 0..3),
+            0i32..4,
+        )
+            .prop_map(|(key, metadata, consistency)| proto::GetRequest {
+                key,
+                metadata,
+                consistency,
+            });
+        (
+            proptest::collection::vec(item, 0..12),
+            proptest::option::of(any::<i64>()),
+        )
+            .prop_map(|(items, parallelism)| proto::BulkGetRequest {
+                items,
+                options: parallelism
+                    .map(|parallelism| proto::BulkGetRequestOptions { parallelism }),
+            })
+    }
+
+    /// What the generated type makes of `bytes`: the keys, or an error.
+    fn generated_keys(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+        proto::BulkGetRequest::decode(bytes)
+            .ok()
+            .map(|r| r.items.into_iter().map(|i| i.key.into_bytes()).collect())
+    }
+
+    fn our_keys(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+        BulkGetKeys::decode(bytes::Bytes::copy_from_slice(bytes))
+            .ok()
+            .map(|k| k.keys.iter().map(|k| k.to_vec()).collect())
+    }
+
+    #[test]
+    fn a_key_that_is_not_utf8_is_refused_as_the_generated_type_refuses_it() {
+        let mut bytes = proto::BulkGetRequest {
+            items: vec![proto::GetRequest {
+                key: "ab".into(),
+                ..Default::default()
+            }],
+            options: None,
+        }
+        .encode_to_vec();
+        let at = bytes.len() - 1;
+        bytes[at] = 0xFF;
+        assert!(proto::BulkGetRequest::decode(&bytes[..]).is_err());
+        assert!(BulkGetKeys::decode(bytes::Bytes::from(bytes)).is_err());
+    }
+
+    #[test]
+    fn an_item_with_its_key_twice_has_the_last_as_the_generated_type_has() {
+        // One item: key "a", consistency 1, key "bc"; then one with an empty key.
+        let bytes = [0x0A, 0x09, 0x0A, 0x01, b'a', 0x18, 0x01, 0x0A, 0x02, b'b', b'c', 0x0A, 0x00];
+        let keys = Some(vec![b"bc".to_vec(), Vec::new()]);
+        assert_eq!(generated_keys(&bytes), keys);
+        assert_eq!(our_keys(&bytes), keys);
+        assert!(BulkGetKeys::in_place(&bytes::Bytes::copy_from_slice(&bytes)).is_some());
+    }
+
     proptest! {
+        /// Any request daprd or another client can send is read in place (the generated
+        /// type is not needed), to the keys the generated type reads.
+        #[test]
+        fn bulk_get_keys_are_read_in_place_as_the_generated_type_reads_them(request in bulk_get_request()) {
+            let bytes = request.encode_to_vec();
+            let expected: Vec<Vec<u8>> = request.items.iter().map(|i| i.key.clone().into_bytes()).collect();
+            let in_place = BulkGetKeys::in_place(&bytes::Bytes::from(bytes.clone()));
+            prop_assert_eq!(in_place.map(|k| k.iter().map(|k| k.to_vec()).collect::<Vec<_>>()), Some(expected.clone()));
+            prop_assert_eq!(our_keys(&bytes), Some(expected));
+        }
+
+        /// A request with bytes changed, cut short or added decodes here exactly when it
+        /// decodes as the generated type, to the same keys.
+        #[test]
+        fn damaged_bulk_gets_decode_as_the_generated_type_decodes_them(
+            request in bulk_get_request(),
+            changes in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 0..4),
+            cut in proptest::option::of(any::<proptest::sample::Index>()),
+            tail in proptest::collection::vec(any::<u8>(), 0..6),
+        ) {
+            let mut bytes = request.encode_to_vec();
+            if !bytes.is_empty() {
+                for (at, byte) in &changes {
+                    let at = at.index(bytes.len());
+                    bytes[at] = *byte;
+                }
+                if let Some(cut) = cut {
+                    bytes.truncate(cut.index(bytes.len()));
+                }
+            }
+            bytes.extend_from_slice(&tail);
+            prop_assert_eq!(our_keys(&bytes), generated_keys(&bytes));
+        }
+
+        /// Any bytes at all: the same outcome as the generated type.
+        #[test]
+        fn any_bytes_decode_as_bulk_get_keys_as_the_generated_type_decodes_them(
+            bytes in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            prop_assert_eq!(our_keys(&bytes), generated_keys(&bytes));
+        }
+
         /// The direct encoding is the generated type's, byte for byte.
         #[test]
         fn a_bulk_get_answer_encodes_as_the_generated_response(
@@ -284,7 +505,7 @@ mod tests {
             let generated = proto::BulkGetResponse {
                 items: keys.iter().cloned().zip(records.iter().cloned()).map(|(k, r)| bulk_item(k, r)).collect(),
             };
-            let answer = BulkGetAnswer::new(keys, records);
+            let answer = BulkGetAnswer::new(keys.into_iter().map(bytes::Bytes::from).collect(), records);
             prop_assert_eq!(answer.encoded_len(), generated.encoded_len());
             prop_assert_eq!(answer.encode_to_vec(), generated.encode_to_vec());
         }
