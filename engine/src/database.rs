@@ -309,9 +309,17 @@ impl Database {
     /// One result per key, in request order, all from one snapshot; `None` for missing or
     /// expired keys.
     pub fn bulk_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Record>>, Error> {
+        let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
+        self.bulk_get_slices(&keys)
+    }
+
+    /// [`Database::bulk_get`] of byte slices. Not generic, so the read path is compiled
+    /// once, in this crate, whatever key type callers use: the same machine code for every
+    /// build of a program that uses the engine.
+    fn bulk_get_slices(&self, keys: &[&[u8]]) -> Result<Vec<Option<Record>>, Error> {
         self.check_bulk_len(keys.len())?;
         for key in keys {
-            crate::request::check_key(key.as_ref(), &self.inner.limits)?;
+            crate::request::check_key(key, &self.inner.limits)?;
         }
         read::read_many(
             &*self.redb()?,
@@ -721,11 +729,15 @@ impl AsyncDatabase {
         self.point_read(true, move |db| db.get(key)).await
     }
 
-    pub async fn bulk_get<K: AsRef<[u8]> + Send + 'static>(
-        &self,
-        keys: Vec<K>,
-    ) -> Result<Vec<Option<Record>>, Error> {
-        self.point_read(false, move |db| db.bulk_get(&keys)).await
+    /// [`Database::bulk_get`]; `keys` is any owner of a slice of keys (a `Vec`, an `Arc<[K]>`
+    /// the caller keeps a handle of, …).
+    pub async fn bulk_get<K, L>(&self, keys: L) -> Result<Vec<Option<Record>>, Error>
+    where
+        K: AsRef<[u8]>,
+        L: AsRef<[K]> + Send + 'static,
+    {
+        self.point_read(false, move |db| db.bulk_get(keys.as_ref()))
+            .await
     }
 
     pub async fn query(&self, query: Query) -> Result<QueryPage, Error> {

@@ -222,7 +222,7 @@ impl BlackboardStore for EmbeddedStore {
 impl SwarmStore for EmbeddedStore {
     fn read<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, Vec<Option<Versioned>>> {
         Box::pin(async move {
-            let keys = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+            let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
             Ok(self
                 .db
                 .bulk_get(keys)

@@ -22,10 +22,10 @@ pub async fn bulk_get(
     let instance = registry.resolve(&request).await?;
     // The keys are slices of the request message (`BulkGetKeys`), passed to the engine and
     // echoed in the answer without a copy.
-    let keys = request.into_inner().keys;
+    let keys: Arc<[bytes::Bytes]> = request.into_inner().keys.into();
     let records = instance
         .db
-        .bulk_get(keys.clone())
+        .bulk_get(Arc::clone(&keys))
         .await
         .map_err(|e| status::from_engine(&e))?;
     // Encoded from the records directly (`BulkGetAnswer`): the same bytes as a

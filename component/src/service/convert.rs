@@ -119,7 +119,17 @@ impl BulkGetKeys {
     /// a field other than the items and the options, or anything malformed.
     fn in_place(message: &bytes::Bytes) -> Option<Vec<bytes::Bytes>> {
         use prost::Message;
-        use prost::encoding::{DecodeContext, decode_key, decode_varint};
+        use prost::encoding::{DecodeContext, decode_key};
+        // Tags and short lengths are one byte: read here; longer varints by prost.
+        fn decode_varint(rest: &mut &[u8]) -> Result<u64, prost::DecodeError> {
+            match rest.first() {
+                Some(&byte) if byte < 0x80 => {
+                    *rest = &rest[1..];
+                    Ok(u64::from(byte))
+                }
+                _ => prost::encoding::decode_varint(rest),
+            }
+        }
         // (The cursor is what is left; positions are the message's length minus its length.)
         let mut rest: &[u8] = message;
         let mut keys = Vec::new();
@@ -224,6 +234,9 @@ impl prost::Message for BulkGetKeys {
 /// computed once, when the answer is made. Only encoded, never decoded.
 #[derive(Debug, Default)]
 pub struct BulkGetAnswer {
+    /// The keys as the request gave them (valid UTF-8), shared with the engine's read.
+    keys: std::sync::Arc<[bytes::Bytes]>,
+    /// One per key, in the same order.
     items: Vec<BulkAnswerItem>,
     /// The encoded length of the whole message.
     len: usize,
@@ -231,8 +244,6 @@ pub struct BulkGetAnswer {
 
 #[derive(Debug)]
 struct BulkAnswerItem {
-    /// The key as the request gave it (valid UTF-8).
-    key: bytes::Bytes,
     record: Option<Record>,
     /// The etag in decimal, right-aligned in `digits[etag_at..]`.
     digits: [u8; 20],
@@ -256,19 +267,18 @@ fn delimited(len: usize) -> usize {
 }
 
 impl BulkAnswerItem {
-    fn new(key: bytes::Bytes, record: Option<Record>) -> BulkAnswerItem {
+    fn new(key: &[u8], record: Option<Record>) -> BulkAnswerItem {
         let mut item = BulkAnswerItem {
-            key,
             record,
             digits: [0; 20],
             etag_at: 20,
             expires: None,
             len: 0,
         };
-        let mut len = if item.key.is_empty() {
+        let mut len = if key.is_empty() {
             0
         } else {
-            delimited(item.key.len())
+            delimited(key.len())
         };
         if let Some(record) = &item.record {
             let mut n = record.etag.sequence();
@@ -296,11 +306,12 @@ impl BulkAnswerItem {
         item
     }
 
-    fn encode(&self, buf: &mut impl bytes::BufMut) {
+    /// Encodes the item of `key` (the key it was made for).
+    fn encode(&self, key: &[u8], buf: &mut impl bytes::BufMut) {
         use prost::encoding::{WireType, encode_key, encode_varint};
         let field = put_field;
-        if !self.key.is_empty() {
-            field(buf, 1, &self.key);
+        if !key.is_empty() {
+            field(buf, 1, key);
         }
         let Some(record) = &self.record else { return };
         if !record.value.is_empty() {
@@ -327,23 +338,26 @@ impl BulkAnswerItem {
 
 impl BulkGetAnswer {
     /// The answer for `keys` (echoed as received) and their records, in order.
-    pub fn new(keys: Vec<bytes::Bytes>, records: Vec<Option<Record>>) -> BulkGetAnswer {
+    pub fn new(
+        keys: std::sync::Arc<[bytes::Bytes]>,
+        records: Vec<Option<Record>>,
+    ) -> BulkGetAnswer {
         let items: Vec<BulkAnswerItem> = keys
-            .into_iter()
+            .iter()
             .zip(records)
             .map(|(key, record)| BulkAnswerItem::new(key, record))
             .collect();
         let len = items.iter().map(|item| delimited(item.len)).sum();
-        BulkGetAnswer { items, len }
+        BulkGetAnswer { keys, items, len }
     }
 }
 
 impl prost::Message for BulkGetAnswer {
     fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
-        for item in &self.items {
+        for (key, item) in self.keys.iter().zip(&self.items) {
             prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, buf);
             prost::encoding::encode_varint(item.len as u64, buf);
-            item.encode(buf);
+            item.encode(key, buf);
         }
     }
 
@@ -446,7 +460,9 @@ mod tests {
     #[test]
     fn an_item_with_its_key_twice_has_the_last_as_the_generated_type_has() {
         // One item: key "a", consistency 1, key "bc"; then one with an empty key.
-        let bytes = [0x0A, 0x09, 0x0A, 0x01, b'a', 0x18, 0x01, 0x0A, 0x02, b'b', b'c', 0x0A, 0x00];
+        let bytes = [
+            0x0A, 0x09, 0x0A, 0x01, b'a', 0x18, 0x01, 0x0A, 0x02, b'b', b'c', 0x0A, 0x00,
+        ];
         let keys = Some(vec![b"bc".to_vec(), Vec::new()]);
         assert_eq!(generated_keys(&bytes), keys);
         assert_eq!(our_keys(&bytes), keys);

@@ -398,7 +398,7 @@ impl Client for EmbeddedClient {
 
     fn bulk_get<'a>(&'a self, keys: &'a [String]) -> Fut<'a, usize> {
         Box::pin(async move {
-            let keys = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+            let keys: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
             let records = self.0.main.bulk_get(keys).await.map_err(engine)?;
             Ok(records.iter().flatten().count())
         })
