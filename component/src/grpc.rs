@@ -30,6 +30,19 @@ pub fn frame_within(message: &impl Message, limit: usize) -> Result<Bytes, usize
     Ok(out.freeze())
 }
 
+/// A handler's answer as the transport sends it: framed, if at most `limit` bytes (else its
+/// size). A protobuf message is encoded here ([`frame_within`]); an answer written framed as
+/// it was built (`service::convert::BulkGetAnswer`) is only checked.
+pub trait Reply {
+    fn framed(self, limit: usize) -> Result<Bytes, usize>;
+}
+
+impl<M: Message> Reply for M {
+    fn framed(self, limit: usize) -> Result<Bytes, usize> {
+        frame_within(&self, limit)
+    }
+}
+
 /// Decodes a request message (the bytes after the prefix). Values stay slices of `message`.
 pub fn decode<T: Message + Default>(message: Bytes) -> Result<T, Status> {
     T::decode(message)

@@ -29,7 +29,7 @@ use crate::options::{Limits, Options};
 use crate::overlay::Overlay;
 use crate::query::index::IndexDef;
 use crate::query::{Query, QueryPage};
-use crate::read::{self, Cut, KeyspaceStats, Record, ScanPage};
+use crate::read::{self, Cut, KeyspaceStats, Record, RecordRef, ScanPage};
 use crate::request::{CheckedOp, DeleteRequest, ImportRecord, Operation, SetRequest};
 use crate::snapshot::SnapshotStats;
 use crate::writer::Writer;
@@ -309,24 +309,45 @@ impl Database {
     /// One result per key, in request order, all from one snapshot; `None` for missing or
     /// expired keys.
     pub fn bulk_get<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Record>>, Error> {
-        let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
-        self.bulk_get_slices(&keys)
+        let mut records = Vec::with_capacity(keys.len());
+        self.bulk_get_each(keys, |_, record| {
+            records.push(record.map(|r| r.to_record()));
+        })?;
+        Ok(records)
     }
 
-    /// [`Database::bulk_get`] of byte slices. Not generic, so the read path is compiled
-    /// once, in this crate, whatever key type callers use: the same machine code for every
-    /// build of a program that uses the engine.
-    fn bulk_get_slices(&self, keys: &[&[u8]]) -> Result<Vec<Option<Record>>, Error> {
+    /// Calls `each` with every key and its live record (`None` for missing or expired keys),
+    /// in request order, all from one snapshot, as [`Database::bulk_get`] reads them. The
+    /// record is borrowed for the call: a caller that encodes it somewhere copies its value
+    /// once, there.
+    pub fn bulk_get_each<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        mut each: impl FnMut(&[u8], Option<RecordRef<'_>>),
+    ) -> Result<(), Error> {
+        let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
+        self.bulk_visit(&keys, &mut each)
+    }
+
+    /// [`Database::bulk_get_each`] of byte slices. Not generic, so the read path is compiled
+    /// once, in this crate, whatever key type and visitor callers use: the same machine code
+    /// in every program that uses the engine.
+    fn bulk_visit(
+        &self,
+        keys: &[&[u8]],
+        each: &mut dyn FnMut(&[u8], Option<RecordRef<'_>>),
+    ) -> Result<(), Error> {
         self.check_bulk_len(keys.len())?;
         for key in keys {
             crate::request::check_key(key, &self.inner.limits)?;
         }
-        read::read_many(
+        read::visit_many(
             &*self.redb()?,
             &self.inner.overlay,
             &self.inner.codec,
             keys,
             self.inner.clock.now_unix_ms(),
+            each,
         )
     }
 
@@ -729,15 +750,30 @@ impl AsyncDatabase {
         self.point_read(true, move |db| db.get(key)).await
     }
 
-    /// [`Database::bulk_get`]; `keys` is any owner of a slice of keys (a `Vec`, an `Arc<[K]>`
-    /// the caller keeps a handle of, …).
-    pub async fn bulk_get<K, L>(&self, keys: L) -> Result<Vec<Option<Record>>, Error>
+    pub async fn bulk_get(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Record>>, Error> {
+        self.point_read(false, move |db| db.bulk_get(&keys)).await
+    }
+
+    /// [`Database::bulk_get_each`], visiting into `state`, which it gives back: `keys` is any
+    /// owner of a slice of keys (a `Vec`, an `Arc<[K]>`, …).
+    pub async fn bulk_get_each<K, L, S, F>(
+        &self,
+        keys: L,
+        state: S,
+        mut each: F,
+    ) -> Result<S, Error>
     where
         K: AsRef<[u8]>,
         L: AsRef<[K]> + Send + 'static,
+        S: Send + 'static,
+        F: FnMut(&mut S, &[u8], Option<RecordRef<'_>>) + Send + 'static,
     {
-        self.point_read(false, move |db| db.bulk_get(keys.as_ref()))
-            .await
+        self.point_read(false, move |db| {
+            let mut state = state;
+            db.bulk_get_each(keys.as_ref(), |key, record| each(&mut state, key, record))?;
+            Ok(state)
+        })
+        .await
     }
 
     pub async fn query(&self, query: Query) -> Result<QueryPage, Error> {

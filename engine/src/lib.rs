@@ -68,7 +68,7 @@ pub use options::{
     DEFAULT_WRITEBACK_CHUNK_BYTES, Durability, Limits, Options,
 };
 pub use query::{CmpOp, Filter, Query, QueryPage, QueryRow, SortKey};
-pub use read::{KeyspaceStats, Record, ScanPage};
+pub use read::{KeyspaceStats, Record, RecordRef, ScanPage};
 pub use request::{Concurrency, DeleteRequest, ImportRecord, Operation, SetRequest};
 pub use snapshot::SnapshotStats;
 pub use ttl::{Ttl, format_rfc3339};

@@ -29,6 +29,16 @@ impl Record {
         self.expires_at_unix_ms.map(crate::ttl::format_rfc3339)
     }
 
+    /// The record borrowed, as a bulk read's visitor sees it.
+    pub fn as_record_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            value: &self.value,
+            etag: self.etag,
+            expires_at_unix_ms: self.expires_at_unix_ms,
+            content_type: self.content_type.as_deref(),
+        }
+    }
+
     pub(crate) fn from_view(view: RecordView<'_>, value: Vec<u8>) -> Record {
         Record {
             value,
@@ -36,6 +46,36 @@ impl Record {
             expires_at_unix_ms: view.expires_at_ms,
             content_type: view.content_type.map(str::to_owned),
         }
+    }
+}
+
+/// A live record borrowed for one call of a [`crate::Database::bulk_get_each`] visitor: its
+/// value is the stored bytes themselves (or the opened copy, when compressed or encrypted),
+/// not a copy of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// The value, byte for byte as written.
+    pub value: &'a [u8],
+    pub etag: Etag,
+    /// When the record expires, in Unix milliseconds.
+    pub expires_at_unix_ms: Option<u64>,
+    pub content_type: Option<&'a str>,
+}
+
+impl RecordRef<'_> {
+    /// An owned copy.
+    pub fn to_record(&self) -> Record {
+        Record {
+            value: self.value.to_vec(),
+            etag: self.etag,
+            expires_at_unix_ms: self.expires_at_unix_ms,
+            content_type: self.content_type.map(str::to_owned),
+        }
+    }
+
+    /// The expiry as RFC 3339 UTC (Dapr's `ttlExpireTime`), if the record has one.
+    pub fn expire_time_rfc3339(&self) -> Option<String> {
+        self.expires_at_unix_ms.map(crate::ttl::format_rfc3339)
     }
 }
 
@@ -157,24 +197,40 @@ fn in_cut<T>(
     }
 }
 
-/// Reads live records for `keys`, in order, from one cut.
-pub(crate) fn read_many<K: AsRef<[u8]>>(
+/// Calls `each` with every key of `keys` and its live record (None if missing or expired),
+/// in order, all from one cut. The record is borrowed from the cut for the call.
+pub(crate) fn visit_many(
     db: &redb::Database,
     overlay: &Overlay,
     codec: &Codec,
-    keys: &[K],
+    keys: &[&[u8]],
     now_ms: u64,
-) -> Result<Vec<Option<Record>>, Error> {
+    each: &mut dyn FnMut(&[u8], Option<RecordRef<'_>>),
+) -> Result<(), Error> {
     let (found, table) = overlay.lookup(db, keys)?;
-    keys.iter()
-        .zip(found)
-        .map(|(key, entry)| {
-            let key = key.as_ref();
-            in_cut(key, entry.as_deref(), table.as_deref(), |bytes| {
-                live_record(codec, key, bytes, now_ms)
-            })
-        })
-        .collect()
+    for (&key, entry) in keys.iter().zip(found) {
+        let visited = in_cut(key, entry.as_deref(), table.as_deref(), |bytes| {
+            let view = record::decode(bytes)?;
+            if !view.is_live(now_ms) {
+                return Ok(None);
+            }
+            let value = codec.open(key, &view)?;
+            each(
+                key,
+                Some(RecordRef {
+                    value: &value,
+                    etag: Etag::new(view.etag),
+                    expires_at_unix_ms: view.expires_at_ms,
+                    content_type: view.content_type,
+                }),
+            );
+            Ok(Some(()))
+        })?;
+        if visited.is_none() {
+            each(key, None);
+        }
+    }
+    Ok(())
 }
 
 /// The records of a cut in key order from `start`: redb's and the overlay's merged, the

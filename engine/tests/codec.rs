@@ -377,3 +377,66 @@ fn stale_index_entries_of_unreadable_records_never_change_answers() {
     assert!(keys(r#"{"filter":{"EQ":{"n":1}}}"#).is_empty());
     assert_eq!(keys(r#"{"filter":{"EQ":{"n":5}}}"#), [b"k".to_vec()]);
 }
+
+/// A bulk read visited record by record (`bulk_get_each`, the values borrowed, opened from
+/// compression and encryption) sees what `bulk_get` returns: the keys as asked, in order,
+/// `None` for missing and expired ones, values, etags, expiries and content types.
+#[test]
+fn bulk_get_each_visits_what_bulk_get_returns() {
+    for codec in [
+        CodecOptions::default(),
+        CodecOptions {
+            compression: Some(Compression::default()),
+            ..CodecOptions::default()
+        },
+        sealed(KEY_A, None, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let db = Database::open(options(dir.path(), &clock, codec)).unwrap();
+        db.set(SetRequest::new("plain", "x".repeat(3000))).unwrap();
+        db.set(SetRequest::new("typed", b"{}".to_vec()).content_type("application/json"))
+            .unwrap();
+        db.set(SetRequest::new("short", b"gone".to_vec()).ttl_in_seconds("1"))
+            .unwrap();
+        db.set(SetRequest::new("long", b"stays".to_vec()).ttl_in_seconds("60"))
+            .unwrap();
+        clock.advance_ms(1000);
+        let keys = ["typed", "missing", "plain", "short", "long", "typed"];
+        let expected = db.bulk_get(&keys).unwrap();
+        let values: Vec<Option<Vec<u8>>> = expected
+            .iter()
+            .map(|r| r.as_ref().map(|r| r.value.clone()))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                Some(b"{}".to_vec()),
+                None,
+                Some("x".repeat(3000).into_bytes()),
+                None,
+                Some(b"stays".to_vec()),
+                Some(b"{}".to_vec()),
+            ]
+        );
+        let mut seen = Vec::new();
+        db.bulk_get_each(&keys, |key, record| {
+            seen.push((key.to_vec(), record.map(|r| r.to_record())));
+        })
+        .unwrap();
+        let asked: Vec<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+        assert_eq!(
+            seen.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            asked
+        );
+        assert_eq!(
+            seen.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+            expected
+        );
+        assert_eq!(
+            expected[0].as_ref().unwrap().content_type.as_deref(),
+            Some("application/json")
+        );
+        assert!(expected[4].as_ref().unwrap().expires_at_unix_ms.is_some());
+    }
+}

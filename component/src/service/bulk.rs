@@ -20,17 +20,16 @@ pub async fn bulk_get(
     request: Request<convert::BulkGetKeys>,
 ) -> Result<Response<convert::BulkGetAnswer>, Status> {
     let instance = registry.resolve(&request).await?;
-    // The keys are slices of the request message (`BulkGetKeys`), passed to the engine and
-    // echoed in the answer without a copy.
-    let keys: Arc<[bytes::Bytes]> = request.into_inner().keys.into();
-    let records = instance
+    // The keys are slices of the request message (`BulkGetKeys`); each record is encoded
+    // into the answer as the engine reads it, its value copied once, there.
+    let keys = request.into_inner().keys;
+    let answer = convert::BulkGetAnswer::with_room(&keys);
+    let answer = instance
         .db
-        .bulk_get(Arc::clone(&keys))
+        .bulk_get_each(keys, answer, |answer, key, record| answer.push(key, record))
         .await
         .map_err(|e| status::from_engine(&e))?;
-    // Encoded from the records directly (`BulkGetAnswer`): the same bytes as a
-    // `proto::BulkGetResponse`, without an item struct per key.
-    Ok(Response::new(convert::BulkGetAnswer::new(keys, records)))
+    Ok(Response::new(answer))
 }
 
 pub async fn bulk_set(

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use roost_engine::{Concurrency, DeleteRequest, Record, SetRequest};
+use roost_engine::{Concurrency, DeleteRequest, Record, RecordRef, SetRequest};
 use tonic::{Code, Status};
 
 use crate::config::DAPRD_MAX_RESPONSE_BYTES;
@@ -65,25 +65,6 @@ pub fn get_response(record: Option<Record>) -> proto::GetResponse {
             }),
             content_type: record.content_type.unwrap_or_default(),
             data: record.value,
-        },
-    }
-}
-
-pub fn bulk_item(key: String, record: Option<Record>) -> proto::BulkStateItem {
-    match record {
-        None => proto::BulkStateItem {
-            key,
-            ..Default::default()
-        },
-        Some(record) => proto::BulkStateItem {
-            key,
-            metadata: record_metadata(&record),
-            etag: Some(proto::Etag {
-                value: record.etag.to_decimal(),
-            }),
-            content_type: record.content_type.unwrap_or_default(),
-            data: record.value,
-            error: String::new(),
         },
     }
 }
@@ -228,31 +209,19 @@ impl prost::Message for BulkGetKeys {
     }
 }
 
-/// A `BulkGetResponse` written straight from the engine's records, without building a
-/// `BulkStateItem` (and its etag string and metadata map) per key: the same bytes as the
-/// generated type's encoding (checked by a property test below). Each item's length is
-/// computed once, when the answer is made. Only encoded, never decoded.
-#[derive(Debug, Default)]
+/// A `BulkGetResponse` written framed as the engine reads each record (`push`), without a
+/// `Record`, a `BulkStateItem`, an etag string or a metadata map per key: the same bytes as
+/// the generated type's encoding with its gRPC prefix (checked by a property test below).
+#[derive(Debug)]
 pub struct BulkGetAnswer {
-    /// The keys as the request gave them (valid UTF-8), shared with the engine's read.
-    keys: std::sync::Arc<[bytes::Bytes]>,
-    /// One per key, in the same order.
-    items: Vec<BulkAnswerItem>,
-    /// The encoded length of the whole message.
-    len: usize,
+    /// The prefix (its length filled in by `framed`), then the items written so far.
+    out: bytes::BytesMut,
 }
 
-#[derive(Debug)]
-struct BulkAnswerItem {
-    record: Option<Record>,
-    /// The etag in decimal, right-aligned in `digits[etag_at..]`.
-    digits: [u8; 20],
-    etag_at: usize,
-    /// `ttlExpireTime`, if the record expires.
-    expires: Option<String>,
-    /// The item's encoded length (without its own tag and length prefix).
-    len: usize,
-}
+/// The room an answer is first given per key, for the value and the item's other fields
+/// (besides the key): answers whose items fit are never moved while they are written.
+/// Larger ones grow the buffer, copying what is written so far.
+const ROOM_PER_KEY: usize = 2048;
 
 /// A length-delimited field: tag, length, bytes.
 fn put_field(buf: &mut impl bytes::BufMut, tag: u32, bytes: &[u8]) {
@@ -266,25 +235,35 @@ fn delimited(len: usize) -> usize {
     1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
-impl BulkAnswerItem {
-    fn new(key: &[u8], record: Option<Record>) -> BulkAnswerItem {
-        let mut item = BulkAnswerItem {
-            record,
-            digits: [0; 20],
-            etag_at: 20,
-            expires: None,
-            len: 0,
-        };
+impl BulkGetAnswer {
+    /// An empty answer with room for the items of `keys`.
+    pub fn with_room(keys: &[bytes::Bytes]) -> BulkGetAnswer {
+        let key_bytes: usize = keys.iter().map(|k| k.len()).sum();
+        let mut out = bytes::BytesMut::with_capacity(
+            crate::grpc::PREFIX + key_bytes + keys.len() * ROOM_PER_KEY,
+        );
+        bytes::BufMut::put_bytes(&mut out, 0, crate::grpc::PREFIX);
+        BulkGetAnswer { out }
+    }
+
+    /// Appends the item of `key` (echoed as received) and its record, if it has one.
+    pub fn push(&mut self, key: &[u8], record: Option<RecordRef<'_>>) {
+        use prost::encoding::{WireType, encode_key, encode_varint};
+        // The etag in decimal, right-aligned in `digits[etag_at..]`.
+        let mut digits = [0u8; 20];
+        let mut etag_at = digits.len();
+        let mut expires = None;
+        let mut content_type = None;
         let mut len = if key.is_empty() {
             0
         } else {
             delimited(key.len())
         };
-        if let Some(record) = &item.record {
+        if let Some(record) = &record {
             let mut n = record.etag.sequence();
             loop {
-                item.etag_at -= 1;
-                item.digits[item.etag_at] = b'0' + (n % 10) as u8;
+                etag_at -= 1;
+                digits[etag_at] = b'0' + (n % 10) as u8;
                 n /= 10;
                 if n == 0 {
                     break;
@@ -293,103 +272,70 @@ impl BulkAnswerItem {
             if !record.value.is_empty() {
                 len += delimited(record.value.len());
             }
-            len += delimited(delimited(20 - item.etag_at));
-            item.expires = record.expire_time_rfc3339();
-            if let Some(at) = &item.expires {
+            len += delimited(delimited(digits.len() - etag_at));
+            expires = record.expire_time_rfc3339();
+            if let Some(at) = &expires {
                 len += delimited(delimited(TTL_EXPIRE_TIME_KEY.len()) + delimited(at.len()));
             }
-            if let Some(content_type) = record.content_type.as_deref().filter(|c| !c.is_empty()) {
+            content_type = record.content_type.filter(|c| !c.is_empty());
+            if let Some(content_type) = content_type {
                 len += delimited(content_type.len());
             }
         }
-        item.len = len;
-        item
-    }
-
-    /// Encodes the item of `key` (the key it was made for).
-    fn encode(&self, key: &[u8], buf: &mut impl bytes::BufMut) {
-        use prost::encoding::{WireType, encode_key, encode_varint};
-        let field = put_field;
+        let buf = &mut self.out;
+        encode_key(1, WireType::LengthDelimited, buf);
+        encode_varint(len as u64, buf);
         if !key.is_empty() {
-            field(buf, 1, key);
+            put_field(buf, 1, key);
         }
-        let Some(record) = &self.record else { return };
+        let Some(record) = record else { return };
         if !record.value.is_empty() {
-            field(buf, 2, &record.value);
+            put_field(buf, 2, record.value);
         }
-        let etag = &self.digits[self.etag_at..];
+        let etag = &digits[etag_at..];
         encode_key(3, WireType::LengthDelimited, buf);
         encode_varint(delimited(etag.len()) as u64, buf);
-        field(buf, 1, etag);
-        if let Some(at) = &self.expires {
+        put_field(buf, 1, etag);
+        if let Some(at) = &expires {
             encode_key(5, WireType::LengthDelimited, buf);
             encode_varint(
                 (delimited(TTL_EXPIRE_TIME_KEY.len()) + delimited(at.len())) as u64,
                 buf,
             );
-            field(buf, 1, TTL_EXPIRE_TIME_KEY.as_bytes());
-            field(buf, 2, at.as_bytes());
+            put_field(buf, 1, TTL_EXPIRE_TIME_KEY.as_bytes());
+            put_field(buf, 2, at.as_bytes());
         }
-        if let Some(content_type) = record.content_type.as_deref().filter(|c| !c.is_empty()) {
-            field(buf, 6, content_type.as_bytes());
+        if let Some(content_type) = content_type {
+            put_field(buf, 6, content_type.as_bytes());
         }
     }
 }
 
-impl BulkGetAnswer {
-    /// The answer for `keys` (echoed as received) and their records, in order.
-    pub fn new(
-        keys: std::sync::Arc<[bytes::Bytes]>,
-        records: Vec<Option<Record>>,
-    ) -> BulkGetAnswer {
-        let items: Vec<BulkAnswerItem> = keys
-            .iter()
-            .zip(records)
-            .map(|(key, record)| BulkAnswerItem::new(key, record))
-            .collect();
-        let len = items.iter().map(|item| delimited(item.len)).sum();
-        BulkGetAnswer { keys, items, len }
-    }
-}
-
-impl prost::Message for BulkGetAnswer {
-    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
-        for (key, item) in self.keys.iter().zip(&self.items) {
-            prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, buf);
-            prost::encoding::encode_varint(item.len as u64, buf);
-            item.encode(key, buf);
+impl crate::grpc::Reply for BulkGetAnswer {
+    fn framed(mut self, limit: usize) -> Result<bytes::Bytes, usize> {
+        let len = self.out.len() - crate::grpc::PREFIX;
+        if len > limit {
+            return Err(len);
         }
-    }
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: prost::encoding::WireType,
-        buf: &mut impl bytes::Buf,
-        ctx: prost::encoding::DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        // Never decoded: what it would read is skipped.
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.len
-    }
-
-    fn clear(&mut self) {
-        *self = BulkGetAnswer::default();
+        self.out[1..crate::grpc::PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(self.out.freeze())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc::Reply;
     use proptest::prelude::*;
     use prost::Message;
 
     fn record() -> impl Strategy<Value = Option<Record>> {
         proptest::option::of((
-            proptest::collection::vec(any::<u8>(), 0..300),
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..300),
+                // Beyond the room an answer is first given per key.
+                proptest::collection::vec(any::<u8>(), 2000..5000),
+            ],
             any::<u64>(),
             proptest::option::of(0u64..4_102_444_800_000),
             proptest::option::of("[a-z/+.-]{0,20}"),
@@ -404,6 +350,27 @@ mod tests {
                 content_type,
             })
         })
+    }
+
+    /// The generated type's item for a key and its record: what the answer is checked
+    /// against.
+    fn bulk_item(key: String, record: Option<Record>) -> proto::BulkStateItem {
+        match record {
+            None => proto::BulkStateItem {
+                key,
+                ..Default::default()
+            },
+            Some(record) => proto::BulkStateItem {
+                key,
+                metadata: record_metadata(&record),
+                etag: Some(proto::Etag {
+                    value: record.etag.to_decimal(),
+                }),
+                content_type: record.content_type.unwrap_or_default(),
+                data: record.value,
+                error: String::new(),
+            },
+        }
     }
 
     fn bulk_get_request() -> impl Strategy<Value = proto::BulkGetRequest> {
@@ -512,18 +479,32 @@ mod tests {
             prop_assert_eq!(our_keys(&bytes), generated_keys(&bytes));
         }
 
-        /// The direct encoding is the generated type's, byte for byte.
+        /// The answer is the generated type's encoding, byte for byte, behind its prefix;
+        /// over the limit, it is refused with its size.
         #[test]
-        fn a_bulk_get_answer_encodes_as_the_generated_response(
+        fn a_bulk_get_answer_is_the_generated_response_framed(
             items in proptest::collection::vec(("[a-zA-Z0-9|é]{0,30}", record()), 0..20),
         ) {
             let (keys, records): (Vec<String>, Vec<Option<Record>>) = items.into_iter().unzip();
             let generated = proto::BulkGetResponse {
                 items: keys.iter().cloned().zip(records.iter().cloned()).map(|(k, r)| bulk_item(k, r)).collect(),
             };
-            let answer = BulkGetAnswer::new(keys.into_iter().map(bytes::Bytes::from).collect(), records);
-            prop_assert_eq!(answer.encoded_len(), generated.encoded_len());
-            prop_assert_eq!(answer.encode_to_vec(), generated.encode_to_vec());
+            let keys: Vec<bytes::Bytes> = keys.into_iter().map(bytes::Bytes::from).collect();
+            let answer = || {
+                let mut answer = BulkGetAnswer::with_room(&keys);
+                for (key, record) in keys.iter().zip(&records) {
+                    answer.push(key, record.as_ref().map(Record::as_record_ref));
+                }
+                answer
+            };
+            let len = generated.encoded_len();
+            let framed = answer().framed(usize::MAX).unwrap();
+            prop_assert_eq!(&framed[..5], &[&[0u8][..], &(len as u32).to_be_bytes()[..]].concat()[..]);
+            prop_assert_eq!(&framed[5..], &generated.encode_to_vec()[..]);
+            prop_assert_eq!(answer().framed(len).map(|f| f.len()), Ok(len + 5));
+            if len > 0 {
+                prop_assert_eq!(answer().framed(len - 1).map(|f| f.len()), Err(len));
+            }
         }
     }
 }

@@ -115,7 +115,7 @@ async fn unary<Req, Resp, Fut>(
 ) -> Result<Bytes, Status>
 where
     Req: prost::Message + Default,
-    Resp: prost::Message,
+    Resp: grpc::Reply,
     Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
 {
     let request = grpc::decode::<Req>(message)?;
@@ -123,7 +123,9 @@ where
     let response = handler(request).await?;
     // daprd cannot receive a message over its limit: such an answer is an error instead
     // (measured once, for the check and the framing).
-    grpc::frame_within(response.get_ref(), DAPRD_MAX_RESPONSE_BYTES)
+    response
+        .into_inner()
+        .framed(DAPRD_MAX_RESPONSE_BYTES)
         .map_err(|size| convert::response_too_large(method, size))
 }
 
