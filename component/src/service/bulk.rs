@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::config::DAPRD_MAX_RESPONSE_BYTES;
 use crate::instances::InstanceRegistry;
 use crate::proto;
 use crate::service::convert;
@@ -23,7 +24,7 @@ pub async fn bulk_get(
     // The keys are slices of the request message (`BulkGetKeys`); each record is encoded
     // into the answer as the engine reads it, its value copied once, there.
     let keys = request.into_inner().keys;
-    let answer = convert::BulkGetAnswer::with_room(&keys);
+    let answer = convert::BulkGetAnswer::with_room(&keys, DAPRD_MAX_RESPONSE_BYTES);
     let answer = instance
         .db
         .bulk_get_each(keys, answer, |answer, key, record| answer.push(key, record))

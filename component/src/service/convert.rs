@@ -111,7 +111,8 @@ impl BulkGetKeys {
                 _ => prost::encoding::decode_varint(rest),
             }
         }
-        // (The cursor is what is left; positions are the message's length minus its length.)
+        // A cursor is the part of the message not read yet: a position in the message is the
+        // message's length minus the cursor's.
         let mut rest: &[u8] = message;
         let mut keys = Vec::new();
         let field = |rest: &mut &[u8]| -> Option<std::ops::Range<usize>> {
@@ -216,12 +217,20 @@ impl prost::Message for BulkGetKeys {
 pub struct BulkGetAnswer {
     /// The prefix (its length filled in by `framed`), then the items written so far.
     out: bytes::BytesMut,
+    /// The message's length (without the prefix), items not written included.
+    len: usize,
+    /// Items are written while the message is at most this long; beyond, they are only
+    /// counted (the answer is refused with its size), so a refused answer's memory stays
+    /// bounded.
+    limit: usize,
 }
 
 /// The room an answer is first given per key, for the value and the item's other fields
 /// (besides the key): answers whose items fit are never moved while they are written.
 /// Larger ones grow the buffer, copying what is written so far.
 const ROOM_PER_KEY: usize = 2048;
+/// The most room an answer is given at first, however many keys it has.
+const MAX_FIRST_ROOM: usize = 1024 * 1024;
 
 /// A length-delimited field: tag, length, bytes.
 fn put_field(buf: &mut impl bytes::BufMut, tag: u32, bytes: &[u8]) {
@@ -236,14 +245,16 @@ fn delimited(len: usize) -> usize {
 }
 
 impl BulkGetAnswer {
-    /// An empty answer with room for the items of `keys`.
-    pub fn with_room(keys: &[bytes::Bytes]) -> BulkGetAnswer {
+    /// An empty answer with room for the items of `keys`, written while it is at most
+    /// `limit` bytes long.
+    pub fn with_room(keys: &[bytes::Bytes], limit: usize) -> BulkGetAnswer {
         let key_bytes: usize = keys.iter().map(|k| k.len()).sum();
-        let mut out = bytes::BytesMut::with_capacity(
-            crate::grpc::PREFIX + key_bytes + keys.len() * ROOM_PER_KEY,
-        );
+        let room = (key_bytes + keys.len() * ROOM_PER_KEY)
+            .min(MAX_FIRST_ROOM)
+            .min(limit);
+        let mut out = bytes::BytesMut::with_capacity(crate::grpc::PREFIX + room);
         bytes::BufMut::put_bytes(&mut out, 0, crate::grpc::PREFIX);
-        BulkGetAnswer { out }
+        BulkGetAnswer { out, len: 0, limit }
     }
 
     /// Appends the item of `key` (echoed as received) and its record, if it has one.
@@ -282,6 +293,10 @@ impl BulkGetAnswer {
                 len += delimited(content_type.len());
             }
         }
+        self.len += delimited(len);
+        if self.len > self.limit {
+            return;
+        }
         let buf = &mut self.out;
         encode_key(1, WireType::LengthDelimited, buf);
         encode_varint(len as u64, buf);
@@ -313,10 +328,11 @@ impl BulkGetAnswer {
 
 impl crate::grpc::Reply for BulkGetAnswer {
     fn framed(mut self, limit: usize) -> Result<bytes::Bytes, usize> {
-        let len = self.out.len() - crate::grpc::PREFIX;
-        if len > limit {
+        let len = self.len;
+        if len > limit.min(self.limit) {
             return Err(len);
         }
+        debug_assert_eq!(len, self.out.len() - crate::grpc::PREFIX);
         self.out[1..crate::grpc::PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(self.out.freeze())
     }
@@ -490,20 +506,24 @@ mod tests {
                 items: keys.iter().cloned().zip(records.iter().cloned()).map(|(k, r)| bulk_item(k, r)).collect(),
             };
             let keys: Vec<bytes::Bytes> = keys.into_iter().map(bytes::Bytes::from).collect();
-            let answer = || {
-                let mut answer = BulkGetAnswer::with_room(&keys);
+            let answer = |limit| {
+                let mut answer = BulkGetAnswer::with_room(&keys, limit);
                 for (key, record) in keys.iter().zip(&records) {
                     answer.push(key, record.as_ref().map(Record::as_record_ref));
                 }
                 answer
             };
             let len = generated.encoded_len();
-            let framed = answer().framed(usize::MAX).unwrap();
+            let framed = answer(usize::MAX).framed(usize::MAX).unwrap();
             prop_assert_eq!(&framed[..5], &[&[0u8][..], &(len as u32).to_be_bytes()[..]].concat()[..]);
             prop_assert_eq!(&framed[5..], &generated.encode_to_vec()[..]);
-            prop_assert_eq!(answer().framed(len).map(|f| f.len()), Ok(len + 5));
+            prop_assert_eq!(answer(len).framed(len).map(|f| f.len()), Ok(len + 5));
             if len > 0 {
-                prop_assert_eq!(answer().framed(len - 1).map(|f| f.len()), Err(len));
+                // Refused with the whole message's size, whichever limit is lower.
+                prop_assert_eq!(answer(len - 1).framed(usize::MAX).map(|f| f.len()), Err(len));
+                prop_assert_eq!(answer(usize::MAX).framed(len - 1).map(|f| f.len()), Err(len));
+                let cut = answer(len / 2);
+                prop_assert!(cut.out.len() <= crate::grpc::PREFIX + len / 2);
             }
         }
     }
